@@ -1,0 +1,139 @@
+//! The crate's error type: every failure names the file and, where there is one, the record.
+
+use std::path::{Path, PathBuf};
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong while reading a source or writing / reading shards.
+///
+/// Every variant that concerns a file carries its name (an archive member is named
+/// `archive.tar.gz:member`) and, where it applies, the record, line or row.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error on a file.
+    #[error("{file}: {source}")]
+    Io {
+        /// The file being read or written.
+        file: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file's content is not in the expected layout.
+    #[error("{file}: {at}{msg}", at = at_prefix(.record))]
+    Corrupt {
+        /// The file (or archive member).
+        file: String,
+        /// The record, line or row, when one is at fault.
+        record: Option<String>,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A required file is absent.
+    #[error("{0}")]
+    Missing(String),
+    /// The caller asked for something that cannot be done (bad argument, bad output path).
+    #[error("{0}")]
+    Usage(String),
+    /// Parquet / Arrow failure on a shard.
+    #[error("{file}: {msg}")]
+    Shard {
+        /// The shard file.
+        file: String,
+        /// What failed.
+        msg: String,
+    },
+    /// The consumer of a record stream went away; the producer stops quietly.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+fn at_prefix(record: &Option<String>) -> String {
+    match record {
+        Some(r) => format!("{r}: "),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            file: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+
+    /// A layout error in `file` at `record`.
+    pub fn corrupt(
+        file: impl Into<String>,
+        record: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
+        Error::Corrupt {
+            file: file.into(),
+            record: Some(record.into()),
+            msg: msg.into(),
+        }
+    }
+
+    /// A layout error in `file` as a whole.
+    pub fn corrupt_file(file: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Corrupt {
+            file: file.into(),
+            record: None,
+            msg: msg.into(),
+        }
+    }
+
+    /// A Parquet / Arrow error on a shard file.
+    pub fn shard(file: impl AsRef<Path>, err: impl std::fmt::Display) -> Self {
+        Error::Shard {
+            file: file.as_ref().display().to_string(),
+            msg: err.to_string(),
+        }
+    }
+}
+
+/// Extension to attach a path to `std::io::Result`.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp: PathBuf = tmp_name(path);
+    let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+    f.write_all(bytes).at(&tmp)?;
+    f.sync_all().at(&tmp)?;
+    drop(f);
+    std::fs::rename(&tmp, path).at(path)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
+/// The temporary name used while `path` is being written (`.name.tmp` in the same folder).
+pub(crate) fn tmp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Best-effort fsync of a directory, so that a rename inside it is durable.
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

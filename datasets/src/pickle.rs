@@ -1,0 +1,507 @@
+//! A small pickle reader, enough for the CIFAR "python version" files.
+//!
+//! Those are dicts pickled by Python 2 (protocol 2) holding numpy arrays, which arrive as
+//! `numpy.core.multiarray._reconstruct` + `BUILD` with the raw array bytes in a string. This
+//! reader runs the pickle opcodes into plain [`Value`]s without executing anything: a global
+//! is only recorded by name. Protocols 0–4 opcodes that such files use are supported.
+
+use std::collections::HashMap;
+
+/// A decoded pickle value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `None`.
+    None,
+    /// `True` / `False`.
+    Bool(bool),
+    /// An integer that fits in i64.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A byte string (Python 2 `str`, Python 3 `bytes`).
+    Bytes(Vec<u8>),
+    /// A text string.
+    Str(String),
+    /// A list.
+    List(Vec<Value>),
+    /// A tuple.
+    Tuple(Vec<Value>),
+    /// A dict, in insertion order.
+    Dict(Vec<(Value, Value)>),
+    /// A reference to a global (`module.name`), not resolved.
+    Global(String, String),
+    /// The result of calling a global with arguments, plus the state `BUILD` set on it.
+    Object {
+        /// The callable.
+        func: Box<Value>,
+        /// Its arguments.
+        args: Box<Value>,
+        /// State from `BUILD`, if any.
+        state: Option<Box<Value>>,
+    },
+}
+
+impl Value {
+    /// Looks `key` up in a dict whose keys are byte or text strings.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Dict(items) => items.iter().find_map(|(k, v)| match k {
+                Value::Bytes(b) if b == key.as_bytes() => Some(v),
+                Value::Str(s) if s == key => Some(v),
+                _ => None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The value as a list or tuple of items.
+    pub fn items(&self) -> Option<&[Value]> {
+        match self {
+            Value::List(v) | Value::Tuple(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value as bytes (byte or text string; text as latin-1 / UTF-8 bytes).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Bytes(b) => Some(b),
+            Value::Str(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+
+    /// For a numpy array built by `_reconstruct` + `BUILD`: its shape and raw data bytes.
+    pub fn ndarray(&self) -> Option<(Vec<i64>, &[u8])> {
+        let Value::Object {
+            state: Some(state), ..
+        } = self
+        else {
+            return None;
+        };
+        let st = state.items()?;
+        // state = (version, shape, dtype, is_fortran, rawdata)
+        let shape = st
+            .get(1)?
+            .items()?
+            .iter()
+            .map(|v| {
+                if let Value::Int(i) = v {
+                    Some(*i)
+                } else {
+                    None
+                }
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let data = st.get(4)?.bytes()?;
+        Some((shape, data))
+    }
+}
+
+/// Parses one pickle. The error is a short description with the byte offset.
+pub fn parse(data: &[u8]) -> Result<Value, String> {
+    Machine {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+    }
+    .run()
+}
+
+struct Machine<'a> {
+    data: &'a [u8],
+    pos: usize,
+    stack: Vec<Value>,
+    marks: Vec<usize>,
+    memo: HashMap<u32, Value>,
+}
+
+impl<'a> Machine<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| format!("truncated pickle at byte {}", self.pos))?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn line(&mut self) -> Result<&'a str, String> {
+        let rest = &self.data[self.pos..];
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| format!("unterminated line at byte {}", self.pos))?;
+        self.pos += n + 1;
+        std::str::from_utf8(&rest[..n]).map_err(|_| format!("bad text at byte {}", self.pos))
+    }
+    fn pop(&mut self) -> Result<Value, String> {
+        self.stack
+            .pop()
+            .ok_or_else(|| format!("stack underflow at byte {}", self.pos))
+    }
+    fn top(&mut self) -> Result<&mut Value, String> {
+        let pos = self.pos;
+        self.stack
+            .last_mut()
+            .ok_or_else(|| format!("stack underflow at byte {pos}"))
+    }
+    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
+        let m = self
+            .marks
+            .pop()
+            .ok_or_else(|| format!("no mark at byte {}", self.pos))?;
+        if m > self.stack.len() {
+            return Err(format!("bad mark at byte {}", self.pos));
+        }
+        Ok(self.stack.split_off(m))
+    }
+    fn str_of(b: &[u8]) -> Result<String, String> {
+        String::from_utf8(b.to_vec()).map_err(|_| "invalid UTF-8 string".to_string())
+    }
+
+    fn run(mut self) -> Result<Value, String> {
+        loop {
+            let at = self.pos;
+            let op = self.u8()?;
+            match op {
+                0x80 => {
+                    self.u8()?; // PROTO
+                }
+                0x95 => {
+                    self.u64()?; // FRAME
+                }
+                b'.' => return self.pop(), // STOP
+                b'(' => self.marks.push(self.stack.len()),
+                b'}' => self.stack.push(Value::Dict(Vec::new())),
+                b']' => self.stack.push(Value::List(Vec::new())),
+                b')' => self.stack.push(Value::Tuple(Vec::new())),
+                b'N' => self.stack.push(Value::None),
+                0x88 => self.stack.push(Value::Bool(true)),
+                0x89 => self.stack.push(Value::Bool(false)),
+                b'J' => {
+                    let v = i32::from_le_bytes(self.take(4)?.try_into().unwrap());
+                    self.stack.push(Value::Int(v as i64))
+                }
+                b'K' => {
+                    let v = self.u8()?;
+                    self.stack.push(Value::Int(v as i64))
+                }
+                b'M' => {
+                    let v = self.u16()?;
+                    self.stack.push(Value::Int(v as i64))
+                }
+                0x8a => {
+                    // LONG1
+                    let n = self.u8()? as usize;
+                    let b = self.take(n)?;
+                    if n > 8 {
+                        return Err(format!("integer too large at byte {at}"));
+                    }
+                    let mut v: i64 = 0;
+                    for (i, &x) in b.iter().enumerate() {
+                        v |= (x as i64) << (8 * i);
+                    }
+                    if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
+                        v -= 1i64 << (8 * n);
+                    }
+                    self.stack.push(Value::Int(v))
+                }
+                b'I' => {
+                    let l = self.line()?;
+                    let v = match l {
+                        "01" => Value::Bool(true),
+                        "00" => Value::Bool(false),
+                        _ => Value::Int(l.parse().map_err(|_| format!("bad INT at byte {at}"))?),
+                    };
+                    self.stack.push(v)
+                }
+                b'L' => {
+                    let l = self.line()?.trim_end_matches('L');
+                    self.stack.push(Value::Int(
+                        l.parse().map_err(|_| format!("bad LONG at byte {at}"))?,
+                    ))
+                }
+                b'G' => {
+                    let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
+                    self.stack.push(Value::Float(v))
+                }
+                b'U' => {
+                    let n = self.u8()? as usize;
+                    let b = self.take(n)?.to_vec();
+                    self.stack.push(Value::Bytes(b))
+                }
+                b'T' => {
+                    let n = self.u32()? as usize;
+                    let b = self.take(n)?.to_vec();
+                    self.stack.push(Value::Bytes(b))
+                }
+                b'C' => {
+                    let n = self.u8()? as usize;
+                    let b = self.take(n)?.to_vec();
+                    self.stack.push(Value::Bytes(b))
+                }
+                b'B' => {
+                    let n = self.u32()? as usize;
+                    let b = self.take(n)?.to_vec();
+                    self.stack.push(Value::Bytes(b))
+                }
+                0x8e => {
+                    let n = self.u64()? as usize;
+                    let b = self.take(n)?.to_vec();
+                    self.stack.push(Value::Bytes(b))
+                }
+                b'X' => {
+                    let n = self.u32()? as usize;
+                    let s = Self::str_of(self.take(n)?)?;
+                    self.stack.push(Value::Str(s))
+                }
+                0x8c => {
+                    let n = self.u8()? as usize;
+                    let s = Self::str_of(self.take(n)?)?;
+                    self.stack.push(Value::Str(s))
+                }
+                0x8d => {
+                    let n = self.u64()? as usize;
+                    let s = Self::str_of(self.take(n)?)?;
+                    self.stack.push(Value::Str(s))
+                }
+                b'S' => {
+                    let l = self.line()?;
+                    let s = l.trim_matches(|c| c == '\'' || c == '"');
+                    self.stack.push(Value::Bytes(s.as_bytes().to_vec()))
+                }
+                b'V' => {
+                    let l = self.line()?.to_string();
+                    self.stack.push(Value::Str(l))
+                }
+                b'c' => {
+                    let module = self.line()?.to_string();
+                    let name = self.line()?.to_string();
+                    self.stack.push(Value::Global(module, name))
+                }
+                0x93 => {
+                    // STACK_GLOBAL
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    match (module, name) {
+                        (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(m, n)),
+                        _ => return Err(format!("bad STACK_GLOBAL at byte {at}")),
+                    }
+                }
+                b'q' => {
+                    let k = self.u8()? as u32;
+                    let v = self.top()?.clone();
+                    self.memo.insert(k, v);
+                }
+                b'r' => {
+                    let k = self.u32()?;
+                    let v = self.top()?.clone();
+                    self.memo.insert(k, v);
+                }
+                0x94 => {
+                    let k = self.memo.len() as u32;
+                    let v = self.top()?.clone();
+                    self.memo.insert(k, v);
+                }
+                b'p' => {
+                    let k: u32 = self
+                        .line()?
+                        .parse()
+                        .map_err(|_| format!("bad PUT at byte {at}"))?;
+                    let v = self.top()?.clone();
+                    self.memo.insert(k, v);
+                }
+                b'h' | b'j' | b'g' => {
+                    let k = match op {
+                        b'h' => self.u8()? as u32,
+                        b'j' => self.u32()?,
+                        _ => self
+                            .line()?
+                            .parse()
+                            .map_err(|_| format!("bad GET at byte {at}"))?,
+                    };
+                    let v = self
+                        .memo
+                        .get(&k)
+                        .cloned()
+                        .ok_or_else(|| format!("unknown memo {k} at byte {at}"))?;
+                    self.stack.push(v)
+                }
+                0x85 => {
+                    let a = self.pop()?;
+                    self.stack.push(Value::Tuple(vec![a]))
+                }
+                0x86 => {
+                    let b = self.pop()?;
+                    let a = self.pop()?;
+                    self.stack.push(Value::Tuple(vec![a, b]))
+                }
+                0x87 => {
+                    let c = self.pop()?;
+                    let b = self.pop()?;
+                    let a = self.pop()?;
+                    self.stack.push(Value::Tuple(vec![a, b, c]))
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::Tuple(items))
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::List(items))
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::Dict(pairs(items, at)?))
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    match self.top()? {
+                        Value::List(l) => l.push(v),
+                        _ => return Err(format!("APPEND to a non-list at byte {at}")),
+                    }
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    match self.top()? {
+                        Value::List(l) => l.extend(items),
+                        _ => return Err(format!("APPENDS to a non-list at byte {at}")),
+                    }
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    match self.top()? {
+                        Value::Dict(d) => d.push((k, v)),
+                        _ => return Err(format!("SETITEM on a non-dict at byte {at}")),
+                    }
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    let kv = pairs(items, at)?;
+                    match self.top()? {
+                        Value::Dict(d) => d.extend(kv),
+                        _ => return Err(format!("SETITEMS on a non-dict at byte {at}")),
+                    }
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let func = self.pop()?;
+                    self.stack.push(reduce(func, args))
+                }
+                0x81 => {
+                    // NEWOBJ
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    self.stack.push(Value::Object {
+                        func: Box::new(cls),
+                        args: Box::new(args),
+                        state: None,
+                    })
+                }
+                b'b' => {
+                    let state = self.pop()?;
+                    match self.top()? {
+                        Value::Object { state: s, .. } => *s = Some(Box::new(state)),
+                        Value::Dict(d) => {
+                            if let Value::Dict(kv) = state {
+                                d.extend(kv)
+                            }
+                        }
+                        _ => return Err(format!("BUILD on a plain value at byte {at}")),
+                    }
+                }
+                b'0' => {
+                    self.pop()?;
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                }
+                b'2' => {
+                    let v = self.top()?.clone();
+                    self.stack.push(v)
+                }
+                _ => return Err(format!("unsupported pickle opcode 0x{op:02x} at byte {at}")),
+            }
+        }
+    }
+}
+
+fn pairs(items: Vec<Value>, at: usize) -> Result<Vec<(Value, Value)>, String> {
+    if items.len() % 2 != 0 {
+        return Err(format!("odd number of dict items at byte {at}"));
+    }
+    let mut it = items.into_iter();
+    let mut out = Vec::new();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// `_codecs.encode(text, 'latin1')` is how Python 3's protocol 2 writes bytes: apply it.
+fn reduce(func: Value, args: Value) -> Value {
+    if let (Value::Global(m, n), Value::Tuple(a)) = (&func, &args) {
+        if m == "_codecs" && n == "encode" {
+            if let Some(Value::Str(s)) = a.first() {
+                let bytes: Option<Vec<u8>> =
+                    s.chars().map(|c| u8::try_from(c as u32).ok()).collect();
+                if let Some(b) = bytes {
+                    return Value::Bytes(b);
+                }
+            }
+        }
+    }
+    Value::Object {
+        func: Box::new(func),
+        args: Box::new(args),
+        state: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_small_dict_protocol2() {
+        // pickle.dumps({b'labels': [1, 2], b'x': 300}, protocol=2) as Python 2 would write it
+        let mut p = vec![0x80, 2, b'}', b'q', 0, b'(', b'U', 6];
+        p.extend_from_slice(b"labels");
+        p.extend_from_slice(&[
+            b'q', 1, b']', b'q', 2, b'(', b'K', 1, b'K', 2, b'e', b'U', 1, b'x', b'M', 0x2c, 0x01,
+            b'u', b'.',
+        ]);
+        let v = parse(&p).unwrap();
+        assert_eq!(
+            v.get("labels").unwrap().items().unwrap(),
+            &[Value::Int(1), Value::Int(2)]
+        );
+        assert_eq!(v.get("x"), Some(&Value::Int(300)));
+    }
+
+    #[test]
+    fn truncated_is_an_error_not_a_panic() {
+        assert!(parse(&[0x80, 2, b'T', 0xff, 0xff, 0, 0, 1])
+            .unwrap_err()
+            .contains("truncated"));
+        assert!(parse(&[]).is_err());
+        assert!(parse(&[b'a']).is_err());
+    }
+}

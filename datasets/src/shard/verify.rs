@@ -1,0 +1,105 @@
+//! `verify`: checks every shard against the manifest (sha256, size, row count) and optionally
+//! decodes every image.
+
+use std::io::Read;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::manifest::Manifest;
+use super::reader::ShardReader;
+use crate::error::{Error, IoContext, Result};
+
+/// What a successful verification covered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Shards checked.
+    pub shards: u64,
+    /// Rows checked.
+    pub rows: u64,
+    /// Images decoded (0 without `decode`).
+    pub decoded: u64,
+}
+
+/// Checks the shard folder `dir`; the first problem is returned as an error naming the shard
+/// (and row).
+pub fn verify(dir: &Path, decode: bool) -> Result<VerifyReport> {
+    let manifest = Manifest::load(dir)?;
+    let mut report = VerifyReport::default();
+    for split in &manifest.split_order {
+        let info = manifest.split(split)?;
+        let mut rows = 0;
+        for shard in &info.shards {
+            let path = dir.join(&shard.path);
+            let mut f = std::fs::File::open(&path).at(&path)?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut size = 0u64;
+            loop {
+                let n = f.read(&mut buf).at(&path)?;
+                if n == 0 {
+                    break;
+                }
+                size += n as u64;
+                h.update(&buf[..n]);
+            }
+            let sha: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            if size != shard.bytes || sha != shard.sha256 {
+                return Err(Error::corrupt_file(
+                    path.display().to_string(),
+                    format!("content differs from the manifest (sha256 {sha}, {size} bytes; expected {}, {} bytes)", shard.sha256, shard.bytes),
+                ));
+            }
+            let reader = ShardReader::open(&path)?;
+            if reader.rows() != shard.rows {
+                return Err(Error::corrupt_file(
+                    path.display().to_string(),
+                    format!("{} rows, manifest says {}", reader.rows(), shard.rows),
+                ));
+            }
+            if decode {
+                let mut row = 0u64;
+                for g in 0..reader.row_groups() {
+                    let batch = reader.read_row_group(g, Some(&["image", "width", "height"]))?;
+                    for i in 0..batch.len() {
+                        let img = image::load_from_memory(batch.image_bytes(i)).map_err(|e| {
+                            Error::corrupt(
+                                path.display().to_string(),
+                                format!("row {row}"),
+                                format!("image does not decode: {e}"),
+                            )
+                        })?;
+                        if let Some((w, h)) = batch.size(i) {
+                            if (img.width(), img.height()) != (w, h) {
+                                return Err(Error::corrupt(
+                                    path.display().to_string(),
+                                    format!("row {row}"),
+                                    format!(
+                                        "image is {}x{} but the row says {w}x{h}",
+                                        img.width(),
+                                        img.height()
+                                    ),
+                                ));
+                            }
+                        }
+                        row += 1;
+                        report.decoded += 1;
+                    }
+                }
+            }
+            rows += shard.rows;
+            report.shards += 1;
+        }
+        if rows != info.rows {
+            return Err(Error::corrupt_file(
+                dir.join(super::manifest::MANIFEST).display().to_string(),
+                format!(
+                    "split {split}: shards hold {rows} rows, manifest says {}",
+                    info.rows
+                ),
+            ));
+        }
+        report.rows += rows;
+    }
+    Ok(report)
+}

@@ -1,0 +1,13 @@
+//! Readers of each source layout. Each yields [`crate::Record`]s in a fixed order.
+
+pub mod celeba;
+pub mod cifar;
+pub mod folder;
+pub mod random;
+pub mod stl10;
+
+pub use celeba::CelebA;
+pub use cifar::Cifar;
+pub use folder::Folder;
+pub use random::{Random, RandomSpec};
+pub use stl10::Stl10;

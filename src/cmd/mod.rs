@@ -1,0 +1,64 @@
+//! Command definitions and dispatch.
+
+mod bench;
+mod ingest;
+mod progress;
+mod shards;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Self-supervised learning on images (SimSiam) with a fast streaming data pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "siamlab", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Convert a source dataset (archive or folder) into Parquet shards with a manifest.
+    Ingest(ingest::IngestArgs),
+    /// Check every shard against the manifest (sha256, rows); optionally decode every image.
+    Verify {
+        /// Shard folder (holds manifest.json).
+        dir: PathBuf,
+        /// Also decode every image.
+        #[arg(long)]
+        decode: bool,
+    },
+    /// Counts per split and class, image sizes, and an optional contact sheet PNG.
+    Inspect {
+        /// Shard folder (holds manifest.json).
+        dir: PathBuf,
+        /// Only this split.
+        #[arg(long)]
+        split: Option<String>,
+        /// Write a PNG grid of samples with their labels here.
+        #[arg(long)]
+        grid: Option<PathBuf>,
+        /// Number of samples in the grid.
+        #[arg(long, default_value_t = 64)]
+        n: usize,
+    },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Ingest(args) => ingest::run(args),
+        Command::Verify { dir, decode } => shards::verify(&dir, decode),
+        Command::Inspect {
+            dir,
+            split,
+            grid,
+            n,
+        } => shards::inspect(&dir, split.as_deref(), grid.as_deref(), n),
+        Command::Bench(b) => bench::run(b),
+    }
+}
