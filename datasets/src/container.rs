@@ -54,27 +54,15 @@ impl Container {
         if meta.is_dir() {
             return Ok(Container::Dir(path.to_path_buf()));
         }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
         if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-            Ok(Container::Tar {
-                path: path.to_path_buf(),
-                gz: true,
-            })
+            Ok(Container::Tar { path: path.to_path_buf(), gz: true })
         } else if name.ends_with(".tar") {
-            Ok(Container::Tar {
-                path: path.to_path_buf(),
-                gz: false,
-            })
+            Ok(Container::Tar { path: path.to_path_buf(), gz: false })
         } else if name.ends_with(".zip") {
             Ok(Container::Zip(path.to_path_buf()))
         } else {
-            Err(Error::Usage(format!(
-                "{}: expected a folder, a .tar, .tar.gz, .tgz or .zip archive",
-                path.display()
-            )))
+            Err(Error::Usage(format!("{}: expected a folder, a .tar, .tar.gz, .tgz or .zip archive", path.display())))
         }
     }
 
@@ -95,17 +83,13 @@ impl Container {
 
     /// Lists all regular-file members (in container order; a folder is listed sorted) and
     /// reads fully those for which `small` is true, in one pass.
-    pub fn scan(
-        &self,
-        small: &dyn Fn(&Member) -> bool,
-    ) -> Result<(Vec<Member>, BTreeMap<String, Vec<u8>>)> {
+    pub fn scan(&self, small: &dyn Fn(&Member) -> bool) -> Result<(Vec<Member>, BTreeMap<String, Vec<u8>>)> {
         let mut list = Vec::new();
         let mut contents = BTreeMap::new();
         self.visit(&mut |m, r| {
             if small(m) {
                 let mut buf = Vec::with_capacity(m.size as usize);
-                r.read_to_end(&mut buf)
-                    .map_err(|e| self.read_error(&m.name, e))?;
+                r.read_to_end(&mut buf).map_err(|e| self.read_error(&m.name, e))?;
                 contents.insert(m.name.clone(), buf);
             }
             list.push(m.clone());
@@ -128,30 +112,17 @@ impl Container {
                     let file = File::open(&path).at(&path)?;
                     let size = file.metadata().at(&path)?.len();
                     let mut r = BufReader::with_capacity(1 << 20, file);
-                    f(
-                        &Member {
-                            name: name.clone(),
-                            size,
-                        },
-                        &mut r,
-                    )?;
+                    f(&Member { name: name.clone(), size }, &mut r)?;
                 }
                 Ok(())
             }
             Container::Zip(path) => {
                 let mut zip = open_zip(path)?;
                 for name in names {
-                    let mut entry = zip
-                        .by_name(name)
-                        .map_err(|e| Error::corrupt_file(self.display(name), e.to_string()))?;
+                    let mut entry =
+                        zip.by_name(name).map_err(|e| Error::corrupt_file(self.display(name), e.to_string()))?;
                     let size = entry.size();
-                    f(
-                        &Member {
-                            name: name.clone(),
-                            size,
-                        },
-                        &mut entry,
-                    )?;
+                    f(&Member { name: name.clone(), size }, &mut entry)?;
                 }
                 Ok(())
             }
@@ -164,18 +135,10 @@ impl Container {
                             f(m, r)?;
                             next += 1;
                         }
-                        Ok(if next == names.len() {
-                            Visit::Stop
-                        } else {
-                            Visit::Continue
-                        })
+                        Ok(if next == names.len() { Visit::Stop } else { Visit::Continue })
                     })?;
                     if next == before {
-                        return Err(Error::Missing(format!(
-                            "{}: no member {}",
-                            self.path().display(),
-                            names[next]
-                        )));
+                        return Err(Error::Missing(format!("{}: no member {}", self.path().display(), names[next])));
                     }
                 }
                 Ok(())
@@ -209,20 +172,15 @@ impl Container {
             Container::Zip(path) => {
                 let mut zip = open_zip(path)?;
                 for i in 0..zip.len() {
-                    let mut entry = zip.by_index(i).map_err(|e| {
-                        Error::corrupt_file(path.display().to_string(), format!("corrupt zip: {e}"))
-                    })?;
+                    let mut entry = zip
+                        .by_index(i)
+                        .map_err(|e| Error::corrupt_file(path.display().to_string(), format!("corrupt zip: {e}")))?;
                     if !entry.is_file() {
                         continue;
                     }
                     let name = entry
                         .name()
-                        .map_err(|e| {
-                            Error::corrupt_file(
-                                path.display().to_string(),
-                                format!("corrupt zip: {e}"),
-                            )
-                        })?
+                        .map_err(|e| Error::corrupt_file(path.display().to_string(), format!("corrupt zip: {e}")))?
                         .trim_start_matches("./")
                         .to_string();
                     let size = entry.size();
@@ -234,11 +192,8 @@ impl Container {
             }
             Container::Tar { path, gz } => {
                 let file = BufReader::with_capacity(1 << 20, File::open(path).at(path)?);
-                let reader: Box<dyn Read> = if *gz {
-                    Box::new(flate2::read::GzDecoder::new(file))
-                } else {
-                    Box::new(file)
-                };
+                let reader: Box<dyn Read> =
+                    if *gz { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
                 let mut archive = tar::Archive::new(reader);
                 let corrupt = |e: std::io::Error| {
                     Error::corrupt_file(path.display().to_string(), format!("corrupt archive: {e}"))
@@ -248,12 +203,7 @@ impl Container {
                     if !entry.header().entry_type().is_file() {
                         continue;
                     }
-                    let name = entry
-                        .path()
-                        .map_err(corrupt)?
-                        .to_string_lossy()
-                        .trim_start_matches("./")
-                        .to_string();
+                    let name = entry.path().map_err(corrupt)?.to_string_lossy().trim_start_matches("./").to_string();
                     let size = entry.size();
                     if let Visit::Stop = f(&Member { name, size }, &mut entry)? {
                         break;
@@ -272,16 +222,12 @@ enum Visit {
 
 pub(crate) fn open_zip(path: &Path) -> Result<zip::ZipArchive<BufReader<File>>> {
     let file = BufReader::new(File::open(path).at(path)?);
-    zip::ZipArchive::new(file)
-        .map_err(|e| Error::corrupt_file(path.display().to_string(), format!("corrupt zip: {e}")))
+    zip::ZipArchive::new(file).map_err(|e| Error::corrupt_file(path.display().to_string(), format!("corrupt zip: {e}")))
 }
 
 /// Recursively lists regular files under `dir` as `/`-separated paths relative to `root`, sorted.
 pub(crate) fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .at(dir)?
-        .collect::<std::io::Result<Vec<_>>>()
-        .at(dir)?;
+    let mut entries: Vec<_> = std::fs::read_dir(dir).at(dir)?.collect::<std::io::Result<Vec<_>>>().at(dir)?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
@@ -290,12 +236,7 @@ pub(crate) fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()>
             walk(root, &path, out)?;
         } else if ty.is_file() || (ty.is_symlink() && path.is_file()) {
             let rel = path.strip_prefix(root).unwrap_or(&path);
-            out.push(
-                rel.components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/"),
-            );
+            out.push(rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"));
         }
     }
     Ok(())

@@ -21,10 +21,7 @@ pub struct PixelSums {
 impl PixelSums {
     /// Sums of an interleaved RGB buffer.
     pub fn of(rgb: &[u8]) -> Self {
-        let mut s = PixelSums {
-            count: (rgb.len() / 3) as u64,
-            ..Default::default()
-        };
+        let mut s = PixelSums { count: (rgb.len() / 3) as u64, ..Default::default() };
         for px in rgb.chunks_exact(3) {
             for c in 0..3 {
                 let v = px[c] as u64;
@@ -94,15 +91,9 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
 /// Target size when the shorter side becomes `side` (torchvision `Resize(int)` rounding).
 pub fn shorter_side_size(width: u32, height: u32, side: u32) -> (u32, u32) {
     if width <= height {
-        (
-            side,
-            ((side as u64 * height as u64) / width.max(1) as u64).max(1) as u32,
-        )
+        (side, ((side as u64 * height as u64) / width.max(1) as u64).max(1) as u32)
     } else {
-        (
-            ((side as u64 * width as u64) / height.max(1) as u64).max(1) as u32,
-            side,
-        )
+        (((side as u64 * width as u64) / height.max(1) as u64).max(1) as u32, side)
     }
 }
 
@@ -112,14 +103,10 @@ pub fn resize_shorter(width: u32, height: u32, rgb: Vec<u8>, side: u32) -> (u32,
     if (w, h) == (width, height) {
         return (width, height, rgb);
     }
-    let src = fr::images::Image::from_vec_u8(width, height, rgb, fr::PixelType::U8x3)
-        .expect("buffer matches its size");
+    let src = fr::images::Image::from_vec_u8(width, height, rgb, fr::PixelType::U8x3).expect("buffer matches its size");
     let mut dst = fr::images::Image::new(w, h, fr::PixelType::U8x3);
-    let opts =
-        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
-    fr::Resizer::new()
-        .resize(&src, &mut dst, &opts)
-        .expect("same pixel type on both sides");
+    let opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+    fr::Resizer::new().resize(&src, &mut dst, &opts).expect("same pixel type on both sides");
     (w, h, dst.into_vec())
 }
 
@@ -127,27 +114,15 @@ pub fn resize_shorter(width: u32, height: u32, rgb: Vec<u8>, side: u32) -> (u32,
 /// kept as they are unless `resize` asks for a new size. `Err` means the file does not decode.
 pub fn prepare(image: ImageData, resize: Option<u32>) -> Result<Prepared, String> {
     match image {
-        ImageData::Rgb {
-            width,
-            height,
-            pixels,
-        } => {
+        ImageData::Rgb { width, height, pixels } => {
             if pixels.len() != width as usize * height as usize * 3 {
-                return Err(format!(
-                    "{} bytes for a {width}x{height} RGB image",
-                    pixels.len()
-                ));
+                return Err(format!("{} bytes for a {width}x{height} RGB image", pixels.len()));
             }
             let (width, height, pixels) = match resize {
                 Some(s) => resize_shorter(width, height, pixels, s),
                 None => (width, height, pixels),
             };
-            Ok(Prepared {
-                bytes: encode_png(width, height, &pixels),
-                width,
-                height,
-                sums: PixelSums::of(&pixels),
-            })
+            Ok(Prepared { bytes: encode_png(width, height, &pixels), width, height, sums: PixelSums::of(&pixels) })
         }
         ImageData::Encoded { bytes, .. } => {
             let (width, height, pixels) = decode_rgb(&bytes)?;
@@ -161,12 +136,7 @@ pub fn prepare(image: ImageData, resize: Option<u32>) -> Result<Prepared, String
                         sums: PixelSums::of(&pixels),
                     })
                 }
-                None => Ok(Prepared {
-                    sums: PixelSums::of(&pixels),
-                    bytes,
-                    width,
-                    height,
-                }),
+                None => Ok(Prepared { sums: PixelSums::of(&pixels), bytes, width, height }),
             }
         }
     }

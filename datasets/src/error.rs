@@ -13,12 +13,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O error on a file.
-    #[error("{file}: {source}")]
+    #[error("{file}: {err}")]
     Io {
         /// The file being read or written.
         file: String,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (kept out of the error chain: the message already has it).
+        err: std::io::Error,
     },
     /// The file's content is not in the expected layout.
     #[error("{file}: {at}{msg}", at = at_prefix(.record))]
@@ -59,40 +59,22 @@ fn at_prefix(record: &Option<String>) -> String {
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io {
-            file: path.as_ref().display().to_string(),
-            source,
-        }
+        Error::Io { file: path.as_ref().display().to_string(), err: source }
     }
 
     /// A layout error in `file` at `record`.
-    pub fn corrupt(
-        file: impl Into<String>,
-        record: impl Into<String>,
-        msg: impl Into<String>,
-    ) -> Self {
-        Error::Corrupt {
-            file: file.into(),
-            record: Some(record.into()),
-            msg: msg.into(),
-        }
+    pub fn corrupt(file: impl Into<String>, record: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Corrupt { file: file.into(), record: Some(record.into()), msg: msg.into() }
     }
 
     /// A layout error in `file` as a whole.
     pub fn corrupt_file(file: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Corrupt {
-            file: file.into(),
-            record: None,
-            msg: msg.into(),
-        }
+        Error::Corrupt { file: file.into(), record: None, msg: msg.into() }
     }
 
     /// A Parquet / Arrow error on a shard file.
     pub fn shard(file: impl AsRef<Path>, err: impl std::fmt::Display) -> Self {
-        Error::Shard {
-            file: file.as_ref().display().to_string(),
-            msg: err.to_string(),
-        }
+        Error::Shard { file: file.as_ref().display().to_string(), msg: err.to_string() }
     }
 }
 
@@ -124,10 +106,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The temporary name used while `path` is being written (`.name.tmp` in the same folder).
 pub(crate) fn tmp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp"))
 }
 

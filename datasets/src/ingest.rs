@@ -14,9 +14,7 @@ use rayon::prelude::*;
 use crate::encode::{prepare, PixelSums};
 use crate::error::{Error, IoContext, Result};
 use crate::record::{ImageData, Record, Source};
-use crate::shard::{
-    self, ChannelStats, Columns, Layout, Manifest, Row, SplitInfo, SplitWriter, SCHEMA_VERSION,
-};
+use crate::shard::{self, ChannelStats, Columns, Layout, Manifest, Row, SplitInfo, SplitWriter, SCHEMA_VERSION};
 
 /// Default shard size: about 256 MB.
 pub const DEFAULT_SHARD_BYTES: u64 = 256 << 20;
@@ -81,10 +79,7 @@ impl Outcome {
 /// returned (unless `overwrite`); otherwise leftovers of an interrupted run are removed.
 pub fn prepare_out(out: &Path, overwrite: bool) -> Result<Option<Manifest>> {
     if out.exists() && !out.is_dir() {
-        return Err(Error::Usage(format!(
-            "--out {}: is an existing file, not a folder",
-            out.display()
-        )));
+        return Err(Error::Usage(format!("--out {}: is an existing file, not a folder", out.display())));
     }
     if out.join(shard::MANIFEST).exists() && !overwrite {
         return Manifest::load(out).map(Some);
@@ -157,40 +152,23 @@ fn run(source: &mut dyn Source, opts: &IngestOptions) -> Result<Manifest> {
                 chunk.push(rec);
                 if chunk.len() >= CHUNK_RECORDS || bytes >= CHUNK_BYTES {
                     bytes = 0;
-                    tx.send(std::mem::replace(
-                        &mut chunk,
-                        Vec::with_capacity(CHUNK_RECORDS),
-                    ))
-                    .map_err(|_| Error::Cancelled)?;
+                    tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_RECORDS)))
+                        .map_err(|_| Error::Cancelled)?;
                 }
                 Ok(())
             });
-            r.and_then(|()| {
-                if chunk.is_empty() {
-                    Ok(())
-                } else {
-                    tx.send(chunk).map_err(|_| Error::Cancelled)
-                }
-            })
+            r.and_then(|()| if chunk.is_empty() { Ok(()) } else { tx.send(chunk).map_err(|_| Error::Cancelled) })
         });
         let consume = || -> Result<()> {
             for chunk in rx {
-                type Prepared = (
-                    Record,
-                    Option<String>,
-                    std::result::Result<crate::encode::Prepared, String>,
-                );
+                type Prepared = (Record, Option<String>, std::result::Result<crate::encode::Prepared, String>);
                 let prepared: Vec<Prepared> = pool.install(|| {
                     chunk
                         .into_par_iter()
                         .map(|mut rec| {
                             let image = std::mem::replace(
                                 &mut rec.image,
-                                ImageData::Rgb {
-                                    width: 0,
-                                    height: 0,
-                                    pixels: Vec::new(),
-                                },
+                                ImageData::Rgb { width: 0, height: 0, pixels: Vec::new() },
                             );
                             let path = match &image {
                                 ImageData::Encoded { path, .. } => Some(path.clone()),
@@ -221,12 +199,7 @@ fn run(source: &mut dyn Source, opts: &IngestOptions) -> Result<Manifest> {
                     s.rows += 1;
                     s.size_range = Some(match s.size_range {
                         None => [p.width, p.height, p.width, p.height],
-                        Some([a, b, c, d]) => [
-                            a.min(p.width),
-                            b.min(p.height),
-                            c.max(p.width),
-                            d.max(p.height),
-                        ],
+                        Some([a, b, c, d]) => [a.min(p.width), b.min(p.height), c.max(p.width), d.max(p.height)],
                     });
                     s.writer.push(Row {
                         index: rec.index,
@@ -248,9 +221,7 @@ fn run(source: &mut dyn Source, opts: &IngestOptions) -> Result<Manifest> {
         };
         let consumed = consume();
         // On a consumer error the receiver is gone: the reader's next send fails and it stops.
-        let read = reader
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let read = reader.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         match (consumed, read) {
             (Err(e), _) => Err(e),
             (Ok(()), Err(e)) => Err(e),
@@ -262,30 +233,15 @@ fn run(source: &mut dyn Source, opts: &IngestOptions) -> Result<Manifest> {
     let mut split_infos = BTreeMap::new();
     for (name, s) in info.splits.iter().zip(splits) {
         let shards = s.writer.finish()?;
-        let stats = s
-            .sums
-            .mean_std()
-            .map(|(mean, std)| ChannelStats { mean, std });
+        let stats = s.sums.mean_std().map(|(mean, std)| ChannelStats { mean, std });
         split_infos.insert(
             name.clone(),
-            SplitInfo {
-                rows: s.rows,
-                skipped: s.skipped,
-                size_range: s.size_range,
-                stats,
-                shards,
-            },
+            SplitInfo { rows: s.rows, skipped: s.skipped, size_range: s.size_range, stats, shards },
         );
     }
-    let stats_split = if split_infos.contains_key("train") {
-        Some("train".to_string())
-    } else {
-        info.splits.first().cloned()
-    };
-    let stats = stats_split
-        .as_ref()
-        .and_then(|s| split_infos.get(s))
-        .and_then(|s| s.stats);
+    let stats_split =
+        if split_infos.contains_key("train") { Some("train".to_string()) } else { info.splits.first().cloned() };
+    let stats = stats_split.as_ref().and_then(|s| split_infos.get(s)).and_then(|s| s.stats);
     let manifest = Manifest {
         schema_version: SCHEMA_VERSION,
         source: info.name.clone(),

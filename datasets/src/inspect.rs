@@ -74,11 +74,7 @@ pub fn summarize(dir: &Path, split: Option<&str>) -> Result<(Manifest, Vec<Split
                 }
             }
         }
-        s.attribute_rates = attr_sums.map(|v| {
-            v.iter()
-                .map(|&x| x as f64 / info.rows.max(1) as f64)
-                .collect()
-        });
+        s.attribute_rates = attr_sums.map(|v| v.iter().map(|&x| x as f64 / info.rows.max(1) as f64).collect());
         out.push(s);
     }
     Ok((manifest, out))
@@ -122,9 +118,7 @@ pub fn contact_sheet(dir: &Path, split: &str, n: usize, out: &Path) -> Result<()
                         )
                     })?;
                     let text = match (batch.label(i), &manifest.classes) {
-                        (Some(l), Some(c)) => {
-                            c.get(l as usize).cloned().unwrap_or_else(|| l.to_string())
-                        }
+                        (Some(l), Some(c)) => c.get(l as usize).cloned().unwrap_or_else(|| l.to_string()),
                         _ => format!("#{}", batch.index(i).unwrap_or(0)),
                     };
                     let (x0, y0) = ((k % cols) * cw + 1, (k / cols) * ch + 1);
@@ -141,21 +135,9 @@ pub fn contact_sheet(dir: &Path, split: &str, n: usize, out: &Path) -> Result<()
 
 /// Nearest-neighbour scale of an image into a `tile`-sized square, aspect kept, centred.
 #[allow(clippy::too_many_arguments)]
-fn blit_fit(
-    canvas: &mut [u8],
-    cw: usize,
-    x0: usize,
-    y0: usize,
-    tile: usize,
-    iw: usize,
-    ih: usize,
-    px: &[u8],
-) {
+fn blit_fit(canvas: &mut [u8], cw: usize, x0: usize, y0: usize, tile: usize, iw: usize, ih: usize, px: &[u8]) {
     let scale = tile as f64 / iw.max(ih) as f64;
-    let (tw, th) = (
-        ((iw as f64 * scale) as usize).max(1),
-        ((ih as f64 * scale) as usize).max(1),
-    );
+    let (tw, th) = (((iw as f64 * scale) as usize).max(1), ((ih as f64 * scale) as usize).max(1));
     let (ox, oy) = (x0 + (tile - tw) / 2, y0 + (tile - th) / 2);
     for y in 0..th {
         let sy = (y * ih / th).min(ih - 1);
@@ -171,10 +153,7 @@ fn blit_fit(
 /// Draws `text` in the 8×8 bitmap font, clipped to `width` pixels.
 fn draw_text(canvas: &mut [u8], cw: usize, x0: usize, y0: usize, width: usize, text: &str) {
     for (ci, ch) in text.chars().take(width / 8).enumerate() {
-        let glyph = font8x8::BASIC_FONTS
-            .get(ch)
-            .or_else(|| font8x8::BASIC_FONTS.get('?'))
-            .unwrap_or([0; 8]);
+        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
         for (gy, bits) in glyph.iter().enumerate() {
             for gx in 0..8 {
                 if bits & (1 << gx) != 0 {

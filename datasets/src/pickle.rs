@@ -73,10 +73,7 @@ impl Value {
 
     /// For a numpy array built by `_reconstruct` + `BUILD`: its shape and raw data bytes.
     pub fn ndarray(&self) -> Option<(Vec<i64>, &[u8])> {
-        let Value::Object {
-            state: Some(state), ..
-        } = self
-        else {
+        let Value::Object { state: Some(state), .. } = self else {
             return None;
         };
         let st = state.items()?;
@@ -85,13 +82,7 @@ impl Value {
             .get(1)?
             .items()?
             .iter()
-            .map(|v| {
-                if let Value::Int(i) = v {
-                    Some(*i)
-                } else {
-                    None
-                }
-            })
+            .map(|v| if let Value::Int(i) = v { Some(*i) } else { None })
             .collect::<Option<Vec<_>>>()?;
         let data = st.get(4)?.bytes()?;
         Some((shape, data))
@@ -100,14 +91,7 @@ impl Value {
 
 /// Parses one pickle. The error is a short description with the byte offset.
 pub fn parse(data: &[u8]) -> Result<Value, String> {
-    Machine {
-        data,
-        pos: 0,
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: HashMap::new(),
-    }
-    .run()
+    Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() }.run()
 }
 
 struct Machine<'a> {
@@ -143,29 +127,20 @@ impl<'a> Machine<'a> {
     }
     fn line(&mut self) -> Result<&'a str, String> {
         let rest = &self.data[self.pos..];
-        let n = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| format!("unterminated line at byte {}", self.pos))?;
+        let n =
+            rest.iter().position(|&b| b == b'\n').ok_or_else(|| format!("unterminated line at byte {}", self.pos))?;
         self.pos += n + 1;
         std::str::from_utf8(&rest[..n]).map_err(|_| format!("bad text at byte {}", self.pos))
     }
     fn pop(&mut self) -> Result<Value, String> {
-        self.stack
-            .pop()
-            .ok_or_else(|| format!("stack underflow at byte {}", self.pos))
+        self.stack.pop().ok_or_else(|| format!("stack underflow at byte {}", self.pos))
     }
     fn top(&mut self) -> Result<&mut Value, String> {
         let pos = self.pos;
-        self.stack
-            .last_mut()
-            .ok_or_else(|| format!("stack underflow at byte {pos}"))
+        self.stack.last_mut().ok_or_else(|| format!("stack underflow at byte {pos}"))
     }
     fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
-        let m = self
-            .marks
-            .pop()
-            .ok_or_else(|| format!("no mark at byte {}", self.pos))?;
+        let m = self.marks.pop().ok_or_else(|| format!("no mark at byte {}", self.pos))?;
         if m > self.stack.len() {
             return Err(format!("bad mark at byte {}", self.pos));
         }
@@ -233,9 +208,7 @@ impl<'a> Machine<'a> {
                 }
                 b'L' => {
                     let l = self.line()?.trim_end_matches('L');
-                    self.stack.push(Value::Int(
-                        l.parse().map_err(|_| format!("bad LONG at byte {at}"))?,
-                    ))
+                    self.stack.push(Value::Int(l.parse().map_err(|_| format!("bad LONG at byte {at}"))?))
                 }
                 b'G' => {
                     let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
@@ -320,10 +293,7 @@ impl<'a> Machine<'a> {
                     self.memo.insert(k, v);
                 }
                 b'p' => {
-                    let k: u32 = self
-                        .line()?
-                        .parse()
-                        .map_err(|_| format!("bad PUT at byte {at}"))?;
+                    let k: u32 = self.line()?.parse().map_err(|_| format!("bad PUT at byte {at}"))?;
                     let v = self.top()?.clone();
                     self.memo.insert(k, v);
                 }
@@ -331,16 +301,9 @@ impl<'a> Machine<'a> {
                     let k = match op {
                         b'h' => self.u8()? as u32,
                         b'j' => self.u32()?,
-                        _ => self
-                            .line()?
-                            .parse()
-                            .map_err(|_| format!("bad GET at byte {at}"))?,
+                        _ => self.line()?.parse().map_err(|_| format!("bad GET at byte {at}"))?,
                     };
-                    let v = self
-                        .memo
-                        .get(&k)
-                        .cloned()
-                        .ok_or_else(|| format!("unknown memo {k} at byte {at}"))?;
+                    let v = self.memo.get(&k).cloned().ok_or_else(|| format!("unknown memo {k} at byte {at}"))?;
                     self.stack.push(v)
                 }
                 0x85 => {
@@ -409,11 +372,7 @@ impl<'a> Machine<'a> {
                     // NEWOBJ
                     let args = self.pop()?;
                     let cls = self.pop()?;
-                    self.stack.push(Value::Object {
-                        func: Box::new(cls),
-                        args: Box::new(args),
-                        state: None,
-                    })
+                    self.stack.push(Value::Object { func: Box::new(cls), args: Box::new(args), state: None })
                 }
                 b'b' => {
                     let state = self.pop()?;
@@ -460,19 +419,14 @@ fn reduce(func: Value, args: Value) -> Value {
     if let (Value::Global(m, n), Value::Tuple(a)) = (&func, &args) {
         if m == "_codecs" && n == "encode" {
             if let Some(Value::Str(s)) = a.first() {
-                let bytes: Option<Vec<u8>> =
-                    s.chars().map(|c| u8::try_from(c as u32).ok()).collect();
+                let bytes: Option<Vec<u8>> = s.chars().map(|c| u8::try_from(c as u32).ok()).collect();
                 if let Some(b) = bytes {
                     return Value::Bytes(b);
                 }
             }
         }
     }
-    Value::Object {
-        func: Box::new(func),
-        args: Box::new(args),
-        state: None,
-    }
+    Value::Object { func: Box::new(func), args: Box::new(args), state: None }
 }
 
 #[cfg(test)]
@@ -485,22 +439,16 @@ mod tests {
         let mut p = vec![0x80, 2, b'}', b'q', 0, b'(', b'U', 6];
         p.extend_from_slice(b"labels");
         p.extend_from_slice(&[
-            b'q', 1, b']', b'q', 2, b'(', b'K', 1, b'K', 2, b'e', b'U', 1, b'x', b'M', 0x2c, 0x01,
-            b'u', b'.',
+            b'q', 1, b']', b'q', 2, b'(', b'K', 1, b'K', 2, b'e', b'U', 1, b'x', b'M', 0x2c, 0x01, b'u', b'.',
         ]);
         let v = parse(&p).unwrap();
-        assert_eq!(
-            v.get("labels").unwrap().items().unwrap(),
-            &[Value::Int(1), Value::Int(2)]
-        );
+        assert_eq!(v.get("labels").unwrap().items().unwrap(), &[Value::Int(1), Value::Int(2)]);
         assert_eq!(v.get("x"), Some(&Value::Int(300)));
     }
 
     #[test]
     fn truncated_is_an_error_not_a_panic() {
-        assert!(parse(&[0x80, 2, b'T', 0xff, 0xff, 0, 0, 1])
-            .unwrap_err()
-            .contains("truncated"));
+        assert!(parse(&[0x80, 2, b'T', 0xff, 0xff, 0, 0, 1]).unwrap_err().contains("truncated"));
         assert!(parse(&[]).is_err());
         assert!(parse(&[b'a']).is_err());
     }

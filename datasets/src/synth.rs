@@ -61,38 +61,20 @@ pub fn cifar_binary_records(first: u64, n: u64, hundred: bool) -> Vec<u8> {
 pub fn cifar_binary(root: &Path, per_file: u64, test: u64, hundred: bool) -> Result<PathBuf> {
     if hundred {
         let dir = root.join("cifar-100-binary");
-        write(
-            &dir.join("train.bin"),
-            &cifar_binary_records(0, per_file, true),
-        )?;
+        write(&dir.join("train.bin"), &cifar_binary_records(0, per_file, true))?;
         write(&dir.join("test.bin"), &cifar_binary_records(0, test, true))?;
         let fine: Vec<String> = (0..100).map(|i| format!("fine{i}")).collect();
         let coarse: Vec<String> = (0..20).map(|i| format!("coarse{i}")).collect();
-        write(
-            &dir.join("fine_label_names.txt"),
-            fine.join("\n").as_bytes(),
-        )?;
-        write(
-            &dir.join("coarse_label_names.txt"),
-            coarse.join("\n").as_bytes(),
-        )?;
+        write(&dir.join("fine_label_names.txt"), fine.join("\n").as_bytes())?;
+        write(&dir.join("coarse_label_names.txt"), coarse.join("\n").as_bytes())?;
         return Ok(dir);
     }
     let dir = root.join("cifar-10-batches-bin");
     for b in 0..5 {
-        write(
-            &dir.join(format!("data_batch_{}.bin", b + 1)),
-            &cifar_binary_records(b * per_file, per_file, false),
-        )?;
+        write(&dir.join(format!("data_batch_{}.bin", b + 1)), &cifar_binary_records(b * per_file, per_file, false))?;
     }
-    write(
-        &dir.join("test_batch.bin"),
-        &cifar_binary_records(0, test, false),
-    )?;
-    write(
-        &dir.join("batches.meta.txt"),
-        crate::sources::cifar::CIFAR10_CLASSES.join("\n").as_bytes(),
-    )?;
+    write(&dir.join("test_batch.bin"), &cifar_binary_records(0, test, false))?;
+    write(&dir.join("batches.meta.txt"), crate::sources::cifar::CIFAR10_CLASSES.join("\n").as_bytes())?;
     write(&dir.join("readme.html"), b"<html>synthetic</html>")?;
     Ok(dir)
 }
@@ -119,7 +101,9 @@ pub fn cifar_python_batch(first: u64, n: u64) -> Vec<u8> {
         }
     };
     short(&mut p, b"data");
-    p.extend_from_slice(b"cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03K\x00\x85q\x04U\x01b\x87q\x05Rq\x06(K\x01");
+    p.extend_from_slice(
+        b"cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03K\x00\x85q\x04U\x01b\x87q\x05Rq\x06(K\x01",
+    );
     int(&mut p, n);
     p.extend_from_slice(b"M\x00\x0c\x86q\x07cnumpy\ndtype\nq\x08U\x02u1K\x00K\x01\x87Rq\t(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89");
     let mut raw = Vec::with_capacity(n as usize * 3072);
@@ -151,10 +135,7 @@ pub fn cifar_python_batch(first: u64, n: u64) -> Vec<u8> {
 pub fn cifar_python(root: &Path, per_file: u64, test: u64) -> Result<PathBuf> {
     let dir = root.join("cifar-10-batches-py");
     for b in 0..5 {
-        write(
-            &dir.join(format!("data_batch_{}", b + 1)),
-            &cifar_python_batch(b * per_file, per_file),
-        )?;
+        write(&dir.join(format!("data_batch_{}", b + 1)), &cifar_python_batch(b * per_file, per_file))?;
     }
     write(&dir.join("test_batch"), &cifar_python_batch(0, test))?;
     let mut meta = vec![0x80, 2, b'}', b'(', b'U', 11];
@@ -191,10 +172,7 @@ pub fn stl10(root: &Path, train: u64, test: u64, unlabeled: u64) -> Result<PathB
     for (split, n) in [("train", train), ("test", test)] {
         if n > 0 {
             write(&dir.join(format!("{split}_X.bin")), &stl10_images(0, n))?;
-            write(
-                &dir.join(format!("{split}_y.bin")),
-                &(0..n).map(|i| (1 + i % 10) as u8).collect::<Vec<_>>(),
-            )?;
+            write(&dir.join(format!("{split}_y.bin")), &(0..n).map(|i| (1 + i % 10) as u8).collect::<Vec<_>>())?;
         }
     }
     if unlabeled > 0 {
@@ -208,18 +186,9 @@ pub fn stl10(root: &Path, train: u64, test: u64, unlabeled: u64) -> Result<PathB
         }
         f.flush().at(&path)?;
     }
-    write(
-        &dir.join("class_names.txt"),
-        crate::sources::stl10::STL10_CLASSES.join("\n").as_bytes(),
-    )?;
+    write(&dir.join("class_names.txt"), crate::sources::stl10::STL10_CLASSES.join("\n").as_bytes())?;
     let folds: Vec<String> = (0..10)
-        .map(|f| {
-            (0..train)
-                .filter(|i| i % 10 == f)
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|f| (0..train).filter(|i| i % 10 == f).map(|i| i.to_string()).collect::<Vec<_>>().join(" "))
         .collect();
     write(&dir.join("fold_indices.txt"), folds.join("\n").as_bytes())?;
     Ok(dir)
@@ -286,15 +255,7 @@ pub fn pattern_png(i: u64, width: u32, height: u32) -> Vec<u8> {
 /// `img_align_celeba.zip` when `zip`), the attribute and partition files as `.txt` (or `.csv`).
 /// Images are PNG bytes of the pattern under CelebA's `NNNNNN.jpg` names unless `jpeg`.
 /// Partition of image `i`: 0 if `i % 5 < 3`, 1 if `i % 5 == 3`, else 2.
-pub fn celeba(
-    root: &Path,
-    n: u64,
-    width: u32,
-    height: u32,
-    csv: bool,
-    zip: bool,
-    jpeg: bool,
-) -> Result<PathBuf> {
+pub fn celeba(root: &Path, n: u64, width: u32, height: u32, csv: bool, zip: bool, jpeg: bool) -> Result<PathBuf> {
     std::fs::create_dir_all(root).at(root)?;
     let name = |i: u64| format!("{:06}.jpg", i + 1);
     let image = |i: u64| -> Vec<u8> {
@@ -319,19 +280,15 @@ pub fn celeba(
         let path = root.join("img_align_celeba.zip");
         let file = std::fs::File::create(&path).at(&path)?;
         let mut z = zip::ZipWriter::new(file);
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
         z.add_directory("img_align_celeba/", opts)
             .map_err(|e| crate::Error::corrupt_file(path.display().to_string(), e.to_string()))?;
         for i in 0..n {
             z.start_file(format!("img_align_celeba/{}", name(i)), opts)
-                .map_err(|e| {
-                    crate::Error::corrupt_file(path.display().to_string(), e.to_string())
-                })?;
+                .map_err(|e| crate::Error::corrupt_file(path.display().to_string(), e.to_string()))?;
             z.write_all(&image(i)).at(&path)?;
         }
-        z.finish()
-            .map_err(|e| crate::Error::corrupt_file(path.display().to_string(), e.to_string()))?;
+        z.finish().map_err(|e| crate::Error::corrupt_file(path.display().to_string(), e.to_string()))?;
     } else {
         for i in 0..n {
             write(&root.join("img_align_celeba").join(name(i)), &image(i))?;
@@ -372,10 +329,7 @@ pub fn tar_gz(dir: &Path, out: &Path) -> Result<()> {
     let file = std::fs::File::create(out).at(out)?;
     let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
     let mut t = tar::Builder::new(gz);
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     t.append_dir_all(&name, dir).at(dir)?;
     t.into_inner().at(out)?.finish().at(out)?;
     Ok(())

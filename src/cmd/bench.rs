@@ -41,7 +41,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             opts.jobs = jobs.unwrap_or(0);
             ingest(Box::new(Cifar::open(&src, false)?), &opts)?;
             let secs = start.elapsed().as_secs_f64();
-            println!("ingest cifar10 (binary layout, generated): {total} images in {secs:.2}s = {:.0} images/s", total as f64 / secs);
+            println!(
+                "ingest cifar10 (binary layout, generated): {total} images in {secs:.2}s = {:.0} images/s",
+                total as f64 / secs
+            );
             println!(
                 "peak RSS {:.0} MB (after generating the input: {rss_before:.0} MB)",
                 peak_rss_mb().unwrap_or(0.0)

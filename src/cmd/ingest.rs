@@ -71,24 +71,16 @@ pub struct IngestArgs {
 }
 
 fn open_source(a: &IngestArgs) -> anyhow::Result<Box<dyn Source>> {
-    let src = || {
-        a.src
-            .as_deref()
-            .with_context(|| format!("{:?} needs --src PATH", a.source))
-    };
+    let src = || a.src.as_deref().with_context(|| format!("{:?} needs --src PATH", a.source));
     Ok(match a.source {
         SourceKind::Cifar10 => Box::new(Cifar::open(src()?, false)?),
         SourceKind::Cifar100 => Box::new(Cifar::open(src()?, true)?),
         SourceKind::Stl10 => Box::new(Stl10::open(src()?)?),
         SourceKind::Celeba => Box::new(CelebA::open(src()?)?),
         SourceKind::Folder => Box::new(Folder::open(src()?)?),
-        SourceKind::Random => Box::new(Random::new(RandomSpec {
-            count: a.count,
-            size: a.size,
-            seed: a.seed,
-            mean: a.mean,
-            std: a.std,
-        })?),
+        SourceKind::Random => {
+            Box::new(Random::new(RandomSpec { count: a.count, size: a.size, seed: a.seed, mean: a.mean, std: a.std })?)
+        }
     })
 }
 
@@ -103,7 +95,8 @@ fn arguments(a: &IngestArgs) -> serde_json::Value {
         v["src"] = serde_json::json!(src.display().to_string());
     }
     if a.source == SourceKind::Random {
-        v["random"] = serde_json::json!({"count": a.count, "size": a.size, "seed": a.seed, "mean": a.mean, "std": a.std});
+        v["random"] =
+            serde_json::json!({"count": a.count, "size": a.size, "seed": a.seed, "mean": a.mean, "std": a.std});
     }
     v
 }
@@ -142,30 +135,14 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     pb.finish_and_clear();
     let m = outcome.manifest();
     if let Outcome::AlreadyComplete(_) = outcome {
-        println!(
-            "{} is already complete; use --overwrite to redo it",
-            a.out.display()
-        );
+        println!("{} is already complete; use --overwrite to redo it", a.out.display());
         return Ok(());
     }
-    println!(
-        "wrote {} ({}) in {:.2}s",
-        a.out.display(),
-        m.source,
-        start.elapsed().as_secs_f64()
-    );
+    println!("wrote {} ({}) in {:.2}s", a.out.display(), m.source, start.elapsed().as_secs_f64());
     for name in &m.split_order {
         let s = &m.splits[name];
-        let skipped = if s.skipped > 0 {
-            format!(", {} skipped (did not decode)", s.skipped)
-        } else {
-            String::new()
-        };
-        println!(
-            "  {name}: {} rows in {} shard(s){skipped}",
-            s.rows,
-            s.shards.len()
-        );
+        let skipped = if s.skipped > 0 { format!(", {} skipped (did not decode)", s.skipped) } else { String::new() };
+        println!("  {name}: {} rows in {} shard(s){skipped}", s.rows, s.shards.len());
     }
     if let (Some(split), Some(st)) = (&m.stats_split, &m.stats) {
         println!("  {split} mean {:.4?} std {:.4?}", st.mean, st.std);

@@ -53,12 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(args) => ingest::run(args),
         Command::Verify { dir, decode } => shards::verify(&dir, decode),
-        Command::Inspect {
-            dir,
-            split,
-            grid,
-            n,
-        } => shards::inspect(&dir, split.as_deref(), grid.as_deref(), n),
+        Command::Inspect { dir, split, grid, n } => shards::inspect(&dir, split.as_deref(), grid.as_deref(), n),
         Command::Bench(b) => bench::run(b),
     }
 }

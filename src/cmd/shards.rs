@@ -7,33 +7,14 @@ use siamlab_datasets::shard;
 
 pub fn verify(dir: &Path, decode: bool) -> anyhow::Result<()> {
     let r = shard::verify(dir, decode)?;
-    let decoded = if decode {
-        format!(", {} images decoded", r.decoded)
-    } else {
-        String::new()
-    };
-    println!(
-        "{}: OK ({} shards, {} rows{decoded})",
-        dir.display(),
-        r.shards,
-        r.rows
-    );
+    let decoded = if decode { format!(", {} images decoded", r.decoded) } else { String::new() };
+    println!("{}: OK ({} shards, {} rows{decoded})", dir.display(), r.shards, r.rows);
     Ok(())
 }
 
-pub fn inspect(
-    dir: &Path,
-    split: Option<&str>,
-    grid: Option<&Path>,
-    n: usize,
-) -> anyhow::Result<()> {
+pub fn inspect(dir: &Path, split: Option<&str>, grid: Option<&Path>, n: usize) -> anyhow::Result<()> {
     let (m, splits) = inspect::summarize(dir, split)?;
-    println!(
-        "{}: source {}, schema v{}",
-        dir.display(),
-        m.source,
-        m.schema_version
-    );
+    println!("{}: source {}, schema v{}", dir.display(), m.source, m.schema_version);
     for s in &splits {
         let size = match s.size_range {
             Some([a, b, c, d]) if (a, b) == (c, d) => format!("{a}x{b}"),
@@ -56,10 +37,7 @@ pub fn inspect(
         }
     }
     if let Some(out) = grid {
-        let split = split
-            .map(String::from)
-            .or_else(|| m.split_order.first().cloned())
-            .unwrap_or_default();
+        let split = split.map(String::from).or_else(|| m.split_order.first().cloned()).unwrap_or_default();
         inspect::contact_sheet(dir, &split, n, out)?;
         println!("wrote {} ({} samples of {split})", out.display(), n);
     }

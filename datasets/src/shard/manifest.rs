@@ -86,16 +86,12 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST);
         let text = std::fs::read_to_string(&path).at(&path)?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| {
-            Error::corrupt_file(path.display().to_string(), format!("invalid manifest: {e}"))
-        })?;
+        let m: Manifest = serde_json::from_str(&text)
+            .map_err(|e| Error::corrupt_file(path.display().to_string(), format!("invalid manifest: {e}")))?;
         if m.schema_version != SCHEMA_VERSION {
             return Err(Error::corrupt_file(
                 path.display().to_string(),
-                format!(
-                    "schema version {} is not supported (this siamlab reads {SCHEMA_VERSION})",
-                    m.schema_version
-                ),
+                format!("schema version {} is not supported (this siamlab reads {SCHEMA_VERSION})", m.schema_version),
             ));
         }
         Ok(m)
@@ -110,10 +106,7 @@ impl Manifest {
     /// The named split, or an error listing the splits there are.
     pub fn split(&self, name: &str) -> Result<&SplitInfo> {
         self.splits.get(name).ok_or_else(|| {
-            Error::Usage(format!(
-                "no split {name:?} (this dataset has: {})",
-                self.split_order.join(", ")
-            ))
+            Error::Usage(format!("no split {name:?} (this dataset has: {})", self.split_order.join(", ")))
         })
     }
 }

@@ -20,12 +20,8 @@ impl ShardReader {
     /// Opens `path` and reads its footer.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).at(path)?;
-        let meta = ArrowReaderMetadata::load(&file, Default::default())
-            .map_err(|e| Error::shard(path, e))?;
-        Ok(ShardReader {
-            path: path.to_path_buf(),
-            meta,
-        })
+        let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(|e| Error::shard(path, e))?;
+        Ok(ShardReader { path: path.to_path_buf(), meta })
     }
 
     /// Number of rows (from the footer).
@@ -60,14 +56,10 @@ impl ShardReader {
             b = b.with_projection(ProjectionMask::roots(&schema, roots));
         }
         let rows = self.row_group_rows(i) as usize;
-        let reader = b
-            .with_row_groups(vec![i])
-            .with_batch_size(rows.max(1))
-            .build()
-            .map_err(|e| Error::shard(&self.path, e))?;
-        let batches: Vec<RecordBatch> = reader
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::shard(&self.path, e))?;
+        let reader =
+            b.with_row_groups(vec![i]).with_batch_size(rows.max(1)).build().map_err(|e| Error::shard(&self.path, e))?;
+        let batches: Vec<RecordBatch> =
+            reader.collect::<std::result::Result<_, _>>().map_err(|e| Error::shard(&self.path, e))?;
         let batch = match batches.len() {
             0 => RecordBatch::new_empty(self.meta.schema().clone()),
             1 => batches.into_iter().next().expect("one"),
@@ -87,10 +79,7 @@ impl ShardBatch {
     fn new(batch: RecordBatch, path: &Path) -> Result<Self> {
         if let Some(c) = batch.column_by_name("image") {
             if c.as_struct_opt().is_none() {
-                return Err(Error::shard(
-                    path,
-                    "column 'image' is not a struct<bytes, path>",
-                ));
+                return Err(Error::shard(path, "column 'image' is not a struct<bytes, path>"));
             }
         }
         Ok(ShardBatch { batch })
@@ -113,11 +102,7 @@ impl ShardBatch {
 
     /// Encoded image bytes of row `i` (empty when null or the column was not read).
     pub fn image_bytes(&self, i: usize) -> &[u8] {
-        let Some(s) = self
-            .batch
-            .column_by_name("image")
-            .and_then(|c| c.as_struct_opt())
-        else {
+        let Some(s) = self.batch.column_by_name("image").and_then(|c| c.as_struct_opt()) else {
             return &[];
         };
         let b = s.column(0).as_binary::<i32>();
@@ -136,18 +121,12 @@ impl ShardBatch {
     }
 
     fn i64_col(&self, name: &str, i: usize) -> Option<i64> {
-        let c = self
-            .batch
-            .column_by_name(name)?
-            .as_primitive_opt::<Int64Type>()?;
+        let c = self.batch.column_by_name(name)?.as_primitive_opt::<Int64Type>()?;
         (!c.is_null(i)).then(|| c.value(i))
     }
 
     fn i32_col(&self, name: &str, i: usize) -> Option<i32> {
-        let c = self
-            .batch
-            .column_by_name(name)?
-            .as_primitive_opt::<Int32Type>()?;
+        let c = self.batch.column_by_name(name)?.as_primitive_opt::<Int32Type>()?;
         (!c.is_null(i)).then(|| c.value(i))
     }
 
@@ -168,18 +147,12 @@ impl ShardBatch {
 
     /// Stored width and height of row `i`.
     pub fn size(&self, i: usize) -> Option<(u32, u32)> {
-        Some((
-            self.i32_col("width", i)? as u32,
-            self.i32_col("height", i)? as u32,
-        ))
+        Some((self.i32_col("width", i)? as u32, self.i32_col("height", i)? as u32))
     }
 
     /// 0/1 attributes of row `i`.
     pub fn attributes(&self, i: usize) -> Option<Vec<i8>> {
-        let l = self
-            .batch
-            .column_by_name("attributes")?
-            .as_fixed_size_list_opt()?;
+        let l = self.batch.column_by_name("attributes")?.as_fixed_size_list_opt()?;
         if l.is_null(i) {
             return None;
         }

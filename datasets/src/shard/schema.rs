@@ -31,10 +31,7 @@ impl Columns {
 
 /// The `image` column's struct fields: `bytes` (binary) and `path` (string).
 pub fn image_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("bytes", DataType::Binary, true),
-        Field::new("path", DataType::Utf8, true),
-    ])
+    Fields::from(vec![Field::new("bytes", DataType::Binary, true), Field::new("path", DataType::Utf8, true)])
 }
 
 /// The element field of the `attributes` list.
@@ -50,39 +47,25 @@ pub fn schema(info: &SourceInfo, cols: Columns) -> SchemaRef {
     features.insert("image".into(), serde_json::json!({"_type": "Image"}));
     if cols.label {
         fields.push(Field::new("label", DataType::Int64, true));
-        features.insert(
-            "label".into(),
-            serde_json::json!({"names": info.classes, "_type": "ClassLabel"}),
-        );
+        features.insert("label".into(), serde_json::json!({"names": info.classes, "_type": "ClassLabel"}));
     }
     if cols.coarse_label {
         fields.push(Field::new("coarse_label", DataType::Int64, true));
-        features.insert(
-            "coarse_label".into(),
-            serde_json::json!({"names": info.coarse_classes, "_type": "ClassLabel"}),
-        );
+        features
+            .insert("coarse_label".into(), serde_json::json!({"names": info.coarse_classes, "_type": "ClassLabel"}));
     }
     if cols.attributes {
-        fields.push(Field::new(
-            "attributes",
-            DataType::FixedSizeList(attribute_field(), NUM_ATTRIBUTES as i32),
-            true,
-        ));
+        fields.push(Field::new("attributes", DataType::FixedSizeList(attribute_field(), NUM_ATTRIBUTES as i32), true));
         features.insert(
             "attributes".into(),
             serde_json::json!({"feature": {"dtype": "int8", "_type": "Value"}, "length": NUM_ATTRIBUTES, "_type": "List"}),
         );
     }
-    for (name, ty, dtype) in [
-        ("index", DataType::Int64, "int64"),
-        ("width", DataType::Int32, "int32"),
-        ("height", DataType::Int32, "int32"),
-    ] {
+    for (name, ty, dtype) in
+        [("index", DataType::Int64, "int64"), ("width", DataType::Int32, "int32"), ("height", DataType::Int32, "int32")]
+    {
         fields.push(Field::new(name, ty, true));
-        features.insert(
-            name.into(),
-            serde_json::json!({"dtype": dtype, "_type": "Value"}),
-        );
+        features.insert(name.into(), serde_json::json!({"dtype": dtype, "_type": "Value"}));
     }
     let hf = serde_json::json!({"info": {"features": features}});
     let metadata = HashMap::from([("huggingface".to_string(), hf.to_string())]);

@@ -47,7 +47,10 @@ pub fn verify(dir: &Path, decode: bool) -> Result<VerifyReport> {
             if size != shard.bytes || sha != shard.sha256 {
                 return Err(Error::corrupt_file(
                     path.display().to_string(),
-                    format!("content differs from the manifest (sha256 {sha}, {size} bytes; expected {}, {} bytes)", shard.sha256, shard.bytes),
+                    format!(
+                        "content differs from the manifest (sha256 {sha}, {size} bytes; expected {}, {} bytes)",
+                        shard.sha256, shard.bytes
+                    ),
                 ));
             }
             let reader = ShardReader::open(&path)?;
@@ -74,11 +77,7 @@ pub fn verify(dir: &Path, decode: bool) -> Result<VerifyReport> {
                                 return Err(Error::corrupt(
                                     path.display().to_string(),
                                     format!("row {row}"),
-                                    format!(
-                                        "image is {}x{} but the row says {w}x{h}",
-                                        img.width(),
-                                        img.height()
-                                    ),
+                                    format!("image is {}x{} but the row says {w}x{h}", img.width(), img.height()),
                                 ));
                             }
                         }
@@ -93,10 +92,7 @@ pub fn verify(dir: &Path, decode: bool) -> Result<VerifyReport> {
         if rows != info.rows {
             return Err(Error::corrupt_file(
                 dir.join(super::manifest::MANIFEST).display().to_string(),
-                format!(
-                    "split {split}: shards hold {rows} rows, manifest says {}",
-                    info.rows
-                ),
+                format!("split {split}: shards hold {rows} rows, manifest says {}", info.rows),
             ));
         }
         report.rows += rows;

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryArray, FixedSizeListArray, Int32Array, Int64Array, Int8Array, RecordBatch,
-    StringArray, StructArray,
+    ArrayRef, BinaryArray, FixedSizeListArray, Int32Array, Int64Array, Int8Array, RecordBatch, StringArray, StructArray,
 };
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::SchemaRef;
@@ -57,10 +56,7 @@ impl Layout {
     /// Shards of about `shard_bytes`, row groups of `min(shard_bytes / 4, 8 MiB)` (at least 1 byte).
     pub fn with_shard_bytes(shard_bytes: u64) -> Self {
         let shard_bytes = shard_bytes.max(1);
-        Layout {
-            shard_bytes,
-            row_group_bytes: (shard_bytes / 4).clamp(1, 8 << 20),
-        }
+        Layout { shard_bytes, row_group_bytes: (shard_bytes / 4).clamp(1, 8 << 20) }
     }
 }
 
@@ -120,14 +116,8 @@ fn props() -> WriterProperties {
     WriterProperties::builder()
         .set_dictionary_enabled(false)
         .set_max_row_group_row_count(Some(usize::MAX))
-        .set_column_statistics_enabled(
-            ColumnPath::new(vec!["image".into(), "bytes".into()]),
-            EnabledStatistics::None,
-        )
-        .set_column_statistics_enabled(
-            ColumnPath::new(vec!["image".into(), "path".into()]),
-            EnabledStatistics::None,
-        )
+        .set_column_statistics_enabled(ColumnPath::new(vec!["image".into(), "bytes".into()]), EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::new(vec!["image".into(), "path".into()]), EnabledStatistics::None)
         .build()
 }
 
@@ -166,29 +156,15 @@ impl SplitWriter {
             std::fs::create_dir_all(&dir).at(&dir)?;
             let tmp = dir.join(format!(".part-{:05}.parquet.tmp", self.done.len()));
             let file = File::create(&tmp).at(&tmp)?;
-            let sink = HashWriter {
-                file: BufWriter::with_capacity(1 << 20, file),
-                hasher: Sha256::new(),
-                bytes: 0,
-            };
-            let writer = ArrowWriter::try_new(sink, self.schema.clone(), Some(props()))
-                .map_err(|e| Error::shard(&tmp, e))?;
-            self.open = Some(Open {
-                writer,
-                tmp,
-                rows: 0,
-                row_groups: 0,
-                bytes: 0,
-            });
+            let sink = HashWriter { file: BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new(), bytes: 0 };
+            let writer =
+                ArrowWriter::try_new(sink, self.schema.clone(), Some(props())).map_err(|e| Error::shard(&tmp, e))?;
+            self.open = Some(Open { writer, tmp, rows: 0, row_groups: 0, bytes: 0 });
         }
         let batch = to_batch(&self.schema, self.cols, &self.pending)?;
         let open = self.open.as_mut().expect("opened above");
-        open.writer
-            .write(&batch)
-            .map_err(|e| Error::shard(&open.tmp, e))?;
-        open.writer
-            .flush()
-            .map_err(|e| Error::shard(&open.tmp, e))?;
+        open.writer.write(&batch).map_err(|e| Error::shard(&open.tmp, e))?;
+        open.writer.flush().map_err(|e| Error::shard(&open.tmp, e))?;
         open.rows += self.pending.len() as u64;
         open.row_groups += 1;
         open.bytes += self.pending_bytes;
@@ -204,29 +180,12 @@ impl SplitWriter {
         let Some(open) = self.open.take() else {
             return Ok(());
         };
-        let mut sink = open
-            .writer
-            .into_inner()
-            .map_err(|e| Error::shard(&open.tmp, e))?;
+        let mut sink = open.writer.into_inner().map_err(|e| Error::shard(&open.tmp, e))?;
         sink.file.flush().at(&open.tmp)?;
-        let file = sink
-            .file
-            .into_inner()
-            .map_err(|e| Error::io(&open.tmp, e.into_error()))?;
+        let file = sink.file.into_inner().map_err(|e| Error::io(&open.tmp, e.into_error()))?;
         file.sync_all().at(&open.tmp)?;
-        let sha256 = sink
-            .hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        self.done.push(Done {
-            tmp: open.tmp,
-            rows: open.rows,
-            row_groups: open.row_groups,
-            bytes: sink.bytes,
-            sha256,
-        });
+        let sha256 = sink.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        self.done.push(Done { tmp: open.tmp, rows: open.rows, row_groups: open.row_groups, bytes: sink.bytes, sha256 });
         Ok(())
     }
 
@@ -258,36 +217,21 @@ fn to_batch(schema: &SchemaRef, cols: Columns, rows: &[Row]) -> Result<RecordBat
         image_fields(),
         vec![
             Arc::new(BinaryArray::from_iter_values(rows.iter().map(|r| &r.bytes))) as ArrayRef,
-            Arc::new(
-                rows.iter()
-                    .map(|r| r.path.as_deref())
-                    .collect::<StringArray>(),
-            ),
+            Arc::new(rows.iter().map(|r| r.path.as_deref()).collect::<StringArray>()),
         ],
         None,
     );
     let mut arrays: Vec<ArrayRef> = vec![Arc::new(image)];
     if cols.label {
-        arrays.push(Arc::new(
-            rows.iter().map(|r| r.label).collect::<Int64Array>(),
-        ));
+        arrays.push(Arc::new(rows.iter().map(|r| r.label).collect::<Int64Array>()));
     }
     if cols.coarse_label {
-        arrays.push(Arc::new(
-            rows.iter().map(|r| r.coarse_label).collect::<Int64Array>(),
-        ));
+        arrays.push(Arc::new(rows.iter().map(|r| r.coarse_label).collect::<Int64Array>()));
     }
     if cols.attributes {
-        let values: Int8Array = rows
-            .iter()
-            .flat_map(|r| r.attributes.unwrap_or([0; NUM_ATTRIBUTES]))
-            .map(Some)
-            .collect();
-        let nulls = NullBuffer::from(
-            rows.iter()
-                .map(|r| r.attributes.is_some())
-                .collect::<Vec<_>>(),
-        );
+        let values: Int8Array =
+            rows.iter().flat_map(|r| r.attributes.unwrap_or([0; NUM_ATTRIBUTES])).map(Some).collect();
+        let nulls = NullBuffer::from(rows.iter().map(|r| r.attributes.is_some()).collect::<Vec<_>>());
         let nulls = (nulls.null_count() > 0).then_some(nulls);
         arrays.push(Arc::new(FixedSizeListArray::new(
             attribute_field(),
@@ -296,19 +240,11 @@ fn to_batch(schema: &SchemaRef, cols: Columns, rows: &[Row]) -> Result<RecordBat
             nulls,
         )));
     }
-    arrays.push(Arc::new(
-        rows.iter().map(|r| r.index).collect::<Int64Array>(),
-    ));
-    arrays.push(Arc::new(
-        rows.iter().map(|r| r.width as i32).collect::<Int32Array>(),
-    ));
-    arrays.push(Arc::new(
-        rows.iter().map(|r| r.height as i32).collect::<Int32Array>(),
-    ));
-    RecordBatch::try_new(schema.clone(), arrays).map_err(|e| Error::Shard {
-        file: "record batch".into(),
-        msg: e.to_string(),
-    })
+    arrays.push(Arc::new(rows.iter().map(|r| r.index).collect::<Int64Array>()));
+    arrays.push(Arc::new(rows.iter().map(|r| r.width as i32).collect::<Int32Array>()));
+    arrays.push(Arc::new(rows.iter().map(|r| r.height as i32).collect::<Int32Array>()));
+    RecordBatch::try_new(schema.clone(), arrays)
+        .map_err(|e| Error::Shard { file: "record batch".into(), msg: e.to_string() })
 }
 
 /// Removes what an interrupted or failed ingest may have left in `out`: the manifest, shards
@@ -339,10 +275,7 @@ pub fn clean(out: &Path) -> Result<()> {
                 std::fs::remove_file(f.path()).at(f.path())?;
             }
         }
-        if std::fs::read_dir(&dir)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false)
-        {
+        if std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false) {
             let _ = std::fs::remove_dir(&dir);
         }
     }

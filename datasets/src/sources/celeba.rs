@@ -16,11 +16,7 @@ pub const SPLITS: [&str; 3] = ["train", "valid", "test"];
 
 enum Images {
     Dir(PathBuf),
-    Zip {
-        path: PathBuf,
-        zip: zip::ZipArchive<BufReader<File>>,
-        by_name: HashMap<String, usize>,
-    },
+    Zip { path: PathBuf, zip: zip::ZipArchive<BufReader<File>>, by_name: HashMap<String, usize> },
 }
 
 /// One annotated image.
@@ -57,70 +53,32 @@ impl CelebA {
     /// annotation files beside it.
     pub fn open(path: &Path) -> Result<Self> {
         let meta = std::fs::metadata(path).at(path)?;
-        let root = if meta.is_dir() {
-            path.to_path_buf()
-        } else {
-            path.parent().unwrap_or(Path::new(".")).to_path_buf()
-        };
-        let dirs = [
-            root.clone(),
-            root.join("Anno"),
-            root.join("Eval"),
-            root.join("Img"),
-        ];
+        let root =
+            if meta.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
+        let dirs = [root.clone(), root.join("Anno"), root.join("Eval"), root.join("Img")];
         let images_path = if meta.is_dir() {
             locate(&dirs, &["img_align_celeba", "img_align_celeba.zip"]).ok_or_else(|| {
-                Error::Missing(format!(
-                    "{}: no img_align_celeba/ folder or img_align_celeba.zip",
-                    path.display()
-                ))
+                Error::Missing(format!("{}: no img_align_celeba/ folder or img_align_celeba.zip", path.display()))
             })?
         } else {
             path.to_path_buf()
         };
         let attr_path = locate(&dirs, &["list_attr_celeba.txt", "list_attr_celeba.csv"])
-            .ok_or_else(|| {
-                Error::Missing(format!(
-                    "{}: list_attr_celeba.txt (or .csv) not found",
-                    root.display()
-                ))
-            })?;
-        let part_path = locate(
-            &dirs,
-            &["list_eval_partition.txt", "list_eval_partition.csv"],
-        )
-        .ok_or_else(|| {
-            Error::Missing(format!(
-                "{}: list_eval_partition.txt (or .csv) not found",
-                root.display()
-            ))
+            .ok_or_else(|| Error::Missing(format!("{}: list_attr_celeba.txt (or .csv) not found", root.display())))?;
+        let part_path = locate(&dirs, &["list_eval_partition.txt", "list_eval_partition.csv"]).ok_or_else(|| {
+            Error::Missing(format!("{}: list_eval_partition.txt (or .csv) not found", root.display()))
         })?;
 
         let attr_file = attr_path.display().to_string();
-        let (names, rows) = parse_attributes(
-            &attr_file,
-            &std::fs::read_to_string(&attr_path).at(&attr_path)?,
-        )?;
+        let (names, rows) = parse_attributes(&attr_file, &std::fs::read_to_string(&attr_path).at(&attr_path)?)?;
         let part_file = part_path.display().to_string();
-        let partition = parse_partition(
-            &part_file,
-            &std::fs::read_to_string(&part_path).at(&part_path)?,
-        )?;
+        let partition = parse_partition(&part_file, &std::fs::read_to_string(&part_path).at(&part_path)?)?;
         let mut entries = Vec::with_capacity(rows.len());
         for (name, line, attrs) in rows {
             let split = *partition.get(&name).ok_or_else(|| {
-                Error::corrupt(
-                    &attr_file,
-                    format!("line {line}"),
-                    format!("{name} has no entry in {part_file}"),
-                )
+                Error::corrupt(&attr_file, format!("line {line}"), format!("{name} has no entry in {part_file}"))
             })?;
-            entries.push(Entry {
-                name,
-                line,
-                attrs,
-                split,
-            });
+            entries.push(Entry { name, line, attrs, split });
         }
 
         let images = if images_path.is_dir() {
@@ -129,27 +87,17 @@ impl CelebA {
             let mut zip = open_zip(&images_path)?;
             let mut by_name = HashMap::new();
             for i in 0..zip.len() {
-                let e = zip.by_index(i).map_err(|e| {
-                    Error::corrupt_file(
-                        images_path.display().to_string(),
-                        format!("corrupt zip: {e}"),
-                    )
-                })?;
+                let e = zip
+                    .by_index(i)
+                    .map_err(|e| Error::corrupt_file(images_path.display().to_string(), format!("corrupt zip: {e}")))?;
                 if e.is_file() {
                     let name = e.name().map_err(|e| {
-                        Error::corrupt_file(
-                            images_path.display().to_string(),
-                            format!("corrupt zip: {e}"),
-                        )
+                        Error::corrupt_file(images_path.display().to_string(), format!("corrupt zip: {e}"))
                     })?;
                     by_name.insert(basename(&name).to_string(), i);
                 }
             }
-            Images::Zip {
-                path: images_path,
-                zip,
-                by_name,
-            }
+            Images::Zip { path: images_path, zip, by_name }
         };
         let info = SourceInfo {
             name: "celeba".into(),
@@ -161,12 +109,7 @@ impl CelebA {
             extra: serde_json::Value::Null,
             total: Some(entries.len() as u64),
         };
-        Ok(CelebA {
-            images,
-            attr_file,
-            entries,
-            info,
-        })
+        Ok(CelebA { images, attr_file, entries, info })
     }
 }
 
@@ -174,11 +117,7 @@ fn parse_value(file: &str, line: usize, v: &str) -> Result<i8> {
     match v.trim() {
         "1" => Ok(1),
         "-1" | "0" => Ok(0),
-        other => Err(Error::corrupt(
-            file,
-            format!("line {line}"),
-            format!("attribute value {other:?} is not 1 or -1"),
-        )),
+        other => Err(Error::corrupt(file, format!("line {line}"), format!("attribute value {other:?} is not 1 or -1"))),
     }
 }
 
@@ -187,24 +126,14 @@ type AttrRow = (String, usize, [i8; NUM_ATTRIBUTES]);
 /// Parses `list_attr_celeba.txt` (count line, names line, rows) or the `.csv` variant.
 fn parse_attributes(file: &str, text: &str) -> Result<(Vec<String>, Vec<AttrRow>)> {
     let csv = file.ends_with(".csv");
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
-    let expected: Option<usize> =
-        if csv {
-            None
-        } else {
-            let (n, l) = lines
-                .next()
-                .ok_or_else(|| Error::corrupt_file(file, "empty file"))?;
-            Some(l.trim().parse().map_err(|_| {
-                Error::corrupt(file, format!("line {n}"), "expected the image count")
-            })?)
-        };
-    let (n, header) = lines
-        .next()
-        .ok_or_else(|| Error::corrupt_file(file, "no attribute names line"))?;
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+    let expected: Option<usize> = if csv {
+        None
+    } else {
+        let (n, l) = lines.next().ok_or_else(|| Error::corrupt_file(file, "empty file"))?;
+        Some(l.trim().parse().map_err(|_| Error::corrupt(file, format!("line {n}"), "expected the image count"))?)
+    };
+    let (n, header) = lines.next().ok_or_else(|| Error::corrupt_file(file, "no attribute names line"))?;
     let names: Vec<String> = if csv {
         let mut cols = header.split(',').map(|s| s.trim().to_string());
         cols.next();
@@ -216,10 +145,7 @@ fn parse_attributes(file: &str, text: &str) -> Result<(Vec<String>, Vec<AttrRow>
         return Err(Error::corrupt(
             file,
             format!("line {n}"),
-            format!(
-                "expected {NUM_ATTRIBUTES} attribute names, found {}",
-                names.len()
-            ),
+            format!("expected {NUM_ATTRIBUTES} attribute names, found {}", names.len()),
         ));
     }
     let mut rows = Vec::new();
@@ -227,19 +153,12 @@ fn parse_attributes(file: &str, text: &str) -> Result<(Vec<String>, Vec<AttrRow>
         if l.trim().is_empty() {
             continue;
         }
-        let fields: Vec<&str> = if csv {
-            l.split(',').collect()
-        } else {
-            l.split_whitespace().collect()
-        };
+        let fields: Vec<&str> = if csv { l.split(',').collect() } else { l.split_whitespace().collect() };
         if fields.len() != NUM_ATTRIBUTES + 1 {
             return Err(Error::corrupt(
                 file,
                 format!("line {n}"),
-                format!(
-                    "expected {NUM_ATTRIBUTES} attribute values, found {}",
-                    fields.len().saturating_sub(1)
-                ),
+                format!("expected {NUM_ATTRIBUTES} attribute values, found {}", fields.len().saturating_sub(1)),
             ));
         }
         let mut attrs = [0i8; NUM_ATTRIBUTES];
@@ -249,11 +168,7 @@ fn parse_attributes(file: &str, text: &str) -> Result<(Vec<String>, Vec<AttrRow>
         rows.push((fields[0].trim().to_string(), n, attrs));
     }
     if let Some(e) = expected.filter(|&e| e != rows.len()) {
-        return Err(Error::corrupt(
-            file,
-            "line 1",
-            format!("announces {e} images but lists {}", rows.len()),
-        ));
+        return Err(Error::corrupt(file, "line 1", format!("announces {e} images but lists {}", rows.len())));
     }
     Ok((names, rows))
 }
@@ -268,11 +183,8 @@ fn parse_partition(file: &str, text: &str) -> Result<HashMap<String, usize>> {
         if l.is_empty() || (csv && n == 1) {
             continue;
         }
-        let fields: Vec<&str> = if csv {
-            l.split(',').map(str::trim).collect()
-        } else {
-            l.split_whitespace().collect()
-        };
+        let fields: Vec<&str> =
+            if csv { l.split(',').map(str::trim).collect() } else { l.split_whitespace().collect() };
         let split = match fields.as_slice() {
             [name, p] => match *p {
                 "0" => (name, 0),
@@ -306,12 +218,7 @@ impl Source for CelebA {
 
     fn run(&mut self, sink: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
         for split in 0..SPLITS.len() {
-            for (index, e) in self
-                .entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.split == split)
-            {
+            for (index, e) in self.entries.iter().enumerate().filter(|(_, e)| e.split == split) {
                 let (file, bytes) = match &mut self.images {
                     Images::Dir(dir) => {
                         let p = dir.join(&e.name);
@@ -337,13 +244,12 @@ impl Source for CelebA {
                                 format!("image {file} is missing"),
                             ));
                         };
-                        let mut entry = zip.by_index(i).map_err(|err| {
-                            Error::corrupt_file(&file, format!("corrupt zip: {err}"))
-                        })?;
+                        let mut entry =
+                            zip.by_index(i).map_err(|err| Error::corrupt_file(&file, format!("corrupt zip: {err}")))?;
                         let mut b = Vec::with_capacity(entry.size() as usize);
-                        entry.read_to_end(&mut b).map_err(|err| {
-                            Error::corrupt_file(&file, format!("corrupt zip: {err}"))
-                        })?;
+                        entry
+                            .read_to_end(&mut b)
+                            .map_err(|err| Error::corrupt_file(&file, format!("corrupt zip: {err}")))?;
                         (file, b)
                     }
                 };
@@ -353,14 +259,8 @@ impl Source for CelebA {
                     label: None,
                     coarse_label: None,
                     attributes: Some(e.attrs),
-                    image: ImageData::Encoded {
-                        bytes,
-                        path: e.name.clone(),
-                    },
-                    origin: Origin {
-                        file,
-                        record: format!("{} line {}", basename(&self.attr_file), e.line),
-                    },
+                    image: ImageData::Encoded { bytes, path: e.name.clone() },
+                    origin: Origin { file, record: format!("{} line {}", basename(&self.attr_file), e.line) },
                 })?;
             }
         }

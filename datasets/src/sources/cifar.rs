@@ -12,18 +12,8 @@ const PIXELS: usize = 3072;
 const SIDE: u32 = 32;
 
 /// CIFAR-10's class names, used when the archive lacks `batches.meta.txt`.
-pub const CIFAR10_CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+pub const CIFAR10_CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -51,69 +41,33 @@ impl Cifar {
         };
         let (members, meta) = container.scan(&small)?;
         let name = if hundred { "cifar100" } else { "cifar10" };
-        let bin_train: Vec<String> = if hundred {
-            vec!["train.bin".into()]
-        } else {
-            (1..=5).map(|i| format!("data_batch_{i}.bin")).collect()
-        };
-        let bin_test = if hundred {
-            "test.bin"
-        } else {
-            "test_batch.bin"
-        };
-        let py_train: Vec<String> = if hundred {
-            vec!["train".into()]
-        } else {
-            (1..=5).map(|i| format!("data_batch_{i}")).collect()
-        };
+        let bin_train: Vec<String> =
+            if hundred { vec!["train.bin".into()] } else { (1..=5).map(|i| format!("data_batch_{i}.bin")).collect() };
+        let bin_test = if hundred { "test.bin" } else { "test_batch.bin" };
+        let py_train: Vec<String> =
+            if hundred { vec!["train".into()] } else { (1..=5).map(|i| format!("data_batch_{i}")).collect() };
         let py_test = if hundred { "test" } else { "test_batch" };
 
-        let pick = |names: &[String]| {
-            names
-                .iter()
-                .filter_map(|n| find(&members, n).cloned())
-                .collect::<Vec<_>>()
-        };
-        let (format, train, test) = if bin_train
-            .iter()
-            .chain([&bin_test.to_string()])
-            .any(|n| find(&members, n).is_some())
-        {
-            (
-                Format::Binary,
-                pick(&bin_train),
-                pick(&[bin_test.to_string()]),
-            )
-        } else if py_train
-            .iter()
-            .chain([&py_test.to_string()])
-            .any(|n| find(&members, n).is_some())
-        {
-            (
-                Format::Python,
-                pick(&py_train),
-                pick(&[py_test.to_string()]),
-            )
-        } else {
-            return Err(Error::Missing(format!(
-                "{}: no {} data files found (expected {} or {})",
-                path.display(),
-                name,
-                bin_train[0],
-                py_train[0]
-            )));
-        };
+        let pick = |names: &[String]| names.iter().filter_map(|n| find(&members, n).cloned()).collect::<Vec<_>>();
+        let (format, train, test) =
+            if bin_train.iter().chain([&bin_test.to_string()]).any(|n| find(&members, n).is_some()) {
+                (Format::Binary, pick(&bin_train), pick(&[bin_test.to_string()]))
+            } else if py_train.iter().chain([&py_test.to_string()]).any(|n| find(&members, n).is_some()) {
+                (Format::Python, pick(&py_train), pick(&[py_test.to_string()]))
+            } else {
+                return Err(Error::Missing(format!(
+                    "{}: no {} data files found (expected {} or {})",
+                    path.display(),
+                    name,
+                    bin_train[0],
+                    py_train[0]
+                )));
+            };
 
         let text = |base: &str| -> Option<Vec<String>> {
             let m = find(&members, base)?;
             let t = String::from_utf8_lossy(meta.get(&m.name)?).into_owned();
-            Some(
-                t.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(String::from)
-                    .collect(),
-            )
+            Some(t.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
         };
         let pickled = |base: &str, key: &str| -> Result<Option<Vec<String>>> {
             let Some(m) = find(&members, base) else {
@@ -122,26 +76,16 @@ impl Cifar {
             let Some(bytes) = meta.get(&m.name) else {
                 return Ok(None);
             };
-            let v = pickle::parse(bytes)
-                .map_err(|e| Error::corrupt_file(container.display(&m.name), e))?;
+            let v = pickle::parse(bytes).map_err(|e| Error::corrupt_file(container.display(&m.name), e))?;
             Ok(v.get(key).and_then(|l| l.items()).map(|items| {
-                items
-                    .iter()
-                    .filter_map(|x| x.bytes())
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .collect()
+                items.iter().filter_map(|x| x.bytes()).map(|b| String::from_utf8_lossy(b).into_owned()).collect()
             }))
         };
         let (classes, coarse) = match (hundred, format) {
             (false, Format::Binary) => (text("batches.meta.txt"), None),
             (false, Format::Python) => (pickled("batches.meta", "label_names")?, None),
-            (true, Format::Binary) => {
-                (text("fine_label_names.txt"), text("coarse_label_names.txt"))
-            }
-            (true, Format::Python) => (
-                pickled("meta", "fine_label_names")?,
-                pickled("meta", "coarse_label_names")?,
-            ),
+            (true, Format::Binary) => (text("fine_label_names.txt"), text("coarse_label_names.txt")),
+            (true, Format::Python) => (pickled("meta", "fine_label_names")?, pickled("meta", "coarse_label_names")?),
         };
         let classes = match classes {
             Some(c) => c,
@@ -194,21 +138,9 @@ impl Cifar {
             attributes: None,
             file_source: false,
             extra: serde_json::json!({ "format": if format == Format::Binary { "binary" } else { "python" } }),
-            total: Some(
-                files
-                    .iter()
-                    .flatten()
-                    .map(|(m, _)| m.size / rec as u64)
-                    .sum(),
-            ),
+            total: Some(files.iter().flatten().map(|(m, _)| m.size / rec as u64).sum()),
         };
-        Ok(Cifar {
-            container,
-            hundred,
-            format,
-            files,
-            info,
-        })
+        Ok(Cifar { container, hundred, format, files, info })
     }
 }
 
@@ -229,11 +161,7 @@ pub fn planar_to_rgb(planes: &[u8]) -> Vec<u8> {
 }
 
 fn rgb(planes: &[u8]) -> ImageData {
-    ImageData::Rgb {
-        width: SIDE,
-        height: SIDE,
-        pixels: planar_to_rgb(planes),
-    }
+    ImageData::Rgb { width: SIDE, height: SIDE, pixels: planar_to_rgb(planes) }
 }
 
 impl Source for Cifar {
@@ -264,10 +192,18 @@ impl Source for Cifar {
                             let (fine_at, coarse) = if hundred { (1, Some(buf[0] as i64)) } else { (0, None) };
                             let label = buf[fine_at] as i64;
                             if label >= n_classes {
-                                return Err(Error::corrupt(&file, format!("record {i}"), format!("label byte {label} out of range 0..={}", n_classes - 1)));
+                                return Err(Error::corrupt(
+                                    &file,
+                                    format!("record {i}"),
+                                    format!("label byte {label} out of range 0..={}", n_classes - 1),
+                                ));
                             }
                             if let Some(c) = coarse.filter(|&c| c >= 20) {
-                                return Err(Error::corrupt(&file, format!("record {i}"), format!("coarse label byte {c} out of range 0..=19")));
+                                return Err(Error::corrupt(
+                                    &file,
+                                    format!("record {i}"),
+                                    format!("coarse label byte {c} out of range 0..=19"),
+                                ));
                             }
                             sink(Record {
                                 split,
@@ -282,16 +218,26 @@ impl Source for Cifar {
                     }
                     Format::Python => {
                         let mut bytes = Vec::with_capacity(m.size as usize);
-                        r.read_to_end(&mut bytes).map_err(|e| Error::corrupt_file(&file, format!("read failed: {e}")))?;
+                        r.read_to_end(&mut bytes)
+                            .map_err(|e| Error::corrupt_file(&file, format!("read failed: {e}")))?;
                         let v = pickle::parse(&bytes).map_err(|e| Error::corrupt_file(&file, e))?;
                         drop(bytes);
-                        let data = v.get("data").ok_or_else(|| Error::corrupt_file(&file, "pickle has no 'data' entry"))?;
-                        let (shape, raw) = data.ndarray().ok_or_else(|| Error::corrupt_file(&file, "'data' is not a numpy array"))?;
-                        if shape.len() != 2 || shape[1] != PIXELS as i64 || raw.len() as i64 != shape[0] * PIXELS as i64 {
-                            return Err(Error::corrupt_file(&file, format!("'data' has shape {shape:?} and {} bytes, expected (N, 3072) uint8", raw.len())));
+                        let data =
+                            v.get("data").ok_or_else(|| Error::corrupt_file(&file, "pickle has no 'data' entry"))?;
+                        let (shape, raw) =
+                            data.ndarray().ok_or_else(|| Error::corrupt_file(&file, "'data' is not a numpy array"))?;
+                        if shape.len() != 2 || shape[1] != PIXELS as i64 || raw.len() as i64 != shape[0] * PIXELS as i64
+                        {
+                            return Err(Error::corrupt_file(
+                                &file,
+                                format!("'data' has shape {shape:?} and {} bytes, expected (N, 3072) uint8", raw.len()),
+                            ));
                         }
                         let key = if hundred { "fine_labels" } else { "labels" };
-                        let labels = v.get(key).and_then(|l| l.items()).ok_or_else(|| Error::corrupt_file(&file, format!("pickle has no '{key}' list")))?;
+                        let labels = v
+                            .get(key)
+                            .and_then(|l| l.items())
+                            .ok_or_else(|| Error::corrupt_file(&file, format!("pickle has no '{key}' list")))?;
                         let coarse = if hundred { v.get("coarse_labels").and_then(|l| l.items()) } else { None };
                         let n = shape[0] as usize;
                         if labels.len() != n || coarse.is_some_and(|c| c.len() != n) {
@@ -300,12 +246,24 @@ impl Source for Cifar {
                         for i in 0..n {
                             let label = match &labels[i] {
                                 pickle::Value::Int(l) if (0..n_classes).contains(l) => *l,
-                                other => return Err(Error::corrupt(&file, format!("record {i}"), format!("label {other:?} out of range 0..={}", n_classes - 1))),
+                                other => {
+                                    return Err(Error::corrupt(
+                                        &file,
+                                        format!("record {i}"),
+                                        format!("label {other:?} out of range 0..={}", n_classes - 1),
+                                    ))
+                                }
                             };
                             let coarse_label = match coarse.map(|c| &c[i]) {
                                 None => None,
                                 Some(pickle::Value::Int(c)) if (0..20).contains(c) => Some(*c),
-                                Some(other) => return Err(Error::corrupt(&file, format!("record {i}"), format!("coarse label {other:?} out of range 0..=19"))),
+                                Some(other) => {
+                                    return Err(Error::corrupt(
+                                        &file,
+                                        format!("record {i}"),
+                                        format!("coarse label {other:?} out of range 0..=19"),
+                                    ))
+                                }
                             };
                             sink(Record {
                                 split,
@@ -328,9 +286,5 @@ impl Source for Cifar {
 }
 
 fn read_err(file: &str, record: u64, e: std::io::Error) -> Error {
-    Error::corrupt(
-        file,
-        format!("record {record}"),
-        format!("read failed: {e}"),
-    )
+    Error::corrupt(file, format!("record {record}"), format!("read failed: {e}"))
 }

@@ -75,21 +75,13 @@ impl Folder {
                 let mut list = Vec::new();
                 walk(&cdir, &cdir, &mut list)?;
                 for f in list.into_iter().filter(|f| is_image(f)) {
-                    let rel = if split_level {
-                        format!("{name}/{cname}/{f}")
-                    } else {
-                        format!("{cname}/{f}")
-                    };
+                    let rel = if split_level { format!("{name}/{cname}/{f}") } else { format!("{cname}/{f}") };
                     files.push((split, class as i64, rel));
                 }
             }
         }
         if files.is_empty() {
-            return Err(Error::Missing(format!(
-                "{}: no images ({}) found",
-                root.display(),
-                EXTENSIONS.join(", ")
-            )));
+            return Err(Error::Missing(format!("{}: no images ({}) found", root.display(), EXTENSIONS.join(", "))));
         }
         let info = SourceInfo {
             name: "folder".into(),
@@ -101,11 +93,7 @@ impl Folder {
             extra: serde_json::Value::Null,
             total: Some(files.len() as u64),
         };
-        Ok(Folder {
-            root: root.to_path_buf(),
-            files,
-            info,
-        })
+        Ok(Folder { root: root.to_path_buf(), files, info })
     }
 }
 
@@ -127,14 +115,8 @@ impl Source for Folder {
                 label: Some(*class),
                 coarse_label: None,
                 attributes: None,
-                image: ImageData::Encoded {
-                    bytes,
-                    path: rel.clone(),
-                },
-                origin: Origin {
-                    file: path.display().to_string(),
-                    record: format!("image {index}"),
-                },
+                image: ImageData::Encoded { bytes, path: rel.clone() },
+                origin: Origin { file: path.display().to_string(), record: format!("image {index}") },
             })?;
         }
         Ok(())

@@ -28,13 +28,7 @@ pub struct RandomSpec {
 
 impl Default for RandomSpec {
     fn default() -> Self {
-        RandomSpec {
-            count: 10_000,
-            size: 32,
-            seed: 0,
-            mean: 127.5,
-            std: 64.0,
-        }
+        RandomSpec { count: 10_000, size: 32, seed: 0, mean: 127.5, std: 64.0 }
     }
 }
 
@@ -42,8 +36,7 @@ impl Default for RandomSpec {
 pub fn draw_image(spec: &RandomSpec, index: u64, out: &mut [u8]) {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     rng.set_stream(index);
-    let unit =
-        |rng: &mut ChaCha8Rng| ((rng.next_u64() >> 11) as f64 + 1.0) * (1.0 / (1u64 << 53) as f64);
+    let unit = |rng: &mut ChaCha8Rng| ((rng.next_u64() >> 11) as f64 + 1.0) * (1.0 / (1u64 << 53) as f64);
     let to_byte = |z: f64| libm::round(spec.mean + spec.std * z).clamp(0.0, 255.0) as u8;
     for pair in out.chunks_mut(2) {
         let (u1, u2) = (unit(&mut rng), unit(&mut rng));
@@ -66,14 +59,10 @@ impl Random {
     /// Validates `spec`.
     pub fn new(spec: RandomSpec) -> Result<Self> {
         if spec.count == 0 || spec.size == 0 || spec.size > 4096 {
-            return Err(Error::Usage(
-                "random: --count must be > 0 and --size in 1..=4096".into(),
-            ));
+            return Err(Error::Usage("random: --count must be > 0 and --size in 1..=4096".into()));
         }
         if !(spec.std >= 0.0 && spec.std.is_finite() && spec.mean.is_finite()) {
-            return Err(Error::Usage(
-                "random: --mean must be finite and --std >= 0".into(),
-            ));
+            return Err(Error::Usage("random: --mean must be finite and --std >= 0".into()));
         }
         let info = SourceInfo {
             name: "random".into(),
@@ -113,15 +102,8 @@ impl Source for Random {
                     label: None,
                     coarse_label: None,
                     attributes: None,
-                    image: ImageData::Rgb {
-                        width: self.spec.size,
-                        height: self.spec.size,
-                        pixels,
-                    },
-                    origin: Origin {
-                        file: "random".into(),
-                        record: format!("image {i}"),
-                    },
+                    image: ImageData::Rgb { width: self.spec.size, height: self.spec.size, pixels },
+                    origin: Origin { file: "random".into(), record: format!("image {i}") },
                 })?;
             }
             start = end;

@@ -12,9 +12,8 @@ pub const SIDE: usize = 96;
 /// Bytes per STL-10 image.
 pub const IMAGE_BYTES: usize = 3 * SIDE * SIDE;
 /// STL-10's class names, used when `class_names.txt` is absent.
-pub const STL10_CLASSES: [&str; 10] = [
-    "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
-];
+pub const STL10_CLASSES: [&str; 10] =
+    ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"];
 
 /// An STL-10 source.
 pub struct Stl10 {
@@ -47,30 +46,18 @@ impl Stl10 {
             let labels = if split == "unlabeled" {
                 None
             } else {
-                let y = find(&members, &format!("{split}_y.bin")).ok_or_else(|| {
-                    Error::Missing(format!("{}: {split}_y.bin is missing", path.display()))
-                })?;
+                let y = find(&members, &format!("{split}_y.bin"))
+                    .ok_or_else(|| Error::Missing(format!("{}: {split}_y.bin is missing", path.display())))?;
                 let yfile = container.display(&y.name);
                 let labels = meta.get(&y.name).cloned().unwrap_or_default();
                 if labels.len() as u64 != count {
                     return Err(Error::corrupt_file(
                         yfile,
-                        format!(
-                            "{} labels but {split}_X.bin holds {count} images",
-                            labels.len()
-                        ),
+                        format!("{} labels but {split}_X.bin holds {count} images", labels.len()),
                     ));
                 }
-                if let Some((i, l)) = labels
-                    .iter()
-                    .enumerate()
-                    .find(|(_, &l)| !(1..=10).contains(&l))
-                {
-                    return Err(Error::corrupt(
-                        yfile,
-                        format!("record {i}"),
-                        format!("label {l} out of range 1..=10"),
-                    ));
+                if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| !(1..=10).contains(&l)) {
+                    return Err(Error::corrupt(yfile, format!("record {i}"), format!("label {l} out of range 1..=10")));
                 }
                 Some(labels.iter().map(|l| l - 1).collect())
             };
@@ -78,25 +65,14 @@ impl Stl10 {
             parts.push((x.clone(), labels));
         }
         if parts.is_empty() {
-            return Err(Error::Missing(format!(
-                "{}: no STL-10 *_X.bin files found",
-                path.display()
-            )));
+            return Err(Error::Missing(format!("{}: no STL-10 *_X.bin files found", path.display())));
         }
         let text = |base: &str| -> Option<(String, String)> {
             let m = find(&members, base)?;
-            Some((
-                container.display(&m.name),
-                String::from_utf8_lossy(meta.get(&m.name)?).into_owned(),
-            ))
+            Some((container.display(&m.name), String::from_utf8_lossy(meta.get(&m.name)?).into_owned()))
         };
         let classes: Vec<String> = match text("class_names.txt") {
-            Some((_, t)) => t
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect(),
+            Some((_, t)) => t.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect(),
             None => STL10_CLASSES.iter().map(|s| s.to_string()).collect(),
         };
         if classes.len() != 10 {
@@ -114,13 +90,7 @@ impl Stl10 {
                         .split_whitespace()
                         .map(|v| v.parse::<u32>())
                         .collect::<std::result::Result<_, _>>()
-                        .map_err(|e| {
-                            Error::corrupt(
-                                &file,
-                                format!("line {}", i + 1),
-                                format!("bad index: {e}"),
-                            )
-                        })?;
+                        .map_err(|e| Error::corrupt(&file, format!("line {}", i + 1), format!("bad index: {e}")))?;
                     folds.push(fold);
                 }
                 serde_json::json!(folds)
@@ -136,11 +106,7 @@ impl Stl10 {
             extra: serde_json::json!({ "folds": folds }),
             total: Some(parts.iter().map(|(m, _)| m.size / IMAGE_BYTES as u64).sum()),
         };
-        Ok(Stl10 {
-            container,
-            parts,
-            info,
-        })
+        Ok(Stl10 { container, parts, info })
     }
 }
 
@@ -172,9 +138,8 @@ impl Source for Stl10 {
             let labels = &parts[split].1;
             let mut buf = vec![0u8; IMAGE_BYTES];
             for i in 0..m.size / IMAGE_BYTES as u64 {
-                r.read_exact(&mut buf).map_err(|e| {
-                    Error::corrupt(&file, format!("record {i}"), format!("read failed: {e}"))
-                })?;
+                r.read_exact(&mut buf)
+                    .map_err(|e| Error::corrupt(&file, format!("record {i}"), format!("read failed: {e}")))?;
                 let mut pixels = vec![0u8; IMAGE_BYTES];
                 column_major_to_rgb(&buf, &mut pixels);
                 sink(Record {
@@ -183,15 +148,8 @@ impl Source for Stl10 {
                     label: labels.as_ref().map(|l| l[i as usize] as i64),
                     coarse_label: None,
                     attributes: None,
-                    image: ImageData::Rgb {
-                        width: SIDE as u32,
-                        height: SIDE as u32,
-                        pixels,
-                    },
-                    origin: Origin {
-                        file: file.clone(),
-                        record: format!("record {i}"),
-                    },
+                    image: ImageData::Rgb { width: SIDE as u32, height: SIDE as u32, pixels },
+                    origin: Origin { file: file.clone(), record: format!("record {i}") },
                 })?;
             }
             split += 1;
