@@ -79,6 +79,31 @@ pub fn cifar_binary(root: &Path, per_file: u64, test: u64, hundred: bool) -> Res
     Ok(dir)
 }
 
+/// Overwrites the pixels of every binary CIFAR-10 file in `dir` with Gaussian noise (the
+/// `random` source's images, seed 0), keeping labels: a harder input for PNG encoding.
+pub fn fill_cifar_with_noise(dir: &Path) -> Result<()> {
+    let spec = crate::sources::RandomSpec { count: u64::MAX, size: 32, ..Default::default() };
+    let mut rgb = vec![0u8; 3072];
+    let mut i = 0u64;
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .at(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+        .collect();
+    names.sort();
+    for path in names {
+        let mut bytes = std::fs::read(&path).at(&path)?;
+        for rec in bytes.chunks_exact_mut(3073) {
+            crate::sources::random::draw_image(&spec, i, &mut rgb);
+            rec[1..].copy_from_slice(&rgb);
+            i += 1;
+        }
+        std::fs::write(&path, bytes).at(&path)?;
+    }
+    Ok(())
+}
+
 /// A pickle of a CIFAR-10 batch dict exactly as Python 2's `cPickle.dump(d, f, 2)` writes it:
 /// byte-string keys, the numpy array through `_reconstruct` + `BUILD` with its raw bytes in a
 /// `BINSTRING`, labels as a list of ints.

@@ -16,6 +16,9 @@ pub enum BenchCommand {
         /// Worker threads (default: all cores).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Fill the images with Gaussian noise (hard to compress) instead of a smooth pattern.
+        #[arg(long)]
+        noise: bool,
     },
 }
 
@@ -29,12 +32,15 @@ pub fn peak_rss_mb() -> Option<f64> {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Ingest { count, jobs } => {
+        BenchCommand::Ingest { count, jobs, noise } => {
             let tmp = tempfile::tempdir()?;
             let test = count / 6;
             let train_per_file = (count - test) / 5;
             let total = train_per_file * 5 + test;
             let src = synth::cifar_binary(tmp.path(), train_per_file, test, false)?;
+            if noise {
+                synth::fill_cifar_with_noise(&src)?;
+            }
             let rss_before = peak_rss_mb().unwrap_or(0.0);
             let start = Instant::now();
             let mut opts = IngestOptions::new(tmp.path().join("shards"));
@@ -42,7 +48,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             ingest(Box::new(Cifar::open(&src, false)?), &opts)?;
             let secs = start.elapsed().as_secs_f64();
             println!(
-                "ingest cifar10 (binary layout, generated): {total} images in {secs:.2}s = {:.0} images/s",
+                "ingest cifar10 (binary layout, generated, {}): {total} images in {secs:.2}s = {:.0} images/s",
+                if noise { "Gaussian noise" } else { "smooth pattern" },
                 total as f64 / secs
             );
             println!(
