@@ -83,7 +83,7 @@ impl Container {
 
     /// Lists all regular-file members (in container order; a folder is listed sorted) and
     /// reads fully those for which `small` is true, in one pass.
-    pub fn scan(&self, small: &dyn Fn(&Member) -> bool) -> Result<(Vec<Member>, BTreeMap<String, Vec<u8>>)> {
+    pub fn scan(&self, small: &dyn Fn(&Member) -> bool) -> Result<Scan> {
         let mut list = Vec::new();
         let mut contents = BTreeMap::new();
         self.visit(&mut |m, r| {
@@ -214,6 +214,9 @@ impl Container {
         }
     }
 }
+
+/// The members of a container and the contents of those read fully.
+pub type Scan = (Vec<Member>, BTreeMap<String, Vec<u8>>);
 
 enum Visit {
     Continue,

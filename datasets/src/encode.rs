@@ -23,8 +23,8 @@ impl PixelSums {
     pub fn of(rgb: &[u8]) -> Self {
         let mut s = PixelSums { count: (rgb.len() / 3) as u64, ..Default::default() };
         for px in rgb.chunks_exact(3) {
-            for c in 0..3 {
-                let v = px[c] as u64;
+            for (c, &v) in px.iter().enumerate() {
+                let v = v as u64;
                 s.sum[c] += v;
                 s.sum_sq[c] += v * v;
             }

@@ -450,6 +450,6 @@ mod tests {
     fn truncated_is_an_error_not_a_panic() {
         assert!(parse(&[0x80, 2, b'T', 0xff, 0xff, 0, 0, 1]).unwrap_err().contains("truncated"));
         assert!(parse(&[]).is_err());
-        assert!(parse(&[b'a']).is_err());
+        assert!(parse(b"a").is_err());
     }
 }
