@@ -1,0 +1,74 @@
+//! The decode stage's kernel: encoded bytes (PNG, JPEG, ...) to RGB8 in a reused buffer.
+
+use std::io::Cursor;
+
+use image::{ColorType, ImageDecoder, ImageReader};
+
+/// Decodes `bytes` into `out` as interleaved RGB8, reusing `out`'s and `tmp`'s allocations.
+/// Returns (width, height).
+pub fn decode_into(bytes: &[u8], out: &mut Vec<u8>, tmp: &mut Vec<u8>) -> Result<(u32, u32), String> {
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
+    let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    let (w, h) = decoder.dimensions();
+    let color = decoder.color_type();
+    let n = decoder.total_bytes() as usize;
+    let pixels = (w as usize) * (h as usize);
+    if color == ColorType::Rgb8 {
+        out.resize(n, 0);
+        decoder.read_image(out).map_err(|e| e.to_string())?;
+        return Ok((w, h));
+    }
+    tmp.resize(n, 0);
+    decoder.read_image(tmp).map_err(|e| e.to_string())?;
+    out.resize(pixels * 3, 0);
+    match color {
+        ColorType::L8 => {
+            for (o, &v) in out.chunks_exact_mut(3).zip(tmp.iter()) {
+                o.fill(v);
+            }
+        }
+        ColorType::La8 => {
+            for (o, v) in out.chunks_exact_mut(3).zip(tmp.chunks_exact(2)) {
+                o.fill(v[0]);
+            }
+        }
+        ColorType::Rgba8 => {
+            for (o, v) in out.chunks_exact_mut(3).zip(tmp.chunks_exact(4)) {
+                o.copy_from_slice(&v[..3]);
+            }
+        }
+        _ => {
+            // 16-bit and float images: let `image` convert (rare in practice).
+            let img = image::load_from_memory(bytes).map_err(|e| e.to_string())?.into_rgb8();
+            out.clear();
+            out.extend_from_slice(img.as_raw());
+        }
+    }
+    Ok((w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_rgb_gray_and_rgba() {
+        use image::ImageEncoder;
+        let enc = |c: image::ExtendedColorType, px: &[u8]| {
+            let mut v = Vec::new();
+            image::codecs::png::PngEncoder::new(&mut v).write_image(px, 2, 1, c).unwrap();
+            v
+        };
+        let (mut out, mut tmp) = (Vec::new(), Vec::new());
+        assert_eq!(
+            decode_into(&enc(image::ExtendedColorType::Rgb8, &[1, 2, 3, 4, 5, 6]), &mut out, &mut tmp),
+            Ok((2, 1))
+        );
+        assert_eq!(out, [1, 2, 3, 4, 5, 6]);
+        decode_into(&enc(image::ExtendedColorType::L8, &[9, 8]), &mut out, &mut tmp).unwrap();
+        assert_eq!(out, [9, 9, 9, 8, 8, 8]);
+        decode_into(&enc(image::ExtendedColorType::Rgba8, &[1, 2, 3, 255, 4, 5, 6, 0]), &mut out, &mut tmp).unwrap();
+        assert_eq!(out, [1, 2, 3, 4, 5, 6]);
+        assert!(decode_into(b"nope", &mut out, &mut tmp).is_err());
+    }
+}

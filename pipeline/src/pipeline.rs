@@ -1,0 +1,619 @@
+//! The streaming pipeline: plan → read (tokio, Parquet row groups) → decode + augment (worker
+//! threads) → reorder + prefetch (bounded) → consumer, connected by bounded async-channel queues.
+//!
+//! Each worker takes a whole batch job and fills recycled buffers; every random draw comes from
+//! a generator keyed by (seed, epoch, row id, view), and batches are re-ordered by number before
+//! they leave, so the output is a pure function of data and configuration, whatever the worker
+//! count or timing. Dropping the [`Pipeline`] closes the queues, stops every stage and joins the
+//! worker threads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use siamlab_datasets::shard::{Manifest, ShardBatch, ShardReader};
+
+use crate::augment::{sample_rng, Normalize, Recipe, Scratch};
+use crate::batch::{Batch, Buffers};
+use crate::decode::decode_into;
+use crate::error::{Error, Result};
+use crate::plan::{GroupRef, Order, PipelineState, Plan};
+use crate::stats::{add, Counters, StageStats};
+
+/// Which augmentation recipe the views use.
+#[derive(Debug, Clone)]
+pub enum RecipeChoice {
+    /// A named recipe (`simsiam`, `finetune`, `eval`) at the pipeline's image size, normalized
+    /// with the manifest's mean/std unless [`PipelineBuilder::normalize`] says otherwise.
+    Named(String),
+    /// A ready recipe.
+    Custom(Recipe),
+}
+
+/// Configures a [`Pipeline`]; see [`Pipeline::builder`].
+#[derive(Debug, Clone)]
+pub struct PipelineBuilder {
+    dir: PathBuf,
+    split: String,
+    order: Order,
+    recipe: RecipeChoice,
+    views: usize,
+    workers: usize,
+    prefetch: usize,
+    image_size: Option<u32>,
+    normalize: Option<Normalize>,
+    skip_bad: bool,
+    start_sample: u64,
+}
+
+/// One sample handed to a worker.
+struct JobSample {
+    data: Arc<ShardBatch>,
+    row: usize,
+    row_id: u64,
+    shard: usize,
+    shard_row: u64,
+}
+
+struct Job {
+    seq: u64,
+    samples: Vec<JobSample>,
+}
+
+enum Event {
+    Batch(Batch),
+    Error(Error),
+}
+
+/// A running pipeline: iterate it (blocking) or `await` [`Pipeline::next`].
+pub struct Pipeline {
+    out: async_channel::Receiver<(u64, Event)>,
+    jobs: async_channel::Receiver<Job>,
+    workers: Vec<JoinHandle<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+    counters: Arc<Counters>,
+    state: PipelineState,
+    batch_size: usize,
+    batches: usize,
+    shape: [usize; 4],
+    finished: bool,
+}
+
+impl PipelineBuilder {
+    fn new(dir: &Path) -> Self {
+        PipelineBuilder {
+            dir: dir.to_path_buf(),
+            split: "train".into(),
+            order: Order {
+                seed: 0,
+                epoch: 0,
+                shuffle: true,
+                window_rows: 8192,
+                rank: 0,
+                world: 1,
+                batch_size: 256,
+                drop_last: false,
+            },
+            recipe: RecipeChoice::Named("simsiam".into()),
+            views: 2,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            prefetch: 4,
+            image_size: None,
+            normalize: None,
+            skip_bad: false,
+            start_sample: 0,
+        }
+    }
+    /// Split to read (default `train`).
+    pub fn split(mut self, split: &str) -> Self {
+        self.split = split.into();
+        self
+    }
+    /// Seed of every random choice (order and augmentation).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.order.seed = seed;
+        self
+    }
+    /// Epoch (a new order and new augmentations each epoch).
+    pub fn epoch(mut self, epoch: u64) -> Self {
+        self.order.epoch = epoch;
+        self
+    }
+    /// This process's rank among `world` (data-parallel sharding).
+    pub fn shard(mut self, rank: usize, world: usize) -> Self {
+        self.order.rank = rank;
+        self.order.world = world;
+        self
+    }
+    /// `n` views per sample drawn with `recipe` (a name: `simsiam`, `finetune`, `eval`).
+    pub fn views(mut self, recipe: &str, n: usize) -> Self {
+        self.recipe = RecipeChoice::Named(recipe.into());
+        self.views = n;
+        self
+    }
+    /// `n` views per sample drawn with a ready recipe.
+    pub fn recipe(mut self, recipe: Recipe, n: usize) -> Self {
+        self.recipe = RecipeChoice::Custom(recipe);
+        self.views = n;
+        self
+    }
+    /// Output side in pixels for named recipes (default: the split's smallest image side).
+    pub fn image_size(mut self, size: u32) -> Self {
+        self.image_size = Some(size);
+        self
+    }
+    /// Normalization for named recipes (default: the manifest's mean/std).
+    pub fn normalize(mut self, n: Normalize) -> Self {
+        self.normalize = Some(n);
+        self
+    }
+    /// Samples per batch.
+    pub fn batch_size(mut self, b: usize) -> Self {
+        self.order.batch_size = b;
+        self
+    }
+    /// Drop the last incomplete batch.
+    pub fn drop_last(mut self, d: bool) -> Self {
+        self.order.drop_last = d;
+        self
+    }
+    /// Shuffle (default on); off gives shard order.
+    pub fn shuffle(mut self, s: bool) -> Self {
+        self.order.shuffle = s;
+        self
+    }
+    /// Minimum rows of a shuffle window (default 8,192).
+    pub fn shuffle_window(mut self, rows: u64) -> Self {
+        self.order.window_rows = rows;
+        self
+    }
+    /// Augmentation worker threads (default: all cores). Does not change the output.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+    /// Ready batches kept ahead of the consumer.
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = n;
+        self
+    }
+    /// Skip rows whose image does not decode (counted in the stats) instead of failing.
+    pub fn skip_bad(mut self, s: bool) -> Self {
+        self.skip_bad = s;
+        self
+    }
+    /// Resume: yield exactly the batches that were still to come after `state` was taken.
+    pub fn resume(mut self, state: PipelineState) -> Self {
+        self.order.seed = state.seed;
+        self.order.epoch = state.epoch;
+        self.start_sample = state.next_sample;
+        self
+    }
+
+    /// Plans the epoch and starts the stages.
+    pub fn build(self) -> Result<Pipeline> {
+        let o = &self.order;
+        if o.world == 0 || o.rank >= o.world {
+            return Err(Error::Config(format!("rank {} is not in 0..{}", o.rank, o.world)));
+        }
+        if o.batch_size == 0 || self.views == 0 || self.workers == 0 || self.prefetch == 0 {
+            return Err(Error::Config("batch size, views, workers and prefetch must be at least 1".into()));
+        }
+        if self.start_sample % o.batch_size as u64 != 0 {
+            return Err(Error::Config(format!(
+                "resume point {} is not a multiple of the batch size {}",
+                self.start_sample, o.batch_size
+            )));
+        }
+        let manifest = Manifest::load(&self.dir)?;
+        let info = manifest.split(&self.split)?.clone();
+        let recipe = match self.recipe.clone() {
+            RecipeChoice::Custom(r) => r,
+            RecipeChoice::Named(name) => {
+                let size = self.image_size.or(info.size_range.map(|r| r[0].min(r[1]))).unwrap_or(32);
+                let normalize = match (self.normalize, manifest.stats) {
+                    (Some(n), _) => n,
+                    (None, Some(st)) => {
+                        Normalize::new(st.mean.map(|v| v as f32), st.std.map(|v| (v as f32).max(1e-3)))?
+                    }
+                    (None, None) => Normalize::imagenet(),
+                };
+                Recipe::by_name(&name, size, normalize)?
+            }
+        };
+        let mut shards = Vec::new();
+        let mut groups = Vec::new();
+        let mut first = 0u64;
+        for (si, sh) in info.shards.iter().enumerate() {
+            let path = self.dir.join(&sh.path);
+            let reader = ShardReader::open(&path)?;
+            let mut shard_row = 0u64;
+            for g in 0..reader.row_groups() {
+                let rows = reader.row_group_rows(g);
+                groups.push((GroupRef { shard: si, group: g, rows: rows as u32, first_row: first }, shard_row));
+                first += rows;
+                shard_row += rows;
+            }
+            shards.push(Arc::new((path, reader)));
+        }
+        let shard_rows: Vec<u64> = groups.iter().map(|(_, r)| *r).collect();
+        let plan = Arc::new(Plan::new(groups.into_iter().map(|(g, _)| g).collect(), &self.order));
+        let start_batch = (self.start_sample / o.batch_size as u64) as usize;
+        if start_batch > plan.batches() {
+            return Err(Error::Config(format!("resume point {} is past the end of the epoch", self.start_sample)));
+        }
+        let [c, h, w] = recipe.output_shape();
+        let shape = [o.batch_size, c, h, w];
+        let n_attr = manifest.attributes.as_ref().map_or(0, |a| a.len());
+
+        let counters = Arc::new(Counters::default());
+        let (jobs_tx, jobs_rx) = async_channel::bounded::<Job>(self.workers * 2);
+        let (done_tx, done_rx) = async_channel::bounded::<(u64, Event)>(self.prefetch.max(self.workers));
+        let (out_tx, out_rx) = async_channel::bounded::<(u64, Event)>(self.prefetch);
+        let (pool_tx, pool_rx) = async_channel::bounded::<Buffers>(self.prefetch * 2 + self.workers * 2 + 2);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(2)
+            .thread_name("siamlab-pipeline-io")
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
+
+        // read stage
+        {
+            let plan = plan.clone();
+            let counters = counters.clone();
+            let out_err = done_tx.clone();
+            runtime.spawn(async move {
+                let last_use = plan.last_use();
+                let mut cache: HashMap<u32, Arc<ShardBatch>> = HashMap::new();
+                for b in start_batch..plan.batches() {
+                    let mut samples = Vec::with_capacity(plan.batch_size);
+                    for &s in plan.batch(b) {
+                        let data = match cache.get(&s.group) {
+                            Some(d) => d.clone(),
+                            None => {
+                                let g = plan.groups[s.group as usize];
+                                let shard = shards[g.shard].clone();
+                                let t = Instant::now();
+                                let read = tokio::task::spawn_blocking(move || {
+                                    shard.1.read_row_group(g.group, Some(&["image", "label", "attributes", "index"]))
+                                })
+                                .await;
+                                add(&counters.read_ns, t.elapsed());
+                                counters.read_groups.fetch_add(1, Relaxed);
+                                let data = match read {
+                                    Ok(Ok(d)) => Arc::new(d),
+                                    Ok(Err(e)) => {
+                                        let _ = out_err.send((b as u64, Event::Error(e.into()))).await;
+                                        return;
+                                    }
+                                    Err(e) => {
+                                        let _ =
+                                            out_err.send((b as u64, Event::Error(Error::Panic(e.to_string())))).await;
+                                        return;
+                                    }
+                                };
+                                cache.insert(s.group, data.clone());
+                                data
+                            }
+                        };
+                        let g = plan.groups[s.group as usize];
+                        samples.push(JobSample {
+                            data,
+                            row: s.row as usize,
+                            row_id: plan.row_id(s),
+                            shard: g.shard,
+                            shard_row: shard_rows[s.group as usize] + s.row as u64,
+                        });
+                    }
+                    cache.retain(|g, _| last_use[*g as usize].is_some_and(|l| l > b));
+                    let t = Instant::now();
+                    if jobs_tx.send(Job { seq: b as u64, samples }).await.is_err() {
+                        return; // consumer gone
+                    }
+                    add(&counters.read_blocked_ns, t.elapsed());
+                }
+            });
+        }
+
+        // decode + augment stage
+        let shard_paths: Arc<Vec<String>> =
+            Arc::new(info.shards.iter().map(|s| self.dir.join(&s.path).display().to_string()).collect());
+        let recipe = Arc::new(recipe);
+        let mut workers = Vec::with_capacity(self.workers);
+        for i in 0..self.workers {
+            let ctx = WorkerCtx {
+                jobs: jobs_rx.clone(),
+                done: done_tx.clone(),
+                pool_rx: pool_rx.clone(),
+                pool_tx: pool_tx.clone(),
+                recipe: recipe.clone(),
+                views: self.views,
+                seed: o.seed,
+                epoch: o.epoch,
+                shape,
+                n_attr,
+                skip_bad: self.skip_bad,
+                shard_paths: shard_paths.clone(),
+                counters: counters.clone(),
+            };
+            let h = std::thread::Builder::new()
+                .name(format!("siamlab-augment-{i}"))
+                .spawn(move || ctx.run())
+                .map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
+            workers.push(h);
+        }
+        drop(done_tx);
+
+        // reorder + prefetch stage
+        runtime.spawn(async move {
+            let mut next = start_batch as u64;
+            let mut held: BTreeMap<u64, Event> = BTreeMap::new();
+            while let Ok((seq, ev)) = done_rx.recv().await {
+                held.insert(seq, ev);
+                while let Some(ev) = held.remove(&next) {
+                    let stop = matches!(ev, Event::Error(_));
+                    if out_tx.send((next, ev)).await.is_err() || stop {
+                        done_rx.close();
+                        return;
+                    }
+                    next += 1;
+                }
+            }
+            // the reader failed at a batch some worker never saw: deliver it in order
+            if let Some((seq, ev)) = held.pop_first() {
+                let _ = out_tx.send((seq, ev)).await;
+            }
+        });
+
+        Ok(Pipeline {
+            out: out_rx,
+            jobs: jobs_rx,
+            workers,
+            runtime: Some(runtime),
+            counters,
+            state: PipelineState { epoch: o.epoch, next_sample: self.start_sample, seed: o.seed },
+            batch_size: o.batch_size,
+            batches: plan.batches(),
+            shape,
+            finished: false,
+        })
+    }
+}
+
+struct WorkerCtx {
+    jobs: async_channel::Receiver<Job>,
+    done: async_channel::Sender<(u64, Event)>,
+    pool_rx: async_channel::Receiver<Buffers>,
+    pool_tx: async_channel::Sender<Buffers>,
+    recipe: Arc<Recipe>,
+    views: usize,
+    seed: u64,
+    epoch: u64,
+    shape: [usize; 4],
+    n_attr: usize,
+    skip_bad: bool,
+    shard_paths: Arc<Vec<String>>,
+    counters: Arc<Counters>,
+}
+
+impl WorkerCtx {
+    fn run(self) {
+        let mut scratch = Scratch::new();
+        let (mut rgb, mut tmp) = (Vec::new(), Vec::new());
+        loop {
+            let t = Instant::now();
+            let Ok(job) = self.jobs.recv_blocking() else { return };
+            add(&self.counters.worker_idle_ns, t.elapsed());
+            let seq = job.seq;
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.fill(job, &mut scratch, &mut rgb, &mut tmp)
+            }));
+            let ev = match result {
+                Ok(Ok(b)) => Event::Batch(b),
+                Ok(Err(e)) => Event::Error(e),
+                Err(p) => {
+                    let msg =
+                        p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+                    Event::Error(Error::Panic(msg.unwrap_or_else(|| "unknown panic".into())))
+                }
+            };
+            let t = Instant::now();
+            if self.done.send_blocking((seq, ev)).is_err() {
+                return; // consumer gone
+            }
+            add(&self.counters.worker_blocked_ns, t.elapsed());
+        }
+    }
+
+    fn fill(&self, job: Job, scratch: &mut Scratch, rgb: &mut Vec<u8>, tmp: &mut Vec<u8>) -> Result<Batch> {
+        let per = self.shape[1] * self.shape[2] * self.shape[3];
+        let mut buf = self.pool_rx.try_recv().unwrap_or_default();
+        buf.views.resize_with(self.views, Vec::new);
+        for v in &mut buf.views {
+            v.resize(self.shape[0] * per, 0.0);
+        }
+        buf.labels.clear();
+        buf.attributes.clear();
+        buf.indices.clear();
+        buf.rows.clear();
+        let mut k = 0;
+        for s in &job.samples {
+            let t = Instant::now();
+            let decoded = decode_into(s.data.image_bytes(s.row), rgb, tmp);
+            add(&self.counters.decode_ns, t.elapsed());
+            let (w, h) = match decoded {
+                Ok(wh) => wh,
+                Err(_) if self.skip_bad => {
+                    self.counters.skipped.fetch_add(1, Relaxed);
+                    continue;
+                }
+                Err(msg) => {
+                    return Err(Error::Decode { shard: self.shard_paths[s.shard].clone(), row: s.shard_row, msg })
+                }
+            };
+            let t = Instant::now();
+            for (v, out) in buf.views.iter_mut().enumerate() {
+                let mut rng = sample_rng(self.seed, self.epoch, s.row_id, v as u32);
+                self.recipe.apply(rgb, w, h, &mut rng, &mut out[k * per..(k + 1) * per], scratch)?;
+            }
+            add(&self.counters.augment_ns, t.elapsed());
+            buf.labels.push(s.data.label(s.row).unwrap_or(-1));
+            if self.n_attr > 0 {
+                match s.data.attributes(s.row) {
+                    Some(a) => buf.attributes.extend_from_slice(&a),
+                    None => buf.attributes.extend(std::iter::repeat_n(0, self.n_attr)),
+                }
+            }
+            buf.indices.push(s.data.index(s.row).unwrap_or(s.row_id as i64));
+            buf.rows.push(s.row_id);
+            k += 1;
+        }
+        self.counters.samples.fetch_add(k as u64, Relaxed);
+        let mut shape = self.shape;
+        shape[0] = k;
+        Ok(Batch { seq: job.seq, shape, num_attributes: self.n_attr, buf, pool: Some(self.pool_tx.clone()) })
+    }
+}
+
+impl Pipeline {
+    /// Starts configuring a pipeline over the shard folder `dir` (written by `siamlab ingest`).
+    pub fn builder(dir: impl AsRef<Path>) -> PipelineBuilder {
+        PipelineBuilder::new(dir.as_ref())
+    }
+
+    /// Batches in this epoch for this rank (including those already delivered).
+    pub fn batches(&self) -> usize {
+        self.batches
+    }
+
+    /// `[B, 3, H, W]` of a full batch.
+    pub fn shape(&self) -> [usize; 4] {
+        self.shape
+    }
+
+    /// Where the pipeline stands: a state to resume from after the batches delivered so far.
+    pub fn state(&self) -> PipelineState {
+        self.state
+    }
+
+    /// Per-stage counters so far.
+    pub fn stats(&self) -> StageStats {
+        self.counters.snapshot(self.workers.len())
+    }
+
+    /// Ready batches waiting in the prefetch queue.
+    pub fn queue_fill(&self) -> usize {
+        self.out.len()
+    }
+
+    fn accept(&mut self, item: std::result::Result<(u64, Event), async_channel::RecvError>) -> Option<Result<Batch>> {
+        match item {
+            Err(_) => {
+                self.finished = true;
+                None
+            }
+            Ok((_, Event::Batch(b))) => {
+                self.state.next_sample += self.batch_size as u64;
+                self.counters.batches.fetch_add(1, Relaxed);
+                Some(Ok(b))
+            }
+            Ok((_, Event::Error(e))) => {
+                self.finished = true;
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// The next batch (async); `None` at the end of the epoch. After an error, `None`.
+    pub async fn next(&mut self) -> Option<Result<Batch>> {
+        if self.finished {
+            return None;
+        }
+        let t = Instant::now();
+        let item = self.out.recv().await;
+        add(&self.counters.consumer_wait_ns, t.elapsed());
+        self.accept(item)
+    }
+
+    /// The next batch, blocking; `None` at the end of the epoch.
+    pub fn next_blocking(&mut self) -> Option<Result<Batch>> {
+        if self.finished {
+            return None;
+        }
+        let t = Instant::now();
+        let item = self.out.recv_blocking();
+        add(&self.counters.consumer_wait_ns, t.elapsed());
+        self.accept(item)
+    }
+
+    /// The pipeline as an async `Stream` of batches (ends at the end of the epoch or after an error).
+    pub fn into_stream(self) -> PipelineStream {
+        PipelineStream { p: Some(self), fut: None }
+    }
+}
+
+type NextFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Pipeline, Option<Result<Batch>>)> + Send>>;
+
+/// [`Pipeline`] as a `futures_core::Stream`.
+pub struct PipelineStream {
+    p: Option<Pipeline>,
+    fut: Option<NextFuture>,
+}
+
+// The stream moves `Pipeline` in and out of its boxed future and never pins a field in place.
+impl Unpin for PipelineStream {}
+
+impl futures_core::Stream for PipelineStream {
+    type Item = Result<Batch>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.fut.is_none() {
+            let Some(mut p) = this.p.take() else { return std::task::Poll::Ready(None) };
+            this.fut = Some(Box::pin(async move {
+                let item = p.next().await;
+                (p, item)
+            }));
+        }
+        let fut = this.fut.as_mut().expect("set above");
+        match fut.as_mut().poll(cx) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready((p, item)) => {
+                this.fut = None;
+                this.p = Some(p);
+                std::task::Poll::Ready(item)
+            }
+        }
+    }
+}
+
+impl Iterator for Pipeline {
+    type Item = Result<Batch>;
+
+    /// Blocking iteration. A worker panic is re-raised here as a panic.
+    fn next(&mut self) -> Option<Result<Batch>> {
+        match self.next_blocking() {
+            Some(Err(Error::Panic(msg))) => std::panic::resume_unwind(Box::new(msg)),
+            other => other,
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.out.close();
+        self.jobs.close();
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
