@@ -30,7 +30,7 @@ pub enum RecipeChoice {
     /// with the manifest's mean/std unless [`PipelineBuilder::normalize`] says otherwise.
     Named(String),
     /// A ready recipe.
-    Custom(Recipe),
+    Custom(Box<Recipe>),
 }
 
 /// Configures a [`Pipeline`]; see [`Pipeline::builder`].
@@ -136,7 +136,7 @@ impl PipelineBuilder {
     }
     /// `n` views per sample drawn with a ready recipe.
     pub fn recipe(mut self, recipe: Recipe, n: usize) -> Self {
-        self.recipe = RecipeChoice::Custom(recipe);
+        self.recipe = RecipeChoice::Custom(Box::new(recipe));
         self.views = n;
         self
     }
@@ -165,7 +165,8 @@ impl PipelineBuilder {
         self.order.shuffle = s;
         self
     }
-    /// Minimum rows of a shuffle window (default 8,192).
+    /// Minimum rows of a shuffle window (default: about 64 MiB of encoded images, at least
+    /// 1,024 rows and at most 16,384).
     pub fn shuffle_window(mut self, rows: u64) -> Self {
         self.order.window_rows = rows;
         self
@@ -211,7 +212,7 @@ impl PipelineBuilder {
         let manifest = Manifest::load(&self.dir)?;
         let info = manifest.split(&self.split)?.clone();
         let recipe = match self.recipe.clone() {
-            RecipeChoice::Custom(r) => r,
+            RecipeChoice::Custom(r) => *r,
             RecipeChoice::Named(name) => {
                 let size = self.image_size.or(info.size_range.map(|r| r[0].min(r[1]))).unwrap_or(32);
                 let normalize = match (self.normalize, manifest.stats) {
@@ -240,7 +241,13 @@ impl PipelineBuilder {
             shards.push(Arc::new((path, reader)));
         }
         let shard_rows: Vec<u64> = groups.iter().map(|(_, r)| *r).collect();
-        let plan = Arc::new(Plan::new(groups.into_iter().map(|(g, _)| g).collect(), &self.order));
+        let mut order = self.order;
+        if order.window_rows == 0 {
+            let bytes: u64 = info.shards.iter().map(|s| s.bytes).sum();
+            let per_row = (bytes / info.rows.max(1)).max(1);
+            order.window_rows = ((64u64 << 20) / per_row).clamp(1024, 16384);
+        }
+        let plan = Arc::new(Plan::new(groups.into_iter().map(|(g, _)| g).collect(), &order));
         let start_batch = (self.start_sample / o.batch_size as u64) as usize;
         if start_batch > plan.batches() {
             return Err(Error::Config(format!("resume point {} is past the end of the epoch", self.start_sample)));

@@ -92,7 +92,7 @@ fn shuffle<T>(v: &mut [T], rng: &mut ChaCha8Rng) {
 impl Plan {
     /// Builds the plan for `order` over `groups`.
     pub fn new(groups: Vec<GroupRef>, order: &Order) -> Plan {
-        let mut rng = ChaCha8Rng::seed_from_u64(splitmix64(order.seed ^ splitmix64(order.epoch ^ 0x5EED_0F_0D5E)));
+        let mut rng = ChaCha8Rng::seed_from_u64(splitmix64(order.seed ^ splitmix64(order.epoch ^ 0x5EED_0F0D_5E00)));
         let mut group_order: Vec<u32> = (0..groups.len() as u32).collect();
         if order.shuffle {
             shuffle(&mut group_order, &mut rng);
