@@ -100,7 +100,7 @@ impl PipelineBuilder {
             recipe: RecipeChoice::Named("simsiam".into()),
             views: 2,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            prefetch: 4,
+            prefetch: 2,
             image_size: None,
             normalize: None,
             skip_bad: false,
@@ -176,7 +176,8 @@ impl PipelineBuilder {
         self.workers = n;
         self
     }
-    /// Ready batches kept ahead of the consumer.
+    /// Ready batches kept ahead of the consumer (default 2). Memory: at most about
+    /// `prefetch + 3 × workers + 1` batch buffers exist, each `views × B × 3 × H × W` f32.
     pub fn prefetch(mut self, n: usize) -> Self {
         self.prefetch = n;
         self
@@ -258,9 +259,9 @@ impl PipelineBuilder {
 
         let counters = Arc::new(Counters::default());
         let (jobs_tx, jobs_rx) = async_channel::bounded::<Job>(self.workers * 2);
-        let (done_tx, done_rx) = async_channel::bounded::<(u64, Event)>(self.prefetch.max(self.workers));
+        let (done_tx, done_rx) = async_channel::bounded::<(u64, Event)>(self.workers);
         let (out_tx, out_rx) = async_channel::bounded::<(u64, Event)>(self.prefetch);
-        let (pool_tx, pool_rx) = async_channel::bounded::<Buffers>(self.prefetch * 2 + self.workers * 2 + 2);
+        let (pool_tx, pool_rx) = async_channel::bounded::<Buffers>(self.prefetch + self.workers * 3 + 1);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(2)

@@ -84,6 +84,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     b = b.image_size(size);
                 }
                 let mut p = b.workers(workers).build()?;
+                let pb = super::progress::bar(Some(p.batches() as u64), false, &format!("epoch {epoch}"));
                 let start = Instant::now();
                 let mut n = 0u64;
                 let mut fill = 0usize;
@@ -92,7 +93,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     n += batch?.len() as u64;
                     fill += p.queue_fill();
                     batches += 1;
+                    pb.inc(1);
                 }
+                pb.finish_and_clear();
                 let secs = start.elapsed().as_secs_f64();
                 let st = p.stats();
                 println!(
