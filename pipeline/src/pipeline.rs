@@ -165,8 +165,8 @@ impl PipelineBuilder {
         self.order.shuffle = s;
         self
     }
-    /// Minimum rows of a shuffle window (default: about 64 MiB of encoded images, at least
-    /// 1,024 rows and at most 16,384).
+    /// Minimum rows of a shuffle window (default: about 32 MiB of encoded images, at least
+    /// 1,024 rows and at most 8,192).
     pub fn shuffle_window(mut self, rows: u64) -> Self {
         self.order.window_rows = rows;
         self
@@ -246,7 +246,7 @@ impl PipelineBuilder {
         if order.window_rows == 0 {
             let bytes: u64 = info.shards.iter().map(|s| s.bytes).sum();
             let per_row = (bytes / info.rows.max(1)).max(1);
-            order.window_rows = ((64u64 << 20) / per_row).clamp(1024, 16384);
+            order.window_rows = ((32u64 << 20) / per_row).clamp(1024, 8192);
         }
         let plan = Arc::new(Plan::new(groups.into_iter().map(|(g, _)| g).collect(), &order));
         let start_batch = (self.start_sample / o.batch_size as u64) as usize;

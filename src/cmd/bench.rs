@@ -72,7 +72,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     let out = tmp.path().join("shards");
                     let spec = RandomSpec { count, size, ..RandomSpec::default() };
                     ingest(Box::new(Random::new(spec)?), &IngestOptions::new(&out))?;
-                    println!("generated {count} noise images of {size}x{size} px (PNG shards)");
+                    outln!("generated {count} noise images of {size}x{size} px (PNG shards)");
                     out
                 }
             };
@@ -98,22 +98,22 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 pb.finish_and_clear();
                 let secs = start.elapsed().as_secs_f64();
                 let st = p.stats();
-                println!(
+                outln!(
                     "epoch {epoch}: {n} samples × {views} views in {secs:.2}s = {:.0} samples/s; mean prefetch fill {:.1}",
                     n as f64 / secs,
                     fill as f64 / batches.max(1) as f64
                 );
-                println!(
+                outln!(
                     "  read {:.2}s ({} row groups), decode {:.2}s, augment {:.2}s, workers idle {:.2}s / blocked {:.2}s ({} workers)",
                     st.read_s, st.read_groups, st.decode_s, st.augment_s, st.worker_idle_s, st.worker_blocked_s, st.workers
                 );
-                println!("  bottleneck: {}", st.bottleneck());
+                outln!("  bottleneck: {}", st.bottleneck());
                 if epoch > 0 || epochs == 1 {
                     total.0 += n;
                     total.1 += secs;
                 }
             }
-            println!(
+            outln!(
                 "{recipe}: {:.0} samples/s ({views} views each) over {} epoch(s){}; peak RSS {:.0} MB",
                 total.0 as f64 / total.1.max(1e-9),
                 if epochs > 1 { epochs - 1 } else { 1 },
@@ -137,15 +137,12 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             opts.jobs = jobs.unwrap_or(0);
             ingest(Box::new(Cifar::open(&src, false)?), &opts)?;
             let secs = start.elapsed().as_secs_f64();
-            println!(
+            outln!(
                 "ingest cifar10 (binary layout, generated, {}): {total} images in {secs:.2}s = {:.0} images/s",
                 if noise { "Gaussian noise" } else { "smooth pattern" },
                 total as f64 / secs
             );
-            println!(
-                "peak RSS {:.0} MB (after generating the input: {rss_before:.0} MB)",
-                peak_rss_mb().unwrap_or(0.0)
-            );
+            outln!("peak RSS {:.0} MB (after generating the input: {rss_before:.0} MB)", peak_rss_mb().unwrap_or(0.0));
             Ok(())
         }
     }

@@ -109,7 +109,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         bail!("--resize must be at least 1");
     }
     if let Some(m) = siamlab_datasets::ingest::prepare_out(&a.out, a.overwrite)? {
-        println!(
+        outln!(
             "{} is already complete ({} source, {} rows); use --overwrite to redo it",
             a.out.display(),
             m.source,
@@ -135,17 +135,17 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     pb.finish_and_clear();
     let m = outcome.manifest();
     if let Outcome::AlreadyComplete(_) = outcome {
-        println!("{} is already complete; use --overwrite to redo it", a.out.display());
+        outln!("{} is already complete; use --overwrite to redo it", a.out.display());
         return Ok(());
     }
-    println!("wrote {} ({}) in {:.2}s", a.out.display(), m.source, start.elapsed().as_secs_f64());
+    outln!("wrote {} ({}) in {:.2}s", a.out.display(), m.source, start.elapsed().as_secs_f64());
     for name in &m.split_order {
         let s = &m.splits[name];
         let skipped = if s.skipped > 0 { format!(", {} skipped (did not decode)", s.skipped) } else { String::new() };
-        println!("  {name}: {} rows in {} shard(s){skipped}", s.rows, s.shards.len());
+        outln!("  {name}: {} rows in {} shard(s){skipped}", s.rows, s.shards.len());
     }
     if let (Some(split), Some(st)) = (&m.stats_split, &m.stats) {
-        println!("  {split} mean {:.4?} std {:.4?}", st.mean, st.std);
+        outln!("  {split} mean {:.4?} std {:.4?}", st.mean, st.std);
     }
     Ok(())
 }
