@@ -2,6 +2,7 @@
 
 mod bench;
 mod ingest;
+mod model;
 mod progress;
 mod shards;
 
@@ -43,6 +44,9 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         n: usize,
     },
+    /// Backbones: configuration at a glance.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -54,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(args) => ingest::run(args),
         Command::Verify { dir, decode } => shards::verify(&dir, decode),
         Command::Inspect { dir, split, grid, n } => shards::inspect(&dir, split.as_deref(), grid.as_deref(), n),
+        Command::Model(m) => model::run(m),
         Command::Bench(b) => bench::run(b),
     }
 }

@@ -7,5 +7,6 @@ mod celeba;
 mod cifar;
 mod common;
 mod folder;
+mod model;
 mod random;
 mod stl10;

@@ -1,0 +1,32 @@
+//! Typed errors of the model layer.
+
+use dfdx::tensor::CpuError;
+
+/// What went wrong in an op of this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    /// The configuration of an op does not fit the shapes it is given.
+    #[error("{op}: {reason}")]
+    InvalidConfig {
+        /// The op that refused its arguments, e.g. `conv2d`.
+        op: &'static str,
+        /// What does not fit, with the values involved.
+        reason: String,
+    },
+    /// The device failed (allocation, wrong number of elements).
+    #[error("device error: {0:?}")]
+    Device(CpuError),
+}
+
+impl From<CpuError> for OpError {
+    fn from(err: CpuError) -> Self {
+        OpError::Device(err)
+    }
+}
+
+impl OpError {
+    pub(crate) fn config(op: &'static str, reason: impl Into<String>) -> Self {
+        OpError::InvalidConfig { op, reason: reason.into() }
+    }
+}

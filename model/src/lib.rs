@@ -1,0 +1,90 @@
+//! The model layer of siamlab on dfdx 0.13, stable Rust, [`Cpu`](dfdx::prelude::Cpu): the ops
+//! dfdx lacks (or runs slowly) as custom ops with forward and backward through dfdx's public
+//! tape API, the layers and the four backbones built from them, and SimSiam.
+//!
+//! - **Ops**: [`conv2d`] / [`conv2d_bias`] (stride, padding, groups — depthwise included — with
+//!   PyTorch's `[out, in/groups, k, k]` weights), [`max_pool2d`], [`avg_pool2d`],
+//!   [`global_avg_pool2d`], [`batch_norm`] (optionally fused with ReLU), [`layer_norm`],
+//!   [`linear`] / [`linear_no_bias`], [`batched_matmul`] (attention), and the element-wise
+//!   pieces: [`silu`], [`drop_path`], [`scale_channels`] (squeeze-and-excitation). Images are
+//!   [`Image<C>`](Image) tensors, `[N, C, H, W]` with the channel count in the type and batch and
+//!   spatial sizes at run time. Every op works with `NoneTape` (inference) and `OwnedTape`
+//!   (training) and with `f32` or `f64` ([`Element`]). Shape mismatches a type cannot catch
+//!   (groups, kernel larger than the input) are [`OpError`]s.
+//! - **[`layers`]**: convolution, BatchNorm, LayerNorm and Linear layers with PyTorch's parameter
+//!   names, run in training or evaluation [`Mode`](layers::Mode) through the
+//!   [`Block`](layers::Block) trait.
+//! - **[`backbones`]**: ResNet-18 (CIFAR and ImageNet stems), EfficientNet-B0, ViT-S, PiT-Ti and
+//!   reduced presets, one file each; the architecture table is the type, parameter names are
+//!   the torchvision / timm `state_dict` keys ([`named_tensors`]), and [`summary`] tabulates a
+//!   backbone as torchinfo does.
+//! - **[`simsiam`]** (projector, predictor, the stop-gradient loss) and **[`heads`]** (linear
+//!   evaluation and finetuning classifiers, multi-class or multi-label).
+//!
+//! Kernels: im2col + GEMM on the `gemm` crate (the library dfdx's CPU backend uses, in a
+//! version with AVX-512 on stable Rust), with small feature maps batched into wide GEMMs and the
+//! stride-1 input gradient computed as a flipped-kernel convolution; direct vectorized kernels
+//! for depthwise convolutions; the batch (or channels, rows) spread over the rayon pool; scratch
+//! buffers pooled per thread. Inputs are read with one `memcpy` each (dfdx 0.13 exposes no
+//! borrowed view of a tensor's storage); gradients are read and written in place.
+//! `benches/conv.rs` times ResNet-18 and EfficientNet shapes against `benches/conv_peer.py`
+//! (PyTorch); `benches/simsiam.rs` times SimSiam training steps per backbone against
+//! `shared/bench/peer_train_bench.py`.
+//!
+//! This crate knows nothing of data loading.
+//!
+//! ```
+//! use dfdx::prelude::*;
+//! use siamlab_model::{conv2d, global_avg_pool2d, max_pool2d, Conv2dConfig, Pool2dConfig};
+//!
+//! let dev = Cpu::default();
+//! let x = dev.sample_normal_like(&(4, Const::<3>, 32, 32));
+//! let w: Tensor<Rank4<8, 3, 3, 3>, f32, _> = dev.sample_normal();
+//! let y = conv2d(x.leaky_trace(), w, Conv2dConfig::default().padding(1)).unwrap();
+//! let y = max_pool2d(y, Pool2dConfig::new(2)).unwrap();
+//! assert_eq!(y.shape(), &(4, Const::<8>, 16, 16));
+//! let feats = global_avg_pool2d(y).unwrap(); // [4, 8]
+//! let grads = feats.square().mean().backward();
+//! assert_eq!(grads.get(&x).shape(), &(4, Const::<3>, 32, 32));
+//! ```
+//!
+//! A backbone in SimSiam, one training step:
+//!
+//! ```
+//! use dfdx::optim::{Adam, AdamConfig, Optimizer};
+//! use dfdx::prelude::*;
+//! use siamlab_model::backbones::ResNet18CifarTiny;
+//! use siamlab_model::layers::Mode;
+//! use siamlab_model::simsiam::SimSiamTiny;
+//!
+//! let dev = Cpu::seed_from_u64(0);
+//! let mut model = SimSiamTiny::<ResNet18CifarTiny, 64>::build(&dev);
+//! let mut opt = Adam::new(&model, AdamConfig::default());
+//! let x1: Tensor<_, f32, _> = dev.sample_normal_like(&(8, Const::<3>, 32, 32));
+//! let x2: Tensor<_, f32, _> = dev.sample_normal_like(&(8, Const::<3>, 32, 32));
+//! let grads = model.alloc_grads();
+//! let loss = model.forward_loss(x1.traced(grads), x2.leaky_traced(), Mode::Train).unwrap();
+//! let grads = loss.backward();
+//! opt.update(&mut model, &grads).unwrap();
+//! ```
+#![deny(missing_docs)]
+
+pub mod backbones;
+mod element;
+mod error;
+pub mod heads;
+pub mod layers;
+mod names;
+mod ops;
+mod simd;
+pub mod simsiam;
+mod summary;
+
+pub use element::Element;
+pub use error::OpError;
+pub use names::{named_tensors, NamedTensor};
+pub use ops::{
+    avg_pool2d, batch_norm, batched_matmul, conv2d, conv2d_bias, drop_path, global_avg_pool2d, layer_norm, linear,
+    linear_no_bias, max_pool2d, scale_channels, silu, BatchNormConfig, Conv2dConfig, Image, Pool2dConfig,
+};
+pub use summary::{summary, StageTrace, Summary, SummaryRow};

@@ -1,0 +1,144 @@
+//! Image ↔ column transforms for GEMM convolution.
+//!
+//! Layouts are PyTorch's: an image is `[C, H, W]` row-major, a column matrix is
+//! `[C·K·K, Ho·Wo]` with rows ordered `(c, kh, kw)`, weights are `[O, C/groups, K, K]`.
+
+use super::window::ConvGeom;
+use crate::Element;
+
+/// Fills one image's columns of `col` from `x` (`[ig, h, w]`), zeros where the window is
+/// padding. `col` has `ig·k·k` rows of `ld` elements; the image's `ho·wo` columns start at
+/// column `off` (several images side by side make one wider GEMM).
+pub(crate) fn im2col<E: Element>(g: &ConvGeom, x: &[E], col: &mut [E], ld: usize, off: usize) {
+    if g.same_stride1() {
+        return im2col_same(g, x, col, ld, off);
+    }
+    let (k, s, p, w, wo, pp) = (g.k, g.aw.stride, g.aw.padding, g.aw.len, g.wo, g.pp());
+    let mut rows = col.chunks_exact_mut(ld);
+    for xc in x.chunks_exact(g.hw()).take(g.ig()) {
+        for kh in 0..k {
+            let (oh_lo, oh_hi) = g.ah.valid(kh, g.ho);
+            for kw in 0..k {
+                let (ow_lo, ow_hi) = g.aw.valid(kw, wo);
+                let row = &mut rows.next().expect("col has ig·k·k rows")[off..off + pp];
+                row[..oh_lo * wo].fill(E::zero());
+                row[oh_hi * wo..].fill(E::zero());
+                zero_columns(&mut row[oh_lo * wo..oh_hi * wo], wo, ow_lo, ow_hi);
+                for oh in oh_lo..oh_hi {
+                    let ih = oh * g.ah.stride + kh - p;
+                    let src = &xc[ih * w..(ih + 1) * w];
+                    let dst = &mut row[oh * wo..(oh + 1) * wo];
+                    if s == 1 {
+                        let start = ow_lo + kw - p;
+                        dst[ow_lo..ow_hi].copy_from_slice(&src[start..start + ow_hi - ow_lo]);
+                    } else {
+                        for (ow, d) in dst.iter_mut().enumerate().take(ow_hi).skip(ow_lo) {
+                            *d = src[ow * s + kw - p];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds one image's columns of `col` (laid out as for [`im2col`]) back onto the image
+/// gradient `dx` (`[ig, h, w]`).
+/// `col` is scratch: entries that read padding may be zeroed on the way.
+pub(crate) fn col2im_add<E: Element>(g: &ConvGeom, col: &mut [E], ld: usize, off: usize, dx: &mut [E]) {
+    if g.same_stride1() {
+        return col2im_same(g, col, ld, off, dx);
+    }
+    let (k, s, p, w, wo, pp) = (g.k, g.aw.stride, g.aw.padding, g.aw.len, g.wo, g.pp());
+    let mut rows = col.chunks_exact(ld).map(|r| &r[off..off + pp]);
+    let hw = g.hw();
+    for dxc in dx.chunks_exact_mut(hw).take(g.ig()) {
+        for kh in 0..k {
+            let (oh_lo, oh_hi) = g.ah.valid(kh, g.ho);
+            for kw in 0..k {
+                let (ow_lo, ow_hi) = g.aw.valid(kw, wo);
+                let row = rows.next().expect("col has ig·k·k rows");
+                for oh in oh_lo..oh_hi {
+                    let ih = oh * g.ah.stride + kh - p;
+                    let dst = &mut dxc[ih * w..(ih + 1) * w];
+                    let src = &row[oh * wo..(oh + 1) * wo];
+                    if s == 1 {
+                        let start = ow_lo + kw - p;
+                        let dst = &mut dst[start..start + ow_hi - ow_lo];
+                        for (d, v) in dst.iter_mut().zip(&src[ow_lo..ow_hi]) {
+                            *d += *v;
+                        }
+                    } else {
+                        for (ow, v) in src.iter().enumerate().take(ow_hi).skip(ow_lo) {
+                            dst[ow * s + kw - p] += *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Zeros columns `[0, lo)` and `[hi, width)` of the rows (`width` long) of `rows`. Column by
+/// column: these are one or two elements per row, where a `fill` per row would be a `memset`
+/// call per element.
+#[inline]
+fn zero_columns<E: Element>(rows: &mut [E], width: usize, lo: usize, hi: usize) {
+    for c in (0..lo).chain(hi..width) {
+        for v in rows.iter_mut().skip(c).step_by(width) {
+            *v = E::zero();
+        }
+    }
+}
+
+/// For a stride-1 same-padding tap `(kh, kw)`: the plane offset `d` (input index = output
+/// index + d), the output range `[lo, hi)` to copy (valid rows, clamped to the input), and the
+/// valid column range `[ow_lo, ow_hi)` within each row.
+#[inline(always)]
+fn same_tap(g: &ConvGeom, kh: usize, kw: usize) -> (isize, usize, usize, usize, usize) {
+    let (w, hw, p) = (g.aw.len, g.hw(), g.aw.padding);
+    let d = (kh as isize - p as isize) * w as isize + kw as isize - p as isize;
+    let (oh_lo, oh_hi) = g.ah.valid(kh, g.ho);
+    let (ow_lo, ow_hi) = g.aw.valid(kw, g.wo);
+    let lo = ((oh_lo * w) as isize).max(-d) as usize;
+    let hi = ((oh_hi * w) as isize).min(hw as isize - d).max(lo as isize) as usize;
+    (d, lo, hi, ow_lo, ow_hi)
+}
+
+/// [`im2col`] for stride-1 same-padding convolutions: one block copy per row plus fix-ups.
+fn im2col_same<E: Element>(g: &ConvGeom, x: &[E], col: &mut [E], ld: usize, off: usize) {
+    let (k, w, pp) = (g.k, g.aw.len, g.pp());
+    let mut rows = col.chunks_exact_mut(ld);
+    for xc in x.chunks_exact(g.hw()).take(g.ig()) {
+        for kh in 0..k {
+            for kw in 0..k {
+                let row = &mut rows.next().expect("col has ig·k·k rows")[off..off + pp];
+                let (d, lo, hi, ow_lo, ow_hi) = same_tap(g, kh, kw);
+                let src = (lo as isize + d) as usize;
+                row[..lo].fill(E::zero());
+                row[hi..].fill(E::zero());
+                row[lo..hi].copy_from_slice(&xc[src..src + (hi - lo)]);
+                zero_columns(row, w, ow_lo, ow_hi);
+            }
+        }
+    }
+}
+
+/// [`col2im_add`] for stride-1 same-padding convolutions.
+fn col2im_same<E: Element>(g: &ConvGeom, col: &mut [E], ld: usize, off: usize, dx: &mut [E]) {
+    let (k, w, pp) = (g.k, g.aw.len, g.pp());
+    let mut rows = col.chunks_exact_mut(ld);
+    for dxc in dx.chunks_exact_mut(g.hw()).take(g.ig()) {
+        for kh in 0..k {
+            for kw in 0..k {
+                let row = &mut rows.next().expect("col has ig·k·k rows")[off..off + pp];
+                let (d, lo, hi, ow_lo, ow_hi) = same_tap(g, kh, kw);
+                zero_columns(&mut row[lo - lo % w..], w, ow_lo, ow_hi);
+                let dst = (lo as isize + d) as usize;
+                for (a, v) in dxc[dst..dst + (hi - lo)].iter_mut().zip(&row[lo..hi]) {
+                    *a += *v;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The ops: convolution family and the few element-wise ops the backbones need.
+
+mod activation;
+mod batch_norm;
+mod bmm;
+mod conv2d;
+mod depthwise;
+mod drop_path;
+mod grad;
+mod im2col;
+mod layer_norm;
+mod linear;
+mod pool;
+mod scale;
+mod window;
+
+pub use activation::silu;
+pub use batch_norm::{batch_norm, BatchNormConfig};
+pub use bmm::batched_matmul;
+pub use conv2d::{conv2d, conv2d_bias, Conv2dConfig};
+pub use drop_path::drop_path;
+pub use layer_norm::layer_norm;
+pub use linear::{linear, linear_no_bias};
+pub use pool::{avg_pool2d, global_avg_pool2d, max_pool2d, Pool2dConfig};
+pub use scale::scale_channels;
+
+use dfdx::prelude::Const;
+
+/// The shape of a batch of images, `[N, C, H, W]`: channels in the type, batch and spatial
+/// sizes at run time.
+pub type Image<const C: usize> = (usize, Const<C>, usize, usize);

@@ -1,0 +1,304 @@
+//! Pooling over `[N, C, H, W]` images: max-pool 2d, average-pool 2d (PyTorch semantics, floor
+//! mode) and global average pooling to `[N, C]` (adaptive average pool to 1×1, flattened).
+
+use dfdx::prelude::{Const, Cpu, HasShape, PutTape, SplitTape, Tape, Tensor, TensorFromVec};
+use rayon::prelude::*;
+
+use super::grad::{grad_mut, put_grad, take_grad};
+use super::window::Axis;
+use super::Image;
+use crate::element::Scratch;
+use crate::{Element, OpError};
+
+/// Window of a pooling op: square kernel, stride, padding (both axes).
+///
+/// ```
+/// use siamlab_model::Pool2dConfig;
+/// // ResNet's stem pool: 3×3, stride 2, padding 1.
+/// let cfg = Pool2dConfig::new(3).stride(2).padding(1);
+/// assert_eq!(cfg.output_size(112, 112), Some((56, 56)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dConfig {
+    /// Window size.
+    pub kernel: usize,
+    /// Step between windows.
+    pub stride: usize,
+    /// Padding on each side (implicit `-inf` for max, zeros for average).
+    pub padding: usize,
+    /// Average pooling only: divide by the whole window, padding included (PyTorch's default
+    /// `count_include_pad=True`), rather than by the number of input elements in it.
+    pub count_include_pad: bool,
+}
+
+impl Pool2dConfig {
+    /// A `kernel × kernel` window with stride `kernel`, no padding, `count_include_pad` on
+    /// (PyTorch's defaults).
+    pub fn new(kernel: usize) -> Self {
+        Pool2dConfig { kernel, stride: kernel, padding: 0, count_include_pad: true }
+    }
+    /// Sets the stride.
+    pub fn stride(self, stride: usize) -> Self {
+        Pool2dConfig { stride, ..self }
+    }
+    /// Sets the padding.
+    pub fn padding(self, padding: usize) -> Self {
+        Pool2dConfig { padding, ..self }
+    }
+    /// Sets `count_include_pad`.
+    pub fn count_include_pad(self, count_include_pad: bool) -> Self {
+        Pool2dConfig { count_include_pad, ..self }
+    }
+    /// Output `(height, width)` for an `h × w` input, or `None` when the window does not fit.
+    pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        Some((self.axis(h).out_len()?, self.axis(w).out_len()?))
+    }
+    fn axis(&self, len: usize) -> Axis {
+        Axis { len, kernel: self.kernel, stride: self.stride, padding: self.padding }
+    }
+    fn check(&self, op: &'static str, h: usize, w: usize) -> Result<(Axis, Axis, usize, usize), OpError> {
+        if h == 0 || w == 0 {
+            return Err(OpError::config(op, format!("empty {h}x{w} input")));
+        }
+        if self.padding * 2 > self.kernel {
+            return Err(OpError::config(
+                op,
+                format!("padding {} exceeds half the kernel {}", self.padding, self.kernel),
+            ));
+        }
+        let (ho, wo) = self.output_size(h, w).ok_or_else(|| {
+            OpError::config(
+                op,
+                format!(
+                    "kernel {} (stride {}, padding {}) does not fit a {h}x{w} input",
+                    self.kernel, self.stride, self.padding
+                ),
+            )
+        })?;
+        Ok((self.axis(h), self.axis(w), ho, wo))
+    }
+}
+
+/// Max pooling: each output is the largest input in its window (NaN wins, the first maximum in
+/// row-major window order receives the gradient, as in PyTorch).
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use siamlab_model::{max_pool2d, Pool2dConfig};
+/// let dev = Cpu::default();
+/// let x: Tensor<_, f32, _> = dev.sample_normal_like(&(2, Const::<4>, 8, 8));
+/// let y = max_pool2d(x, Pool2dConfig::new(2)).unwrap();
+/// assert_eq!(y.shape(), &(2, Const::<4>, 4, 4));
+/// ```
+pub fn max_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
+    x: Tensor<Image<C>, E, Cpu, T>,
+    cfg: Pool2dConfig,
+) -> Result<Tensor<Image<C>, E, Cpu, T>, OpError> {
+    let (x, mut tape) = E::contiguous(x)?.split_tape();
+    let &(n, _, h, w) = x.shape();
+    let (ah, aw, ho, wo) = cfg.check("max_pool2d", h, w)?;
+    let (hw, pp) = (h * w, ho * wo);
+    let mut y = vec![E::zero(); n * C * pp];
+    // Index (within its input plane) of the element each output took.
+    let mut arg = vec![UNSET; if T::OWNS_TAPE { n * C * pp } else { 0 }];
+    if hw >= UNSET as usize {
+        return Err(OpError::config("max_pool2d", "input plane exceeds 2^32 elements"));
+    }
+    {
+        let xs = Scratch::copy_of(&x);
+        let plane =
+            |(xc, yc, ac): (&[E], &mut [E], Option<&mut [u32]>)| max_plane(&ah, &aw, cfg.kernel, wo, xc, yc, ac);
+        if T::OWNS_TAPE {
+            xs.par_chunks(hw)
+                .zip(y.par_chunks_mut(pp))
+                .zip(arg.par_chunks_mut(pp))
+                .for_each(|((xc, yc), ac)| plane((xc, yc, Some(ac))));
+        } else {
+            xs.par_chunks(hw).zip(y.par_chunks_mut(pp)).for_each(|(xc, yc)| plane((xc, yc, None)));
+        }
+    }
+    let dev = x.device().clone();
+    let y = dev.try_tensor_from_vec(y, (n, Const::<C>, ho, wo))?;
+    if T::OWNS_TAPE {
+        let (xg, yg) = (x.ghost(), y.ghost());
+        drop(x);
+        tape.add_backward_op(move |grads| {
+            let gy = take_grad!(grads, &yg);
+            grad_mut!(grads, &xg).par_chunks_mut(hw).zip(gy.par_chunks(pp)).zip(arg.par_chunks(pp)).for_each(
+                |((dxc, gyc), ac)| {
+                    for (g, &i) in gyc.iter().zip(ac) {
+                        dxc[i as usize] += *g;
+                    }
+                },
+            );
+            put_grad!(grads, &yg, gy);
+            Ok(())
+        });
+    }
+    Ok(y.put_tape(tape))
+}
+
+/// Marks an output whose window has not been visited yet (so an all `-inf` window still picks
+/// a real input).
+const UNSET: u32 = u32::MAX;
+
+fn max_plane<E: Element>(ah: &Axis, aw: &Axis, k: usize, wo: usize, x: &[E], y: &mut [E], mut arg: Option<&mut [u32]>) {
+    let w = aw.len;
+    y.fill(E::neg_infinity());
+    for kh in 0..k {
+        let (oh_lo, oh_hi) = ah.valid(kh, y.len() / wo);
+        for kw in 0..k {
+            let (ow_lo, ow_hi) = aw.valid(kw, wo);
+            for oh in oh_lo..oh_hi {
+                let ih = oh * ah.stride + kh - ah.padding;
+                for ow in ow_lo..ow_hi {
+                    let i = ih * w + ow * aw.stride + kw - aw.padding;
+                    let (v, o) = (x[i], oh * wo + ow);
+                    // Strictly greater keeps the first maximum; NaN propagates.
+                    match arg.as_deref_mut() {
+                        Some(a) => {
+                            if v > y[o] || (v.is_nan() && !y[o].is_nan()) || a[o] == UNSET {
+                                y[o] = v;
+                                a[o] = i as u32;
+                            }
+                        }
+                        None => {
+                            if v > y[o] || (v.is_nan() && !y[o].is_nan()) {
+                                y[o] = v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Average pooling over each window (zeros for padding; see
+/// [`Pool2dConfig::count_include_pad`] for the divisor).
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use siamlab_model::{avg_pool2d, Pool2dConfig};
+/// let dev = Cpu::default();
+/// let x: Tensor<_, f32, _> = dev.ones_like(&(1, Const::<2>, 4, 4));
+/// let y = avg_pool2d(x, Pool2dConfig::new(2)).unwrap();
+/// assert_eq!(y.as_vec(), vec![1.0f32; 8]);
+/// ```
+pub fn avg_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
+    x: Tensor<Image<C>, E, Cpu, T>,
+    cfg: Pool2dConfig,
+) -> Result<Tensor<Image<C>, E, Cpu, T>, OpError> {
+    let (x, mut tape) = E::contiguous(x)?.split_tape();
+    let &(n, _, h, w) = x.shape();
+    let (ah, aw, ho, wo) = cfg.check("avg_pool2d", h, w)?;
+    let (hw, pp) = (h * w, ho * wo);
+    // The divisor of each output position (the same for every plane).
+    let inv: Vec<E> = (0..pp)
+        .map(|o| {
+            let count = if cfg.count_include_pad {
+                cfg.kernel * cfg.kernel
+            } else {
+                let rows = (0..cfg.kernel).filter(|&kh| in_range(&ah, kh, o / wo)).count();
+                let cols = (0..cfg.kernel).filter(|&kw| in_range(&aw, kw, o % wo)).count();
+                rows * cols
+            };
+            E::one() / E::from_usize(count.max(1)).expect("count fits the float type")
+        })
+        .collect();
+    let mut y = vec![E::zero(); n * C * pp];
+    {
+        let xs = Scratch::copy_of(&x);
+        xs.par_chunks(hw).zip(y.par_chunks_mut(pp)).for_each(|(xc, yc)| {
+            avg_taps(&ah, &aw, cfg.kernel, wo, |i, o| yc[o] += xc[i]);
+            yc.iter_mut().zip(&inv).for_each(|(v, s)| *v *= *s);
+        });
+    }
+    let dev = x.device().clone();
+    let y = dev.try_tensor_from_vec(y, (n, Const::<C>, ho, wo))?;
+    if T::OWNS_TAPE {
+        let (xg, yg) = (x.ghost(), y.ghost());
+        drop(x);
+        let k = cfg.kernel;
+        tape.add_backward_op(move |grads| {
+            let gy = take_grad!(grads, &yg);
+            grad_mut!(grads, &xg).par_chunks_mut(hw).zip(gy.par_chunks(pp)).for_each(|(dxc, gyc)| {
+                avg_taps(&ah, &aw, k, wo, |i, o| dxc[i] += gyc[o] * inv[o]);
+            });
+            put_grad!(grads, &yg, gy);
+            Ok(())
+        });
+    }
+    Ok(y.put_tape(tape))
+}
+
+fn in_range(a: &Axis, k: usize, o: usize) -> bool {
+    let i = o * a.stride + k;
+    i >= a.padding && i - a.padding < a.len
+}
+
+/// Calls `f(input_index, output_index)` for every (input, output) pair of a plane's windows.
+#[inline]
+fn avg_taps(ah: &Axis, aw: &Axis, k: usize, wo: usize, mut f: impl FnMut(usize, usize)) {
+    let ho = ah.out_len().unwrap_or(0);
+    for kh in 0..k {
+        let (oh_lo, oh_hi) = ah.valid(kh, ho);
+        for kw in 0..k {
+            let (ow_lo, ow_hi) = aw.valid(kw, wo);
+            for oh in oh_lo..oh_hi {
+                let ih = oh * ah.stride + kh - ah.padding;
+                let base = ih * aw.len + kw;
+                for ow in ow_lo..ow_hi {
+                    f(base + ow * aw.stride - aw.padding, oh * wo + ow);
+                }
+            }
+        }
+    }
+}
+
+/// Global average pooling: `[N, C, H, W]` → `[N, C]`, the mean of each plane (PyTorch's
+/// `adaptive_avg_pool2d(x, 1).flatten(1)`).
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use siamlab_model::global_avg_pool2d;
+/// let dev = Cpu::default();
+/// let x: Tensor<_, f32, _> = dev.ones_like(&(3, Const::<8>, 5, 5));
+/// let y = global_avg_pool2d(x).unwrap();
+/// assert_eq!(y.shape(), &(3, Const::<8>));
+/// ```
+pub fn global_avg_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
+    x: Tensor<Image<C>, E, Cpu, T>,
+) -> Result<Tensor<(usize, Const<C>), E, Cpu, T>, OpError> {
+    let (x, mut tape) = E::contiguous(x)?.split_tape();
+    let &(n, _, h, w) = x.shape();
+    let hw = h * w;
+    if hw == 0 {
+        return Err(OpError::config("global_avg_pool2d", "empty input plane"));
+    }
+    let inv = E::one() / E::from_usize(hw).expect("plane size fits the float type");
+    let mut y = vec![E::zero(); n * C];
+    {
+        let xs = Scratch::copy_of(&x);
+        y.par_iter_mut()
+            .zip(xs.par_chunks(hw))
+            .with_min_len(64)
+            .for_each(|(yv, xc)| *yv = xc.iter().copied().sum::<E>() * inv);
+    }
+    let dev = x.device().clone();
+    let y = dev.try_tensor_from_vec(y, (n, Const::<C>))?;
+    if T::OWNS_TAPE {
+        let (xg, yg) = (x.ghost(), y.ghost());
+        drop(x);
+        tape.add_backward_op(move |grads| {
+            let gy = take_grad!(grads, &yg);
+            grad_mut!(grads, &xg).par_chunks_mut(hw).zip(gy.par_iter()).with_min_len(64).for_each(|(dxc, g)| {
+                let v = *g * inv;
+                dxc.iter_mut().for_each(|d| *d += v);
+            });
+            put_grad!(grads, &yg, gy);
+            Ok(())
+        });
+    }
+    Ok(y.put_tape(tape))
+}
