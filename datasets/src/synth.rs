@@ -263,8 +263,8 @@ pub const CELEBA_ATTRIBUTES: [&str; 40] = [
     "Young",
 ];
 
-/// A PNG of the test pattern for image `i` at `width`×`height`.
-pub fn pattern_png(i: u64, width: u32, height: u32) -> Vec<u8> {
+/// The test pattern of image `i` at `width`×`height` as interleaved RGB.
+pub fn pattern_rgb(i: u64, width: u32, height: u32) -> Vec<u8> {
     let mut rgb = Vec::with_capacity((width * height * 3) as usize);
     for y in 0..height as usize {
         for x in 0..width as usize {
@@ -273,7 +273,12 @@ pub fn pattern_png(i: u64, width: u32, height: u32) -> Vec<u8> {
             }
         }
     }
-    crate::encode::encode_png(width, height, &rgb)
+    rgb
+}
+
+/// A PNG of the test pattern for image `i` at `width`×`height`.
+pub fn pattern_png(i: u64, width: u32, height: u32) -> Vec<u8> {
+    crate::encode::encode_png(width, height, &pattern_rgb(i, width, height))
 }
 
 /// Writes a CelebA folder under `root` with `n` images: `img_align_celeba/` (or
@@ -287,14 +292,7 @@ pub fn celeba(root: &Path, n: u64, width: u32, height: u32, csv: bool, zip: bool
         if !jpeg {
             return pattern_png(i, width, height);
         }
-        let mut rgb = Vec::new();
-        for y in 0..height as usize {
-            for x in 0..width as usize {
-                for c in 0..3 {
-                    rgb.push(pixel(i, c, y, x));
-                }
-            }
-        }
+        let rgb = pattern_rgb(i, width, height);
         let mut out = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
             .encode(&rgb, width, height, image::ExtendedColorType::Rgb8)
