@@ -58,5 +58,5 @@ mod stats;
 pub use batch::{Batch, Buffers};
 pub use error::{Error, Result};
 pub use pipeline::{Pipeline, PipelineBuilder, PipelineStream, RecipeChoice};
-pub use plan::PipelineState;
+pub use plan::{PipelineState, Subset};
 pub use stats::StageStats;

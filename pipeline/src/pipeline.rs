@@ -96,6 +96,7 @@ impl PipelineBuilder {
                 world: 1,
                 batch_size: 256,
                 drop_last: false,
+                subset: None,
             },
             recipe: RecipeChoice::Named("simsiam".into()),
             views: 2,
@@ -106,6 +107,12 @@ impl PipelineBuilder {
             skip_bad: false,
             start_sample: 0,
         }
+    }
+    /// Read only a seeded subset of the split's rows (a validation hold-out, or a fraction of
+    /// the data); see [`Subset`](crate::Subset).
+    pub fn subset(mut self, subset: crate::Subset) -> Self {
+        self.order.subset = Some(subset);
+        self
     }
     /// Split to read (default `train`).
     pub fn split(mut self, split: &str) -> Self {

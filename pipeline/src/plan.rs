@@ -50,8 +50,30 @@ pub struct PipelineState {
     pub seed: u64,
 }
 
+/// A seeded subset of a split: row `i` belongs to it when `u(seed, i)`, a uniform draw in
+/// `[0, 1)` hashed from the seed and the row's position in the split, falls in `[lo, hi)`.
+/// Disjoint ranges give disjoint subsets (a validation hold-out `[0, 0.1)` and the rest
+/// `[0.1, 1)`), decided per row without reading the data.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Subset {
+    /// Seed of the draw.
+    pub seed: u64,
+    /// Lower end (inclusive).
+    pub lo: f64,
+    /// Upper end (exclusive; 1 includes every row above `lo`).
+    pub hi: f64,
+}
+
+impl Subset {
+    /// Whether row `row_id` of the split is in the subset.
+    pub fn contains(&self, row_id: u64) -> bool {
+        let u = (splitmix64(self.seed ^ splitmix64(row_id ^ 0x5B5E_7000)) >> 11) as f64 / (1u64 << 53) as f64;
+        u >= self.lo && (u < self.hi || self.hi >= 1.0)
+    }
+}
+
 /// Ordering options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Order {
     /// Seed.
     pub seed: u64,
@@ -69,6 +91,8 @@ pub struct Order {
     pub batch_size: usize,
     /// Drop the last incomplete batch (and, across ranks, the tail instead of padding).
     pub drop_last: bool,
+    /// Only these rows of the split.
+    pub subset: Option<Subset>,
 }
 
 /// The plan of one rank's epoch.
@@ -108,8 +132,9 @@ impl Plan {
             all.append(window);
         };
         for &g in &group_order {
-            let rows = groups[g as usize].rows;
-            window.extend((0..rows).map(|row| SampleRef { group: g, row }));
+            let GroupRef { rows, first_row, .. } = groups[g as usize];
+            let keep = |row: &u32| order.subset.is_none_or(|s| s.contains(first_row + *row as u64));
+            window.extend((0..rows).filter(keep).map(|row| SampleRef { group: g, row }));
             window_rows += rows as u64;
             if window_rows >= order.window_rows.max(1) {
                 flush(&mut window, &mut all, &mut rng);
@@ -176,7 +201,7 @@ mod tests {
     }
 
     fn order(rank: usize, world: usize, drop_last: bool) -> Order {
-        Order { seed: 7, epoch: 1, shuffle: true, window_rows: 10, rank, world, batch_size: 4, drop_last }
+        Order { seed: 7, epoch: 1, shuffle: true, window_rows: 10, rank, world, batch_size: 4, drop_last, subset: None }
     }
 
     #[test]
@@ -196,6 +221,22 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 24, "disjoint with drop_last");
+    }
+
+    #[test]
+    fn subsets_split_rows_disjointly() {
+        let g = groups(&[700, 900, 300]);
+        let ids = |lo, hi| {
+            let mut o = order(0, 1, false);
+            o.subset = Some(Subset { seed: 3, lo, hi });
+            let p = Plan::new(g.clone(), &o);
+            p.samples.iter().map(|&s| p.row_id(s)).collect::<std::collections::BTreeSet<u64>>()
+        };
+        let (held, rest) = (ids(0.0, 0.1), ids(0.1, 1.0));
+        assert!(held.is_disjoint(&rest));
+        assert_eq!(held.len() + rest.len(), 1900);
+        assert!((150..230).contains(&held.len()), "about 10%: {}", held.len());
+        assert_eq!(held, ids(0.0, 0.1), "a pure function of the seed");
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod ingest;
 mod model;
 mod progress;
 mod shards;
+mod train;
 
 use std::path::PathBuf;
 
@@ -47,6 +48,26 @@ enum Command {
     /// Backbones: configuration at a glance.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Pretrain (SimSiam) or finetune a backbone.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
+    /// Evaluate the best model of a finetuning run on a split.
+    Eval {
+        /// Run folder of `siamlab train finetune`.
+        run: PathBuf,
+        /// Split to evaluate.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Another shard folder with the same classes [default: the run's].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Pipeline worker threads.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Print all metrics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -56,6 +77,8 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(args) => ingest::run(args),
+        Command::Train(cmd) => train::run(cmd),
+        Command::Eval { run, split, data, workers, json } => train::eval(run, split, data, workers, json),
         Command::Verify { dir, decode } => shards::verify(&dir, decode),
         Command::Inspect { dir, split, grid, n } => shards::inspect(&dir, split.as_deref(), grid.as_deref(), n),
         Command::Model(m) => model::run(m),

@@ -21,8 +21,18 @@ pub const BACKBONE_NAMES: &[&str] = &[
     "pit_tiny",
 ];
 
-/// Builds the preset `name` means at `image_size` (freshly initialised) and tabulates it with
-/// [`summary`]:
+/// Something to do with a backbone chosen at run time: [`with_backbone`] builds the preset and
+/// calls [`visit`](BackboneVisitor::visit) with its concrete type, so code generic over
+/// `B: Backbone<F>` (a training loop, a summary) runs on a name from the command line.
+pub trait BackboneVisitor {
+    /// What the visit produces.
+    type Output;
+    /// Called with the freshly built backbone and its name as given.
+    fn visit<B: Backbone<F> + BuildModule<Cpu, f32> + 'static, const F: usize>(self, backbone: B) -> Self::Output;
+}
+
+/// Builds the preset `name` means at `image_size` on `dev` (freshly initialised from the
+/// device's RNG) and hands it to `visitor`:
 ///
 /// | name                | preset                                                            |
 /// |---------------------|-------------------------------------------------------------------|
@@ -30,10 +40,60 @@ pub const BACKBONE_NAMES: &[&str] = &[
 /// | `resnet18_cifar` / `resnet18_imagenet` | that stem at any size                          |
 /// | `efficientnet_b0`   | stride-1 stem up to 64 px, timm's stride 2 above                  |
 /// | `vit_s`             | patch 4 at 32 px, 8 at 64 and 96 px, 16 at 128 and 224 px          |
-/// | `pit_ti`            | patch/stride 4/2 at 32 px, 8/4 at 96 px, 16/8 at 224 px            |
+/// | `pit_ti`            | patch/stride 4/2 at 32 px, 8/4 at 64 and 96 px, 16/8 at 128 and 224 px |
 /// | `*_tiny`            | the reduced presets (`vit_tiny` at 32 or 96 px, `pit_tiny` at 32) |
 ///
 /// Errors for an unknown name or a size a position embedding does not fit.
+pub fn with_backbone<V: BackboneVisitor>(
+    name: &str,
+    image_size: usize,
+    dev: &Cpu,
+    visitor: V,
+) -> Result<V::Output, OpError> {
+    let unsupported =
+        || OpError::config("backbone", format!("{name} has no preset for {image_size} px (see with_backbone's table)"));
+    Ok(match (name, image_size) {
+        ("resnet18", 0..=96) | ("resnet18_cifar", _) => visitor.visit(ResNet18Cifar::try_build(dev)?),
+        ("resnet18", _) | ("resnet18_imagenet", _) => visitor.visit(ResNet18::try_build(dev)?),
+        ("efficientnet_b0", 0..=64) => visitor.visit(EfficientNetB0S1::try_build(dev)?),
+        ("efficientnet_b0", _) => visitor.visit(EfficientNetB0::try_build(dev)?),
+        ("vit_s", 32) => visitor.visit(VitS32::try_build(dev)?),
+        ("vit_s", 64) => visitor.visit(VitS64::try_build(dev)?),
+        ("vit_s", 96) => visitor.visit(VitS96::try_build(dev)?),
+        ("vit_s", 128) => visitor.visit(VitS128::try_build(dev)?),
+        ("vit_s", 224) => visitor.visit(VitS224::try_build(dev)?),
+        ("pit_ti", 32) => visitor.visit(PitTi32::try_build(dev)?),
+        ("pit_ti", 64) => visitor.visit(PitTi64::try_build(dev)?),
+        ("pit_ti", 96) => visitor.visit(PitTi96::try_build(dev)?),
+        ("pit_ti", 128) => visitor.visit(PitTi128::try_build(dev)?),
+        ("pit_ti", 224) => visitor.visit(PitTi224::try_build(dev)?),
+        ("resnet18_tiny", 0..=96) => visitor.visit(ResNet18CifarTiny::try_build(dev)?),
+        ("resnet18_tiny", _) => visitor.visit(ResNet18Tiny::try_build(dev)?),
+        ("efficientnet_tiny", _) => visitor.visit(EfficientNetTiny::try_build(dev)?),
+        ("vit_tiny", 32) => visitor.visit(VitTiny32::try_build(dev)?),
+        ("vit_tiny", 96) => visitor.visit(VitTiny96::try_build(dev)?),
+        ("pit_tiny", 32) => visitor.visit(PitTiny32::try_build(dev)?),
+        _ if BACKBONE_NAMES.contains(&name) => return Err(unsupported()),
+        _ => {
+            return Err(OpError::config(
+                "backbone",
+                format!("unknown backbone {name:?}; known: {}", BACKBONE_NAMES.join(", ")),
+            ))
+        }
+    })
+}
+
+struct SummaryVisitor(usize);
+
+impl BackboneVisitor for SummaryVisitor {
+    type Output = Result<Summary, OpError>;
+    fn visit<B: Backbone<F> + BuildModule<Cpu, f32> + 'static, const F: usize>(self, mut b: B) -> Self::Output {
+        summary(&mut b, self.0)
+    }
+}
+
+/// Builds the preset `name` means at `image_size` (see [`with_backbone`]) and tabulates it with
+/// [`summary`].
 ///
 /// ```
 /// let s = siamlab_model::backbones::summary_by_name("resnet18_tiny", 32).unwrap();
@@ -41,32 +101,5 @@ pub const BACKBONE_NAMES: &[&str] = &[
 /// assert!(siamlab_model::backbones::summary_by_name("vit_s", 48).is_err());
 /// ```
 pub fn summary_by_name(name: &str, image_size: usize) -> Result<Summary, OpError> {
-    let dev = Cpu::default();
-    let unsupported = || {
-        OpError::config("summary", format!("{name} has no preset for {image_size} px (see summary_by_name's table)"))
-    };
-    match (name, image_size) {
-        ("resnet18", 0..=96) | ("resnet18_cifar", _) => summary(&mut ResNet18Cifar::try_build(&dev)?, image_size),
-        ("resnet18", _) | ("resnet18_imagenet", _) => summary(&mut ResNet18::try_build(&dev)?, image_size),
-        ("efficientnet_b0", 0..=64) => summary(&mut EfficientNetB0S1::try_build(&dev)?, image_size),
-        ("efficientnet_b0", _) => summary(&mut EfficientNetB0::try_build(&dev)?, image_size),
-        ("vit_s", 32) => summary(&mut VitS32::try_build(&dev)?, image_size),
-        ("vit_s", 64) => summary(&mut VitS64::try_build(&dev)?, image_size),
-        ("vit_s", 96) => summary(&mut VitS96::try_build(&dev)?, image_size),
-        ("vit_s", 128) => summary(&mut VitS128::try_build(&dev)?, image_size),
-        ("vit_s", 224) => summary(&mut VitS224::try_build(&dev)?, image_size),
-        ("pit_ti", 32) => summary(&mut PitTi32::try_build(&dev)?, image_size),
-        ("pit_ti", 96) => summary(&mut PitTi96::try_build(&dev)?, image_size),
-        ("pit_ti", 224) => summary(&mut PitTi224::try_build(&dev)?, image_size),
-        ("resnet18_tiny", 0..=96) => summary(&mut ResNet18CifarTiny::try_build(&dev)?, image_size),
-        ("resnet18_tiny", _) => summary(&mut ResNet18Tiny::try_build(&dev)?, image_size),
-        ("efficientnet_tiny", _) => summary(&mut EfficientNetTiny::try_build(&dev)?, image_size),
-        ("vit_tiny", 32) => summary(&mut VitTiny32::try_build(&dev)?, image_size),
-        ("vit_tiny", 96) => summary(&mut VitTiny96::try_build(&dev)?, image_size),
-        ("pit_tiny", 32) => summary(&mut PitTiny32::try_build(&dev)?, image_size),
-        _ if BACKBONE_NAMES.contains(&name) => Err(unsupported()),
-        _ => {
-            Err(OpError::config("summary", format!("unknown backbone {name:?}; known: {}", BACKBONE_NAMES.join(", "))))
-        }
-    }
+    with_backbone(name, image_size, &Cpu::default(), SummaryVisitor(image_size))?
 }

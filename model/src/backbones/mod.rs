@@ -14,13 +14,14 @@ mod pit;
 mod resnet;
 mod vit;
 
-pub use by_name::{summary_by_name, BACKBONE_NAMES};
+pub use by_name::{summary_by_name, with_backbone, BackboneVisitor, BACKBONE_NAMES};
 pub use efficientnet::{
     Blocks, DepthwiseSeparable, EfficientNet, EfficientNetB0, EfficientNetB0S1, EfficientNetTiny, MbConv,
     SqueezeExcite, Stage,
 };
 pub use pit::{
-    ConvEmbedding, Pit, PitPoolStage, PitStage, PitTi, PitTi224, PitTi32, PitTi96, PitTiny32, Pooling, TokenStage,
+    ConvEmbedding, Pit, PitPoolStage, PitStage, PitTi, PitTi128, PitTi224, PitTi32, PitTi64, PitTi96, PitTiny32,
+    Pooling, TokenStage,
 };
 pub use resnet::{
     BasicBlock, CifarStem, DownBlock, ImageNetStem, ResNet, ResNet18, ResNet18Cifar, ResNet18CifarTiny, ResNet18Tiny,

@@ -137,8 +137,12 @@ pub type PitTi<const P: usize, const ST: usize, const G: usize> = Pit<
 pub type PitTi224 = PitTi<16, 8, 27>;
 /// PiT-Ti for 32 px: patch 4 stride 2, 15² grid.
 pub type PitTi32 = PitTi<4, 2, 15>;
+/// PiT-Ti for 64 px (CelebA-size inputs): patch 8 stride 4, 15² grid.
+pub type PitTi64 = PitTi<8, 4, 15>;
 /// PiT-Ti for 96 px: patch 8 stride 4, 23² grid.
 pub type PitTi96 = PitTi<8, 4, 23>;
+/// PiT-Ti for 128 px: patch 16 stride 8, 15² grid.
+pub type PitTi128 = PitTi<16, 8, 15>;
 /// Reduced PiT (widths 16/32/64, heads 2/4/8, one block per stage) at 32 px, for tests and
 /// demos: 64 features.
 pub type PitTiny32 = Pit<

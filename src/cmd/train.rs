@@ -1,0 +1,271 @@
+//! `siamlab train pretrain|finetune` and `siamlab eval`: flags (over an optional TOML
+//! `--config`) into the trainer's configurations.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use siamlab_trainer::optim::OptimizerKind;
+use siamlab_trainer::{evaluate, finetune, pretrain, FinetuneConfig, PretrainConfig};
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// SimSiam pretraining on the images of a split (labels unused).
+    Pretrain(PretrainArgs),
+    /// Finetune (or, with --linear, linearly evaluate) a backbone on a labeled dataset.
+    Finetune(FinetuneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// TOML file with any of the options below (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run folder (checkpoints, metrics.jsonl, plots, backbone.safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Shard folder written by `siamlab ingest`.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Split to pretrain on [default: train].
+    #[arg(long)]
+    split: Option<String>,
+    /// Use only this fraction of the split (seeded) [default: 1].
+    #[arg(long)]
+    fraction: Option<f64>,
+    /// resnet18, resnet18_cifar, resnet18_imagenet, efficientnet_b0, vit_s, pit_ti, or a reduced
+    /// preset (resnet18_tiny, efficientnet_tiny, vit_tiny, pit_tiny) [default: resnet18].
+    #[arg(long)]
+    backbone: Option<String>,
+    /// Input size [default: the split's image size].
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Epochs [default: 100].
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Images per micro-batch [default: 64].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Micro-batches per optimizer step [default: 8].
+    #[arg(long)]
+    accum: Option<usize>,
+    /// Peak learning rate [default: 1e-3 × batch × accum / 256 (adam), 0.05 × … (sgd)].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Weight decay [default: 1e-5 (adam), 1e-4 (sgd; 5e-4 on CIFAR)].
+    #[arg(long)]
+    wd: Option<f64>,
+    /// adam or sgd (momentum 0.9) [default: adam].
+    #[arg(long)]
+    optimizer: Option<OptimizerKind>,
+    /// Epochs of linear warmup [default: 0].
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    /// Projection dimension: 2048, 1024, 512, 256 or 128 [default: 2048].
+    #[arg(long)]
+    proj_dim: Option<usize>,
+    /// Seed [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Pipeline worker threads [default: all cores].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// kNN monitor every N epochs, 0 = off [default: 10].
+    #[arg(long)]
+    knn_every: Option<u64>,
+    /// Labeled shard folder for the kNN monitor [default: --data].
+    #[arg(long)]
+    knn_data: Option<PathBuf>,
+    /// Fraction of the kNN bank and query splits [default: 1].
+    #[arg(long)]
+    knn_fraction: Option<f64>,
+    /// Held-out split for the cosine-similarity monitor [default: test, when present].
+    #[arg(long)]
+    monitor_split: Option<String>,
+    /// Also checkpoint every N optimizer steps [default: 0 = each epoch only].
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// TOML file with any of the options below (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Labeled shard folder.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// scratch, ssl:RUN_DIR (a pretraining run) or imagenet:FILE (safetensors with torchvision/timm
+    /// names) [default: scratch].
+    #[arg(long)]
+    init: Option<String>,
+    /// Frozen backbone, linear head on its features.
+    #[arg(long)]
+    linear: bool,
+    /// Backbone [default: the pretrained run's].
+    #[arg(long)]
+    backbone: Option<String>,
+    /// Input size [default: the pretrained run's, else the images'].
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Training split [default: train].
+    #[arg(long)]
+    train_split: Option<String>,
+    /// Validation split [default: valid/val when present, else a hold-out of train].
+    #[arg(long)]
+    val_split: Option<String>,
+    /// Hold-out fraction when there is no validation split [default: 0.1].
+    #[arg(long)]
+    val_fraction: Option<f64>,
+    /// Test split [default: test, when present].
+    #[arg(long)]
+    test_split: Option<String>,
+    /// Use only this fraction of the training rows [default: 1].
+    #[arg(long)]
+    fraction: Option<f64>,
+    /// Epochs [default: 30].
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Batch size [default: 64].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Learning rate [default: 1e-3].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Weight decay [default: 1e-5].
+    #[arg(long)]
+    wd: Option<f64>,
+    /// adam or sgd [default: adam].
+    #[arg(long)]
+    optimizer: Option<OptimizerKind>,
+    /// Cosine learning-rate decay [default: constant].
+    #[arg(long)]
+    cosine: bool,
+    /// ce or bce [default: by the labels: ce for classes, bce for attributes].
+    #[arg(long)]
+    loss: Option<String>,
+    /// Seed [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Pipeline worker threads [default: all cores].
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+macro_rules! set {
+    ($cfg:ident, $args:ident: $($field:ident),*) => {
+        $(if let Some(v) = $args.$field { $cfg.$field = v.into(); })*
+    };
+}
+
+pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathBuf, bool, bool)> {
+    let mut c = match &a.config {
+        Some(p) => PretrainConfig::from_toml(p)?,
+        None => PretrainConfig::default(),
+    };
+    set!(c, a: data, split, fraction, backbone, epochs, batch, accum, optimizer, warmup_epochs, proj_dim, seed,
+         knn_every, knn_fraction, checkpoint_every);
+    if a.image_size.is_some() {
+        c.image_size = a.image_size;
+    }
+    if a.lr.is_some() {
+        c.lr = a.lr;
+    }
+    if a.wd.is_some() {
+        c.wd = a.wd;
+    }
+    if a.workers.is_some() {
+        c.workers = a.workers;
+    }
+    if a.knn_data.is_some() {
+        c.knn_data = a.knn_data;
+    }
+    if a.monitor_split.is_some() {
+        c.monitor_split = a.monitor_split;
+    }
+    if c.data.as_os_str().is_empty() {
+        anyhow::bail!("--data is required (a shard folder written by `siamlab ingest`)");
+    }
+    Ok((c, a.out, a.resume, a.quiet))
+}
+
+pub fn finetune_config(a: FinetuneArgs) -> anyhow::Result<(FinetuneConfig, PathBuf, bool, bool)> {
+    let mut c = match &a.config {
+        Some(p) => FinetuneConfig::from_toml(p)?,
+        None => FinetuneConfig::default(),
+    };
+    set!(c, a: data, init, train_split, val_fraction, fraction, epochs, batch, lr, wd, optimizer, seed);
+    if a.linear {
+        c.linear = true;
+    }
+    if a.cosine {
+        c.cosine = true;
+    }
+    for (dst, src) in [
+        (&mut c.backbone, a.backbone),
+        (&mut c.val_split, a.val_split),
+        (&mut c.test_split, a.test_split),
+        (&mut c.loss, a.loss),
+    ] {
+        if src.is_some() {
+            *dst = src;
+        }
+    }
+    if a.image_size.is_some() {
+        c.image_size = a.image_size;
+    }
+    if a.workers.is_some() {
+        c.workers = a.workers;
+    }
+    if c.data.as_os_str().is_empty() {
+        anyhow::bail!("--data is required (a labeled shard folder written by `siamlab ingest`)");
+    }
+    Ok((c, a.out, a.resume, a.quiet))
+}
+
+pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
+    let mut log = |line: &str| outln!("{line}");
+    match cmd {
+        TrainCommand::Pretrain(a) => {
+            let (c, out, resume, quiet) = pretrain_config(a)?;
+            let o = pretrain(&c, &out, resume, quiet, &mut log)?;
+            outln!("pretrained backbone: {}", o.run.join("backbone.safetensors").display());
+        }
+        TrainCommand::Finetune(a) => {
+            let (c, out, resume, quiet) = finetune_config(a)?;
+            finetune(&c, &out, resume, quiet, &mut log)?;
+            outln!("summary: {}", out.join("summary.json").display());
+        }
+    }
+    Ok(())
+}
+
+pub fn eval(
+    run: PathBuf,
+    split: String,
+    data: Option<PathBuf>,
+    workers: Option<usize>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let m = evaluate(&run, &split, data.as_deref(), workers)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        outln!("{}", m.line());
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! Checkpoints: a folder `checkpoint/` in the run holding `model.safetensors` (every tensor,
+//! BatchNorm buffers included), `optimizer.safetensors` (Adam's `exp_avg` / `exp_avg_sq` or
+//! SGD's `momentum_buffer` per parameter) and `state.json` (epoch, optimizer step, pipeline
+//! state, partial epoch sums — everything a resumed run needs to continue bit for bit).
+//!
+//! Written atomically: the new checkpoint is written and fsynced under a temporary name, the
+//! old one is renamed aside, the new one renamed in, the old one removed. A crash (or a full
+//! disk) at any point leaves a complete checkpoint under `checkpoint/` or `checkpoint.old/`,
+//! and [`load`] takes whichever is complete.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{write_atomic, Error, IoContext, Result};
+use crate::optim::{Optimizer, OptimizerKind};
+use crate::params::{load_safetensors, save_safetensors, StateDict, TensorFn};
+
+const DIR: &str = "checkpoint";
+const OLD: &str = "checkpoint.old";
+const STATE: &str = "state.json";
+
+/// Optimizer state by parameter name, from the slots of `opt` in walking order.
+pub fn optimizer_state(opt: &Optimizer, walk: &mut dyn FnMut(&mut TensorFn<'_>) -> Result<()>) -> Result<StateDict> {
+    let mut out = StateDict::new();
+    let mut slot = 0usize;
+    walk(&mut |s, _, _| {
+        if s.trainable {
+            let (a, b) = match opt.cfg.kind {
+                OptimizerKind::Adam => ("exp_avg", Some("exp_avg_sq")),
+                OptimizerKind::Sgd => ("momentum_buffer", None),
+            };
+            if let Some(v) = opt.first.get(slot).filter(|v| !v.is_empty()) {
+                out.insert(format!("{a}.{}", s.name), (s.shape.to_vec(), v.clone()));
+            }
+            if let (Some(b), Some(v)) = (b, opt.second.get(slot).filter(|v| !v.is_empty())) {
+                out.insert(format!("{b}.{}", s.name), (s.shape.to_vec(), v.clone()));
+            }
+            slot += 1;
+        }
+        Ok(false)
+    })?;
+    Ok(out)
+}
+
+/// Puts optimizer state read from `dict` back into `opt`'s slots.
+pub fn restore_optimizer(
+    opt: &mut Optimizer,
+    dict: &StateDict,
+    walk: &mut dyn FnMut(&mut TensorFn<'_>) -> Result<()>,
+) -> Result<()> {
+    let (a, b) = match opt.cfg.kind {
+        OptimizerKind::Adam => ("exp_avg", "exp_avg_sq"),
+        OptimizerKind::Sgd => ("momentum_buffer", ""),
+    };
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    walk(&mut |s, _, _| {
+        if s.trainable {
+            first.push(dict.get(&format!("{a}.{}", s.name)).map(|t| t.1.clone()).unwrap_or_default());
+            second.push(dict.get(&format!("{b}.{}", s.name)).map(|t| t.1.clone()).unwrap_or_default());
+        }
+        Ok(false)
+    })?;
+    opt.first = first;
+    opt.second = second;
+    Ok(())
+}
+
+/// What [`load`] returns.
+#[derive(Debug)]
+pub struct Loaded<S> {
+    /// `state.json`.
+    pub state: S,
+    /// The model's tensors.
+    pub model: StateDict,
+    /// The optimizer's tensors.
+    pub optimizer: StateDict,
+    /// The folder it came from (for error messages).
+    pub dir: PathBuf,
+}
+
+/// Writes a checkpoint into `run`.
+pub fn save<S: Serialize>(run: &Path, state: &S, model: &StateDict, optimizer: &StateDict) -> Result<()> {
+    let tmp = run.join(format!("{DIR}.tmp-{}", std::process::id()));
+    let result = (|| {
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).at(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp).at(&tmp)?;
+        save_safetensors(&tmp.join("model.safetensors"), model)?;
+        save_safetensors(&tmp.join("optimizer.safetensors"), optimizer)?;
+        let json = serde_json::to_vec_pretty(state).map_err(|e| Error::bad_file(tmp.join(STATE), e.to_string()))?;
+        write_atomic(&tmp.join(STATE), &json)?;
+        let (cur, old) = (run.join(DIR), run.join(OLD));
+        if cur.exists() {
+            if old.exists() {
+                std::fs::remove_dir_all(&old).at(&old)?;
+            }
+            std::fs::rename(&cur, &old).at(&cur)?;
+        }
+        std::fs::rename(&tmp, &cur).at(&cur)?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).at(&old)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// Reads the newest complete checkpoint of `run`, if any.
+pub fn load<S: DeserializeOwned>(run: &Path) -> Result<Option<Loaded<S>>> {
+    for name in [DIR, OLD] {
+        let dir = run.join(name);
+        let state_path = dir.join(STATE);
+        if !state_path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&state_path).at(&state_path)?;
+        let state: S = serde_json::from_str(&text).map_err(|e| Error::bad_file(&state_path, e.to_string()))?;
+        let model = load_safetensors(&dir.join("model.safetensors"))?;
+        let optimizer = load_safetensors(&dir.join("optimizer.safetensors"))?;
+        return Ok(Some(Loaded { state, model, optimizer, dir }));
+    }
+    Ok(None)
+}
+
+/// Reads a JSON file of the run.
+pub fn read_json<S: DeserializeOwned>(path: &Path) -> Result<S> {
+    let text = std::fs::read_to_string(path).at(path)?;
+    serde_json::from_str(&text).map_err(|e| Error::bad_file(path, e.to_string()))
+}
+
+/// Writes a JSON file of the run atomically.
+pub fn write_json<S: Serialize>(path: &Path, value: &S) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(value).map_err(|e| Error::bad_file(path, e.to_string()))?;
+    json.push(b'\n');
+    write_atomic(path, &json)
+}
+
+/// Appends one JSON line to `path`.
+pub fn append_jsonl<S: Serialize>(path: &Path, value: &S) -> Result<()> {
+    use std::io::Write;
+    let mut line = serde_json::to_vec(value).map_err(|e| Error::bad_file(path, e.to_string()))?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).at(path)?;
+    f.write_all(&line).at(path)
+}

@@ -1,0 +1,100 @@
+//! The trainer's error type: one line that names the file, the split or the step.
+
+use std::path::{Path, PathBuf};
+
+/// What went wrong in a run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing a file of the run.
+    #[error("{}: {err}", file.display())]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        #[source]
+        err: std::io::Error,
+    },
+    /// A run file (config, state, weights) that does not parse or does not fit.
+    #[error("{}: {msg}", file.display())]
+    BadFile {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A configuration that cannot run.
+    #[error("{0}")]
+    Config(String),
+    /// The data: missing shards or split, a corrupt row.
+    #[error(transparent)]
+    Pipeline(#[from] siamlab_pipeline::Error),
+    /// The dataset's manifest.
+    #[error(transparent)]
+    Dataset(#[from] siamlab_datasets::Error),
+    /// An op of the model.
+    #[error("model: {0}")]
+    Model(#[from] siamlab_model::OpError),
+    /// The loss became NaN or infinite.
+    #[error("loss is {value} at epoch {epoch}, step {step}; stopped (the last good checkpoint is kept)")]
+    NonFinite {
+        /// The loss.
+        value: f32,
+        /// Epoch.
+        epoch: u64,
+        /// Optimizer step.
+        step: u64,
+    },
+    /// Stopped by the user.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A bad file with a message.
+    pub fn bad_file(file: impl AsRef<Path>, msg: impl Into<String>) -> Self {
+        Error::BadFile { file: file.as_ref().to_path_buf(), msg: msg.into() }
+    }
+    /// A configuration error.
+    pub fn config(msg: impl Into<String>) -> Self {
+        Error::Config(msg.into())
+    }
+}
+
+/// Adds the file to an I/O error.
+pub(crate) trait IoContext<T> {
+    fn at(self, file: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, file: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|err| Error::Io { file: file.as_ref().to_path_buf(), err })
+    }
+}
+
+impl From<dfdx::tensor::CpuError> for Error {
+    fn from(e: dfdx::tensor::CpuError) -> Self {
+        Error::Model(e.into())
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.at(path)
+}

@@ -1,0 +1,30 @@
+//! siamlab's trainer: SimSiam pretraining ([`pretrain`]), finetuning and linear evaluation
+//! ([`finetune`], [`evaluate`]) on batches from [`siamlab_pipeline`], with models from
+//! [`siamlab_model`]; metrics, kNN and collapse monitors, PNG plots, and checkpoints that
+//! resume bit for bit on CPU.
+//!
+//! A backbone is chosen by name at run time and wrapped in an object-safe [`net::SslNet`] /
+//! [`net::ClsNet`], so the loops compile once for all architectures. Optimizers ([`optim`])
+//! keep their state in plain buffers that [`checkpoint`] writes next to the model.
+//!
+//! This crate reads shards only through the pipeline and knows no command line: `siamlab
+//! train ...` parses flags into [`PretrainConfig`] / [`FinetuneConfig`] and calls it.
+#![deny(missing_docs)]
+
+pub mod chart;
+pub mod checkpoint;
+pub mod data;
+mod error;
+pub mod finetune;
+pub mod head;
+pub mod metrics;
+pub mod net;
+pub mod optim;
+pub mod params;
+pub mod pretrain;
+pub mod progress;
+pub mod schedule;
+
+pub use error::{Error, Result};
+pub use finetune::{evaluate, finetune, EvalMetrics, FinetuneConfig, Summary};
+pub use pretrain::{pretrain, Outcome, PretrainConfig};

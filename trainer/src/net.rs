@@ -1,0 +1,395 @@
+//! The models a run trains, behind object-safe traits so the loops are compiled once: a
+//! backbone chosen by name at run time ([`siamlab_model::backbones::with_backbone`]) becomes a
+//! [`SslNet`] (SimSiam) or a [`ClsNet`] (backbone + linear head).
+
+use dfdx::nn::ZeroGrads;
+use dfdx::prelude::*;
+use siamlab_model::backbones::{with_backbone, Backbone, BackboneVisitor};
+use siamlab_model::layers::Mode;
+use siamlab_model::simsiam::{simsiam_loss, Predictor, Projector, SimSiam};
+use siamlab_model::Image;
+
+use crate::error::{Error, Result};
+use crate::head::{Head, Matrix};
+use crate::optim::Optimizer;
+use crate::params::{self, StateDict, TensorFn};
+
+/// What was built.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetInfo {
+    /// The backbone's name as given (`resnet18_tiny`).
+    pub backbone: String,
+    /// Its architecture (`resnet18 (cifar stem)`).
+    pub architecture: String,
+    /// Input size in pixels.
+    pub image_size: usize,
+    /// Feature dimension of the backbone.
+    pub features: usize,
+    /// Trainable parameters of the backbone.
+    pub backbone_params: usize,
+}
+
+/// A batch of images `[n, 3, h, w]` in a flat buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Images<'a> {
+    /// The pixels.
+    pub data: &'a [f32],
+    /// Batch size.
+    pub n: usize,
+    /// Height.
+    pub h: usize,
+    /// Width.
+    pub w: usize,
+}
+
+impl Images<'_> {
+    fn tensor(&self, dev: &Cpu) -> Result<Tensor<Image<3>, f32, Cpu>> {
+        if self.data.len() != self.n * 3 * self.h * self.w {
+            return Err(Error::config(format!(
+                "image buffer of {} values is not [{}, 3, {}, {}]",
+                self.data.len(),
+                self.n,
+                self.h,
+                self.w
+            )));
+        }
+        Ok(dev.tensor_from_vec(self.data.to_vec(), (self.n, Const::<3>, self.h, self.w)))
+    }
+}
+
+/// Statistics of one SimSiam micro-batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MicroStats {
+    /// The loss (before scaling for accumulation).
+    pub loss: f32,
+    /// Mean over dimensions of the per-dimension std of the l2-normalized projections `z1`
+    /// (collapse monitor: about `1/√D` when healthy, 0 when collapsed).
+    pub z_std: f32,
+}
+
+/// SimSiam on some backbone.
+pub trait SslNet {
+    /// What was built.
+    fn info(&self) -> &NetInfo;
+    /// Projection dimension `D`.
+    fn proj_dim(&self) -> usize;
+    /// Forward and backward of one micro-batch of two views; gradients of `scale · loss`
+    /// accumulate until [`step`](Self::step).
+    fn train_micro(&mut self, v1: Images<'_>, v2: Images<'_>, scale: f32) -> Result<MicroStats>;
+    /// Applies the accumulated gradients with `opt` at learning rate `lr`, then zeroes them.
+    fn step(&mut self, opt: &mut Optimizer, lr: f64) -> Result<()>;
+    /// Backbone features `[n, F]` in evaluation mode.
+    fn features(&mut self, x: Images<'_>) -> Result<Vec<f32>>;
+    /// Mean cosine similarity `½·cos(p1, z2) + ½·cos(p2, z1)` in evaluation mode (the negated
+    /// loss; SimSiam's Figure 3 plots it on held-out pairs).
+    fn similarity(&mut self, v1: Images<'_>, v2: Images<'_>) -> Result<f32>;
+    /// Walks every tensor (`backbone.*`, `projector.*`, `predictor.*`).
+    fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()>;
+    /// The backbone's tensors with its own names (`conv1.weight`), for `backbone.safetensors`.
+    fn backbone_state(&mut self) -> Result<StateDict>;
+}
+
+/// A backbone and a linear head, for finetuning and evaluation.
+pub trait ClsNet {
+    /// What was built.
+    fn info(&self) -> &NetInfo;
+    /// The head.
+    fn head(&self) -> &Head;
+    /// Freezes the backbone (linear evaluation): only the head trains, BatchNorm statistics stay.
+    fn freeze_backbone(&mut self, frozen: bool);
+    /// Forward and backward of a micro-batch with `loss(logits)`; returns the loss.
+    fn train_micro(
+        &mut self,
+        x: Images<'_>,
+        loss: &dyn Fn(Matrix<OwnedTape<f32, Cpu>>) -> Result<Tensor<Rank0, f32, Cpu, OwnedTape<f32, Cpu>>>,
+        scale: f32,
+    ) -> Result<f32>;
+    /// Applies the accumulated gradients, then zeroes them.
+    fn step(&mut self, opt: &mut Optimizer, lr: f64) -> Result<()>;
+    /// Logits `[n, K]` in evaluation mode.
+    fn logits(&mut self, x: Images<'_>) -> Result<Vec<f32>>;
+    /// Backbone features `[n, F]` in evaluation mode.
+    fn features(&mut self, x: Images<'_>) -> Result<Vec<f32>>;
+    /// Walks every tensor (`backbone.*`, `fc.*`).
+    fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()>;
+    /// Loads the backbone from a state dict with the backbone's own names.
+    fn load_backbone(&mut self, dict: &StateDict, file: &std::path::Path) -> Result<()>;
+}
+
+/// Mean per-dimension std of the l2-normalized rows of `z` (`[n, d]`).
+pub fn normalized_std(z: &[f32], d: usize) -> f32 {
+    let n = z.len() / d.max(1);
+    if n < 2 {
+        return 0.0;
+    }
+    let mut sum = vec![0f64; d];
+    let mut sq = vec![0f64; d];
+    for row in z.chunks_exact(d) {
+        let norm = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt().max(1e-12);
+        for j in 0..d {
+            let v = row[j] as f64 / norm;
+            sum[j] += v;
+            sq[j] += v * v;
+        }
+    }
+    let nf = n as f64;
+    let stds: f64 =
+        (0..d).map(|j| ((sq[j] - sum[j] * sum[j] / nf) / (nf - 1.0)).max(0.0).sqrt()).sum::<f64>() / d as f64;
+    stds as f32
+}
+
+struct Ssl<B, const F: usize, const D: usize, const H: usize> {
+    model: SimSiam<B, F, D, H>,
+    grads: Option<Gradients<f32, Cpu>>,
+    dev: Cpu,
+    info: NetInfo,
+}
+
+impl<B: Backbone<F> + 'static, const F: usize, const D: usize, const H: usize> SslNet for Ssl<B, F, D, H> {
+    fn info(&self) -> &NetInfo {
+        &self.info
+    }
+
+    fn proj_dim(&self) -> usize {
+        D
+    }
+
+    fn train_micro(&mut self, v1: Images<'_>, v2: Images<'_>, scale: f32) -> Result<MicroStats> {
+        let x1 = v1.tensor(&self.dev)?;
+        let x2 = v2.tensor(&self.dev)?;
+        let grads = match self.grads.take() {
+            Some(g) => g,
+            None => self.model.try_alloc_grads()?,
+        };
+        let out = self.model.forward_pair(x1.traced(grads), x2.leaky_traced(), Mode::Train)?;
+        let z_std = normalized_std(&out.z1.as_vec(), D);
+        let loss = simsiam_loss(out.p1, out.p2, out.z1, out.z2)?;
+        let value = loss.array();
+        self.grads = Some(loss.try_mul(scale)?.try_backward()?);
+        Ok(MicroStats { loss: value, z_std })
+    }
+
+    fn step(&mut self, opt: &mut Optimizer, lr: f64) -> Result<()> {
+        let Some(mut grads) = self.grads.take() else { return Ok(()) };
+        opt.begin_step();
+        let mut slot = 0;
+        params::walk(&mut self.model, "", Some(&mut grads), &mut |_, values, g| match g {
+            Some(g) => {
+                opt.update(slot, lr, values, g);
+                slot += 1;
+                Ok(true)
+            }
+            None => Ok(false),
+        })?;
+        self.model.try_zero_grads(&mut grads)?;
+        self.grads = Some(grads);
+        Ok(())
+    }
+
+    fn features(&mut self, x: Images<'_>) -> Result<Vec<f32>> {
+        let x = x.tensor(&self.dev)?;
+        Ok(self.model.backbone.forward_features(x, Mode::Eval)?.as_vec())
+    }
+
+    fn similarity(&mut self, v1: Images<'_>, v2: Images<'_>) -> Result<f32> {
+        let out = self.model.forward_pair(v1.tensor(&self.dev)?, v2.tensor(&self.dev)?, Mode::Eval)?;
+        Ok(-simsiam_loss(out.p1, out.p2, out.z1, out.z2)?.array())
+    }
+
+    fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()> {
+        params::walk(&mut self.model, "", None, f)
+    }
+
+    fn backbone_state(&mut self) -> Result<StateDict> {
+        let mut out = StateDict::new();
+        params::collect(&mut self.model.backbone, "", &mut out)?;
+        Ok(out)
+    }
+}
+
+fn count_params<M: dfdx::nn::tensor_collection::TensorCollection<f32, Cpu>>(m: &M) -> usize {
+    siamlab_model::named_tensors(m).iter().filter(|t| t.trainable).map(|t| t.shape.iter().product::<usize>()).sum()
+}
+
+fn info_of<B: Backbone<F>, const F: usize>(b: &B, name: &str, image_size: usize) -> NetInfo {
+    NetInfo {
+        backbone: name.to_string(),
+        architecture: b.name(),
+        image_size,
+        features: F,
+        backbone_params: count_params(b),
+    }
+}
+
+struct SslBuilder<'a> {
+    dev: &'a Cpu,
+    name: &'a str,
+    image_size: usize,
+    proj_dim: usize,
+}
+
+impl BackboneVisitor for SslBuilder<'_> {
+    type Output = Result<Box<dyn SslNet>>;
+    fn visit<B: Backbone<F> + BuildModule<Cpu, f32> + 'static, const F: usize>(self, backbone: B) -> Self::Output {
+        fn make<B: Backbone<F> + 'static, const F: usize, const D: usize, const H: usize>(
+            b: B,
+            dev: &Cpu,
+            info: NetInfo,
+        ) -> Result<Box<dyn SslNet>> {
+            let model = SimSiam {
+                backbone: b,
+                projector: Projector::<F, D>::try_build(dev)?,
+                predictor: Predictor::<D, H>::try_build(dev)?,
+            };
+            Ok(Box::new(Ssl { model, grads: None, dev: dev.clone(), info }))
+        }
+        let info = info_of(&backbone, self.name, self.image_size);
+        match self.proj_dim {
+            2048 => make::<B, F, 2048, 512>(backbone, self.dev, info),
+            1024 => make::<B, F, 1024, 256>(backbone, self.dev, info),
+            512 => make::<B, F, 512, 128>(backbone, self.dev, info),
+            256 => make::<B, F, 256, 64>(backbone, self.dev, info),
+            128 => make::<B, F, 128, 32>(backbone, self.dev, info),
+            d => Err(Error::config(format!("projection dim {d} is not one of 2048, 1024, 512, 256, 128"))),
+        }
+    }
+}
+
+/// SimSiam on the backbone `name` at `image_size` with projection dim `proj_dim` (2048, 1024,
+/// 512, 256 or 128; the predictor's hidden layer is `proj_dim / 4`), initialised from `dev`'s
+/// RNG.
+pub fn build_ssl(dev: &Cpu, name: &str, image_size: usize, proj_dim: usize) -> Result<Box<dyn SslNet>> {
+    with_backbone(name, image_size, dev, SslBuilder { dev, name, image_size, proj_dim })?
+}
+
+struct Cls<B, const F: usize> {
+    backbone: B,
+    head: Head,
+    grads: Option<Gradients<f32, Cpu>>,
+    frozen: bool,
+    dev: Cpu,
+    info: NetInfo,
+}
+
+impl<B: Backbone<F> + 'static, const F: usize> ClsNet for Cls<B, F> {
+    fn info(&self) -> &NetInfo {
+        &self.info
+    }
+
+    fn head(&self) -> &Head {
+        &self.head
+    }
+
+    fn freeze_backbone(&mut self, frozen: bool) {
+        self.frozen = frozen;
+    }
+
+    fn train_micro(
+        &mut self,
+        x: Images<'_>,
+        loss: &dyn Fn(Matrix<OwnedTape<f32, Cpu>>) -> Result<Tensor<Rank0, f32, Cpu, OwnedTape<f32, Cpu>>>,
+        scale: f32,
+    ) -> Result<f32> {
+        let n = x.n;
+        let x = x.tensor(&self.dev)?;
+        let f = if self.frozen {
+            let f = self.backbone.forward_features(x, Mode::Eval)?;
+            f.try_reshape_like(&(n, F))?.leaky_traced()
+        } else {
+            let grads = match self.grads.take() {
+                Some(g) => g,
+                None => self.backbone.try_alloc_grads()?,
+            };
+            let f = self.backbone.forward_features(x.traced(grads), Mode::Train)?;
+            f.try_reshape_like(&(n, F))?
+        };
+        let logits = self.head.forward(f)?;
+        let l = loss(logits)?;
+        let value = l.array();
+        let grads = l.try_mul(scale)?.try_backward()?;
+        if !self.frozen {
+            self.grads = Some(grads);
+        }
+        Ok(value)
+    }
+
+    fn step(&mut self, opt: &mut Optimizer, lr: f64) -> Result<()> {
+        opt.begin_step();
+        let mut slot = 0;
+        let mut update = |_: params::Slot<'_>, values: &mut Vec<f32>, g: Option<&mut Vec<f32>>| match g {
+            Some(g) => {
+                opt.update(slot, lr, values, g);
+                slot += 1;
+                Ok(true)
+            }
+            None => Ok(false),
+        };
+        if !self.frozen {
+            if let Some(mut grads) = self.grads.take() {
+                params::walk(&mut self.backbone, "backbone.", Some(&mut grads), &mut update)?;
+                self.backbone.try_zero_grads(&mut grads)?;
+                self.grads = Some(grads);
+            }
+        }
+        self.head.walk("fc.", true, &mut update)?;
+        self.head.zero_grads();
+        Ok(())
+    }
+
+    fn logits(&mut self, x: Images<'_>) -> Result<Vec<f32>> {
+        let n = x.n;
+        let f = self.backbone.forward_features(x.tensor(&self.dev)?, Mode::Eval)?;
+        Ok(self.head.forward(f.try_reshape_like(&(n, F))?)?.as_vec())
+    }
+
+    fn features(&mut self, x: Images<'_>) -> Result<Vec<f32>> {
+        Ok(self.backbone.forward_features(x.tensor(&self.dev)?, Mode::Eval)?.as_vec())
+    }
+
+    fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()> {
+        params::walk(&mut self.backbone, "backbone.", None, f)?;
+        self.head.walk("fc.", false, f)
+    }
+
+    fn load_backbone(&mut self, dict: &StateDict, file: &std::path::Path) -> Result<()> {
+        params::restore(&mut self.backbone, "", dict, file)
+    }
+}
+
+struct ClsBuilder<'a> {
+    dev: &'a Cpu,
+    name: &'a str,
+    image_size: usize,
+    classes: usize,
+    seed: u64,
+}
+
+impl BackboneVisitor for ClsBuilder<'_> {
+    type Output = Box<dyn ClsNet>;
+    fn visit<B: Backbone<F> + BuildModule<Cpu, f32> + 'static, const F: usize>(self, backbone: B) -> Self::Output {
+        let info = info_of(&backbone, self.name, self.image_size);
+        Box::new(Cls::<B, F> {
+            backbone,
+            head: Head::new(F, self.classes, self.seed),
+            grads: None,
+            frozen: false,
+            dev: self.dev.clone(),
+            info,
+        })
+    }
+}
+
+/// The backbone `name` at `image_size` with a fresh linear head of `classes` outputs.
+pub fn build_cls(dev: &Cpu, name: &str, image_size: usize, classes: usize, seed: u64) -> Result<Box<dyn ClsNet>> {
+    Ok(with_backbone(name, image_size, dev, ClsBuilder { dev, name, image_size, classes, seed })?)
+}
+
+/// Model state of a net as a dict (every tensor).
+pub fn state_of(walker: &mut dyn FnMut(&mut TensorFn<'_>) -> Result<()>) -> Result<StateDict> {
+    let mut out = StateDict::new();
+    walker(&mut |slot, values, _| {
+        out.insert(slot.name.to_string(), (slot.shape.to_vec(), values.clone()));
+        Ok(false)
+    })?;
+    Ok(out)
+}

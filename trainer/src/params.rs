@@ -1,0 +1,154 @@
+//! Walking a model's tensors by their PyTorch `state_dict` names: reading and writing values
+//! (checkpoints, `backbone.safetensors`) and applying an optimizer step with each tensor's
+//! gradient, through one dfdx tensor visitor.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use dfdx::nn::tensor_collection::{
+    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
+};
+use dfdx::prelude::*;
+
+use crate::error::{write_atomic, Error, IoContext, Result};
+
+/// A tensor met on the walk.
+#[derive(Debug)]
+pub struct Slot<'a> {
+    /// Its `state_dict` key.
+    pub name: &'a str,
+    /// Its shape.
+    pub shape: &'a [usize],
+    /// A parameter (`true`) or a buffer such as BatchNorm's running mean (`false`).
+    pub trainable: bool,
+}
+
+/// What to do with each tensor: gets its values (a copy, written back when the function
+/// returns `true`) and, when the walk carries gradients, the gradient of a trainable tensor.
+pub type TensorFn<'f> = dyn FnMut(Slot<'_>, &mut Vec<f32>, Option<&mut Vec<f32>>) -> Result<bool> + 'f;
+
+struct Walk<'g, 'f, 'h> {
+    grads: Option<&'g mut Gradients<f32, Cpu>>,
+    f: &'h mut TensorFn<'f>,
+}
+
+impl TensorVisitor<f32, Cpu> for Walk<'_, '_, '_> {
+    type Viewer = (ViewTensorName, ViewTensorMut);
+    type Err = Error;
+    type E2 = f32;
+    type D2 = Cpu;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, Cpu>,
+        (name, t): (String, &mut Tensor<S, f32, Cpu>),
+    ) -> Result<Option<Tensor<S, f32, Cpu>>> {
+        let shape: Vec<usize> = t.shape().concrete().into_iter().collect();
+        visit_tensor(&mut self.grads, self.f, &name, &shape, opts.do_gradient_update, t)?;
+        Ok(None)
+    }
+}
+
+/// Visits one tensor that is not part of a `TensorCollection` (a run-time sized head).
+pub(crate) fn visit_tensor<S: Shape>(
+    grads: &mut Option<&mut Gradients<f32, Cpu>>,
+    f: &mut TensorFn<'_>,
+    name: &str,
+    shape: &[usize],
+    trainable: bool,
+    t: &mut Tensor<S, f32, Cpu>,
+) -> Result<()> {
+    let mut values = t.as_vec();
+    let grad = match grads {
+        Some(g) if trainable => Some(&mut **g.get_or_alloc_mut(t)?),
+        _ => None,
+    };
+    if f(Slot { name, shape, trainable }, &mut values, grad)? {
+        t.copy_from(&values);
+    }
+    Ok(())
+}
+
+/// Walks every tensor of `model` (names prefixed with `prefix`), with gradients if given.
+pub fn walk<M: TensorCollection<f32, Cpu>>(
+    model: &mut M,
+    prefix: &str,
+    grads: Option<&mut Gradients<f32, Cpu>>,
+    f: &mut TensorFn<'_>,
+) -> Result<()> {
+    let mut walk = Walk { grads, f };
+    M::iter_tensors(&mut RecursiveWalker { m: (prefix.to_string(), model), f: &mut walk })?;
+    Ok(())
+}
+
+/// Tensors by name, as read from or written to a safetensors file.
+pub type StateDict = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Writes `tensors` as an f32 safetensors file, atomically.
+pub fn save_safetensors(path: &Path, tensors: &StateDict) -> Result<()> {
+    let bytes: Vec<Vec<u8>> =
+        tensors.values().map(|(_, data)| data.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, (shape, _)), bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::bad_file(path, format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, &None).map_err(|e| Error::bad_file(path, e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads an f32 safetensors file.
+pub fn load_safetensors(path: &Path) -> Result<StateDict> {
+    let bytes = std::fs::read(path).at(path)?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::bad_file(path, e.to_string()))?;
+    let mut out = StateDict::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(Error::bad_file(path, format!("tensor {name} is {:?}, expected F32", view.dtype())));
+        }
+        let data: Vec<f32> =
+            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        out.insert(name, (view.shape().to_vec(), data));
+    }
+    Ok(out)
+}
+
+/// The state of `model` (names prefixed with `prefix`) added to `out`.
+pub fn collect<M: TensorCollection<f32, Cpu>>(model: &mut M, prefix: &str, out: &mut StateDict) -> Result<()> {
+    walk(model, prefix, None, &mut |slot, values, _| {
+        out.insert(slot.name.to_string(), (slot.shape.to_vec(), std::mem::take(values)));
+        Ok(false)
+    })
+}
+
+/// Loads `model` (names prefixed with `prefix`) from `dict`, which must hold every tensor with
+/// the same shape; `file` names the source in errors.
+pub fn restore<M: TensorCollection<f32, Cpu>>(
+    model: &mut M,
+    prefix: &str,
+    dict: &StateDict,
+    file: &Path,
+) -> Result<()> {
+    walk(model, prefix, None, &mut |slot, values, _| restore_one(slot, values, dict, file))
+}
+
+pub(crate) fn restore_one(slot: Slot<'_>, values: &mut Vec<f32>, dict: &StateDict, file: &Path) -> Result<bool> {
+    let (shape, data) = dict
+        .get(slot.name)
+        .ok_or_else(|| Error::bad_file(file, format!("has no tensor {} (the model does not match)", slot.name)))?;
+    if shape.as_slice() != slot.shape {
+        return Err(Error::bad_file(
+            file,
+            format!(
+                "tensor {} has shape {:?}, the model expects {:?} (the model does not match)",
+                slot.name, shape, slot.shape
+            ),
+        ));
+    }
+    values.copy_from_slice(data);
+    Ok(true)
+}

@@ -1,0 +1,563 @@
+//! `siamlab train pretrain`: SimSiam on the images of a split, with the paper's defaults
+//! (Adam, lr = 1e-3 × batch × accum / 256, cosine decay per optimizer step, weight decay 1e-5,
+//! batch 64, accumulation 8, 100 epochs), monitors (loss, held-out cosine similarity, kNN
+//! accuracy, the collapse std) and exact resume.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use dfdx::prelude::*;
+use serde::{Deserialize, Serialize};
+use siamlab_pipeline::{PipelineState, Subset};
+
+use crate::chart::{save_line_chart, Series};
+use crate::checkpoint::{self, append_jsonl, read_json, write_json};
+use crate::data::{for_each_batch, Dataset, Feed, Labels};
+use crate::error::{Error, IoContext, Result};
+use crate::metrics::knn_accuracy;
+use crate::net::{build_ssl, Images, SslNet};
+use crate::optim::{OptimConfig, Optimizer, OptimizerKind};
+use crate::params::{self, save_safetensors};
+use crate::progress::Progress;
+use crate::schedule::{group_len, steps_per_epoch, Schedule};
+
+/// Everything a pretraining run is configured by; the TOML file (`--config`) uses these
+/// names, command-line flags override them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// Shard folder.
+    pub data: PathBuf,
+    /// Split to pretrain on.
+    pub split: String,
+    /// Use only this fraction of the split (seeded), for quick runs.
+    pub fraction: f64,
+    /// Backbone name (see `siamlab model summary`).
+    pub backbone: String,
+    /// Input size (default: the split's image size).
+    pub image_size: Option<usize>,
+    /// Epochs.
+    pub epochs: u64,
+    /// Images per micro-batch.
+    pub batch: usize,
+    /// Micro-batches per optimizer step.
+    pub accum: usize,
+    /// Peak learning rate (default: 1e-3 × batch × accum / 256 for Adam, 0.05 × … for SGD).
+    pub lr: Option<f64>,
+    /// Weight decay (default: 1e-5 for Adam; 1e-4 for SGD, 5e-4 on CIFAR).
+    pub wd: Option<f64>,
+    /// `adam` or `sgd`.
+    pub optimizer: OptimizerKind,
+    /// Epochs of linear warmup.
+    pub warmup_epochs: f64,
+    /// Projection dimension (2048, 1024, 512, 256, 128).
+    pub proj_dim: usize,
+    /// Seed of initialisation, order and augmentation.
+    pub seed: u64,
+    /// Pipeline worker threads (default: all cores).
+    pub workers: Option<usize>,
+    /// kNN monitor every N epochs (0: off; the last epoch always when on).
+    pub knn_every: u64,
+    /// Labeled shard folder for the kNN monitor (default: `data`).
+    pub knn_data: Option<PathBuf>,
+    /// Split of the kNN bank.
+    pub knn_bank_split: String,
+    /// Split of the kNN queries.
+    pub knn_query_split: String,
+    /// Fraction of the bank and query splits used by the monitor.
+    pub knn_fraction: f64,
+    /// Neighbours.
+    pub knn_k: usize,
+    /// Temperature of the vote weights.
+    pub knn_temperature: f32,
+    /// Held-out split for the cosine-similarity monitor (default: `test` when the data has it).
+    pub monitor_split: Option<String>,
+    /// Images of the held-out split used by it.
+    pub monitor_images: usize,
+    /// Also checkpoint every N optimizer steps (0: once per epoch only).
+    pub checkpoint_every: u64,
+    /// Stop after this many optimizer steps of this invocation (testing interruptions).
+    pub max_steps: Option<u64>,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        PretrainConfig {
+            data: PathBuf::new(),
+            split: "train".into(),
+            fraction: 1.0,
+            backbone: "resnet18".into(),
+            image_size: None,
+            epochs: 100,
+            batch: 64,
+            accum: 8,
+            lr: None,
+            wd: None,
+            optimizer: OptimizerKind::Adam,
+            warmup_epochs: 0.0,
+            proj_dim: 2048,
+            seed: 0,
+            workers: None,
+            knn_every: 10,
+            knn_data: None,
+            knn_bank_split: "train".into(),
+            knn_query_split: "test".into(),
+            knn_fraction: 1.0,
+            knn_k: 200,
+            knn_temperature: 0.1,
+            monitor_split: None,
+            monitor_images: 512,
+            checkpoint_every: 0,
+            max_steps: None,
+        }
+    }
+}
+
+impl PretrainConfig {
+    /// Reads a TOML file.
+    pub fn from_toml(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        toml::from_str(&text).map_err(|e| Error::bad_file(path, e.to_string().replace('\n', " ")))
+    }
+}
+
+/// The configuration with every default resolved, as stored in `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// The configuration (`lr`, `wd`, `image_size`, `monitor_split` filled in).
+    pub config: PretrainConfig,
+    /// Optimizer hyperparameters.
+    pub optim: OptimConfig,
+    /// Batches per epoch.
+    pub batches_per_epoch: usize,
+    /// The learning-rate schedule.
+    pub schedule: Schedule,
+    /// The model.
+    pub net: crate::net::NetInfo,
+}
+
+/// Per-epoch record (`metrics.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch (0-based).
+    pub epoch: u64,
+    /// Optimizer steps done at its end.
+    pub step: u64,
+    /// Mean loss.
+    pub loss: f64,
+    /// Learning rate of its last step.
+    pub lr: f64,
+    /// Mean collapse std of the normalized projections (healthy ≈ 1/√D).
+    pub z_std: f64,
+    /// `1/√D` for reference.
+    pub z_std_healthy: f64,
+    /// Mean cosine similarity of held-out pairs (eval mode).
+    pub holdout_similarity: Option<f64>,
+    /// kNN top-1 accuracy.
+    pub knn_top1: Option<f64>,
+    /// Image pairs per second.
+    pub pairs_per_sec: f64,
+    /// Mean fill of the pipeline's prefetch queue when the trainer asked for a batch.
+    pub queue_fill: f64,
+    /// Seconds of the epoch spent outside forward/backward/optimizer (waiting on data,
+    /// bookkeeping), as a fraction of the training time.
+    pub overhead: f64,
+}
+
+/// Checkpointed progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The epoch in progress (or next to start).
+    pub epoch: u64,
+    /// Optimizer steps done.
+    pub step: u64,
+    /// Optimizer's step counter.
+    pub optimizer_t: u64,
+    /// Where the pipeline stands inside `epoch` (None: at its start).
+    pub pipeline: Option<PipelineState>,
+    /// Partial sums of the epoch in progress: loss, z std, micro-batches.
+    pub partial: (f64, f64, u64),
+    /// Finished epochs.
+    pub history: Vec<EpochRecord>,
+}
+
+/// What a run returns.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Run folder.
+    pub run: PathBuf,
+    /// Loss of every micro-batch trained in this invocation, in order.
+    pub losses: Vec<f32>,
+    /// All finished epochs (resumed ones included).
+    pub history: Vec<EpochRecord>,
+    /// `false` when stopped by `max_steps`.
+    pub finished: bool,
+}
+
+fn resolve(cfg: &PretrainConfig, ds: &Dataset) -> Result<PretrainConfig> {
+    let mut c = cfg.clone();
+    ds.rows(&c.split)?;
+    if c.image_size.is_none() {
+        c.image_size = ds.image_size(&c.split)?;
+    }
+    if c.image_size.is_none() {
+        return Err(Error::config(format!(
+            "the images of split {:?} differ in size; choose one with --image-size",
+            c.split
+        )));
+    }
+    let scale = (c.batch * c.accum) as f64 / 256.0;
+    if c.lr.is_none() {
+        c.lr = Some(match c.optimizer {
+            OptimizerKind::Adam => 1e-3 * scale,
+            OptimizerKind::Sgd => 0.05 * scale,
+        });
+    }
+    if c.wd.is_none() {
+        c.wd = Some(match c.optimizer {
+            OptimizerKind::Adam => 1e-5,
+            OptimizerKind::Sgd if ds.is_cifar() => 5e-4,
+            OptimizerKind::Sgd => 1e-4,
+        });
+    }
+    if c.monitor_split.is_none() && ds.has_split("test") && c.split != "test" {
+        c.monitor_split = Some("test".into());
+    }
+    if c.batch < 2 {
+        return Err(Error::config("batch must be at least 2 (BatchNorm needs two samples)"));
+    }
+    if !(c.fraction > 0.0 && c.fraction <= 1.0) {
+        return Err(Error::config(format!("fraction {} is not in (0, 1]", c.fraction)));
+    }
+    Ok(c)
+}
+
+fn fraction_subset(seed: u64, fraction: f64) -> Option<Subset> {
+    (fraction < 1.0).then_some(Subset { seed: seed ^ 0xF4AC, lo: 0.0, hi: fraction })
+}
+
+/// Runs (or resumes, when `resume` and the run folder holds a checkpoint) a pretraining run
+/// into `run`; `log` receives one line per epoch.
+pub fn pretrain(
+    cfg: &PretrainConfig,
+    run: &Path,
+    resume: bool,
+    quiet: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<Outcome> {
+    let ds = Dataset::open(&cfg.data)?;
+    let cfg = resolve(cfg, &ds)?;
+    let image_size = cfg.image_size.unwrap_or(32);
+    std::fs::create_dir_all(run).at(run)?;
+    let dev = Cpu::seed_from_u64(cfg.seed);
+    let mut net = build_ssl(&dev, &cfg.backbone, image_size, cfg.proj_dim)?;
+    let feed = Feed {
+        split: cfg.split.clone(),
+        subset: fraction_subset(cfg.seed, cfg.fraction),
+        recipe: "simsiam",
+        views: 2,
+        image_size,
+        batch: cfg.batch,
+        train: true,
+        seed: cfg.seed,
+        workers: cfg.workers,
+    };
+    let batches = feed.open(&ds, 0, None)?.batches();
+    if batches == 0 {
+        return Err(Error::config(format!(
+            "split {:?} has fewer images than one batch of {} (after --fraction)",
+            cfg.split, cfg.batch
+        )));
+    }
+    let spe = steps_per_epoch(batches, cfg.accum);
+    let total = spe * cfg.epochs;
+    let schedule = Schedule {
+        base_lr: cfg.lr.unwrap_or(1e-3),
+        warmup: (cfg.warmup_epochs * spe as f64).round() as u64,
+        total,
+        cosine: true,
+    };
+    let wd = cfg.wd.unwrap_or(0.0);
+    let optim = match cfg.optimizer {
+        OptimizerKind::Adam => OptimConfig::adam(wd),
+        OptimizerKind::Sgd => OptimConfig::sgd(wd),
+    };
+    let resolved =
+        Resolved { config: cfg.clone(), optim, batches_per_epoch: batches, schedule, net: net.info().clone() };
+    let config_path = run.join("config.json");
+    let mut opt = Optimizer::new(optim);
+    let mut state =
+        State { epoch: 0, step: 0, optimizer_t: 0, pipeline: None, partial: (0.0, 0.0, 0), history: vec![] };
+    let loaded = if resume { checkpoint::load::<State>(run)? } else { None };
+    if let Some(l) = loaded {
+        let before: Resolved = read_json(&config_path)?;
+        if before != resolved {
+            return Err(Error::bad_file(
+                &config_path,
+                "the run was started with a different configuration; resume with the same flags or use a new --out",
+            ));
+        }
+        let file = l.dir.join("model.safetensors");
+        net.walk(&mut |slot, values, _| params::restore_one(slot, values, &l.model, &file))?;
+        checkpoint::restore_optimizer(&mut opt, &l.optimizer, &mut |f| net.walk(f))?;
+        opt.t = l.state.optimizer_t;
+        state = l.state;
+        log(&format!("resuming {} at epoch {}, step {}", run.display(), state.epoch, state.step));
+    } else {
+        if run.join("checkpoint").exists() && !resume {
+            return Err(Error::config(format!(
+                "{} already holds a run; continue it with --resume or choose another --out",
+                run.display()
+            )));
+        }
+        write_json(&config_path, &resolved)?;
+        let _ = std::fs::remove_file(run.join("metrics.jsonl"));
+    }
+
+    let monitor = Monitors::new(&cfg, &ds, image_size)?;
+    let mut losses = Vec::new();
+    let mut steps_this_run = 0u64;
+    let d = net.proj_dim();
+    let bar = Progress::new(quiet, total, state.step, "pretrain");
+    while state.epoch < cfg.epochs {
+        let epoch = state.epoch;
+        let mut pipeline = feed.open(&ds, epoch, state.pipeline)?;
+        let mut micro = (state.pipeline.map_or(0, |p| p.next_sample) / cfg.batch as u64) as usize;
+        let t0 = Instant::now();
+        let mut busy = 0f64;
+        let mut fill = (0f64, 0u64);
+        let mut pairs = 0usize;
+        let mut stopped = false;
+        loop {
+            fill.0 += pipeline.queue_fill() as f64;
+            fill.1 += 1;
+            let Some(b) = pipeline.next_blocking() else { break };
+            let b = b?;
+            let tb = Instant::now();
+            let [n, _, h, w] = [b.len(), 3, image_size, image_size];
+            let scale = 1.0 / group_len(micro, batches, cfg.accum) as f32;
+            let s = net.train_micro(Images { data: b.view(0), n, h, w }, Images { data: b.view(1), n, h, w }, scale)?;
+            if !s.loss.is_finite() {
+                return Err(Error::NonFinite { value: s.loss, epoch, step: state.step });
+            }
+            losses.push(s.loss);
+            state.partial.0 += s.loss as f64;
+            state.partial.1 += s.z_std as f64;
+            state.partial.2 += 1;
+            pairs += n;
+            micro += 1;
+            if micro % cfg.accum == 0 || micro == batches {
+                let lr = schedule.lr(state.step);
+                net.step(&mut opt, lr)?;
+                state.step += 1;
+                steps_this_run += 1;
+                state.optimizer_t = opt.t;
+                bar.step(state.step, s.loss, lr, pairs as f64 / t0.elapsed().as_secs_f64());
+                let mid_epoch = micro < batches;
+                let stop = cfg.max_steps.is_some_and(|m| steps_this_run >= m);
+                if mid_epoch && (stop || (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0)) {
+                    state.pipeline = Some(pipeline.state());
+                    save_checkpoint(run, &state, &mut *net, &opt)?;
+                }
+                if stop && mid_epoch {
+                    stopped = true;
+                    busy += tb.elapsed().as_secs_f64();
+                    break;
+                }
+            }
+            busy += tb.elapsed().as_secs_f64();
+        }
+        drop(pipeline);
+        if stopped {
+            bar.finish();
+            return Ok(Outcome { run: run.to_path_buf(), losses, history: state.history, finished: false });
+        }
+        let train_secs = t0.elapsed().as_secs_f64();
+        let (sum, zsum, count) = state.partial;
+        let count = count.max(1) as f64;
+        let knn_due = cfg.knn_every > 0 && ((epoch + 1) % cfg.knn_every == 0 || epoch + 1 == cfg.epochs);
+        let record = EpochRecord {
+            epoch,
+            step: state.step,
+            loss: sum / count,
+            lr: schedule.lr(state.step.saturating_sub(1)),
+            z_std: zsum / count,
+            z_std_healthy: 1.0 / (d as f64).sqrt(),
+            holdout_similarity: monitor.similarity(&mut *net)?,
+            knn_top1: if knn_due { monitor.knn(&mut *net)? } else { None },
+            pairs_per_sec: pairs as f64 / train_secs,
+            queue_fill: fill.0 / fill.1.max(1) as f64,
+            overhead: ((train_secs - busy) / train_secs).max(0.0),
+        };
+        let mut line = format!(
+            "epoch {:>3}/{}  loss {:+.4}  lr {:.2e}  z-std {:.4} (healthy {:.4})  {:.1} pairs/s",
+            epoch + 1,
+            cfg.epochs,
+            record.loss,
+            record.lr,
+            record.z_std,
+            record.z_std_healthy,
+            record.pairs_per_sec
+        );
+        if let Some(s) = record.holdout_similarity {
+            line += &format!("  held-out cos {s:.4}");
+        }
+        if let Some(k) = record.knn_top1 {
+            line += &format!("  kNN {:.2}%", 100.0 * k);
+        }
+        if record.z_std < 0.2 * record.z_std_healthy {
+            line += "  WARNING: collapse (projection std far below 1/sqrt(D))";
+        }
+        bar.suspend(|| log(&line));
+        append_jsonl(&run.join("metrics.jsonl"), &record)?;
+        state.history.push(record);
+        state.epoch += 1;
+        state.pipeline = None;
+        state.partial = (0.0, 0.0, 0);
+        save_checkpoint(run, &state, &mut *net, &opt)?;
+        plots(run, &state.history)?;
+        if cfg.max_steps.is_some_and(|m| steps_this_run >= m) && state.epoch < cfg.epochs {
+            bar.finish();
+            return Ok(Outcome { run: run.to_path_buf(), losses, history: state.history, finished: false });
+        }
+    }
+    bar.finish();
+    save_safetensors(&run.join("backbone.safetensors"), &net.backbone_state()?)?;
+    let last = state.history.last().cloned();
+    write_json(
+        &run.join("summary.json"),
+        &serde_json::json!({
+            "kind": "pretrain",
+            "backbone": net.info().backbone,
+            "epochs": cfg.epochs,
+            "steps": state.step,
+            "final": last,
+        }),
+    )?;
+    Ok(Outcome { run: run.to_path_buf(), losses, history: state.history, finished: true })
+}
+
+fn save_checkpoint(run: &Path, state: &State, net: &mut dyn SslNet, opt: &Optimizer) -> Result<()> {
+    let mut model = params::StateDict::new();
+    net.walk(&mut |s, v, _| {
+        model.insert(s.name.to_string(), (s.shape.to_vec(), v.clone()));
+        Ok(false)
+    })?;
+    let optimizer = checkpoint::optimizer_state(opt, &mut |f| net.walk(f))?;
+    checkpoint::save(run, state, &model, &optimizer)
+}
+
+fn plots(run: &Path, history: &[EpochRecord]) -> Result<()> {
+    let x = |r: &EpochRecord| (r.epoch + 1) as f64;
+    let loss = Series { label: "loss".into(), points: history.iter().map(|r| (x(r), r.loss)).collect() };
+    let mut series = vec![loss];
+    let sim: Vec<(f64, f64)> = history.iter().filter_map(|r| r.holdout_similarity.map(|s| (x(r), -s))).collect();
+    if !sim.is_empty() {
+        series.push(Series { label: "-cos (held-out)".into(), points: sim });
+    }
+    save_line_chart(&run.join("loss.png"), "SimSiam pretraining", "epoch", "loss", &series).at(run.join("loss.png"))?;
+    let knn: Vec<(f64, f64)> = history.iter().filter_map(|r| r.knn_top1.map(|k| (x(r), 100.0 * k))).collect();
+    if !knn.is_empty() {
+        let s = [Series { label: "kNN top-1 %".into(), points: knn }];
+        save_line_chart(&run.join("knn.png"), "kNN monitor", "epoch", "top-1 %", &s).at(run.join("knn.png"))?;
+    }
+    Ok(())
+}
+
+/// The held-out similarity and kNN monitors.
+struct Monitors {
+    holdout: Option<(Dataset, Feed)>,
+    knn: Option<(Dataset, Feed, Feed, usize)>,
+    k: usize,
+    temperature: f32,
+}
+
+impl Monitors {
+    fn new(cfg: &PretrainConfig, ds: &Dataset, image_size: usize) -> Result<Self> {
+        let eval_feed = |split: &str, recipe: &'static str, views, subset| Feed {
+            split: split.to_string(),
+            subset,
+            recipe,
+            views,
+            image_size,
+            batch: cfg.batch.max(64),
+            train: false,
+            seed: cfg.seed ^ 0x30A1,
+            workers: cfg.workers,
+        };
+        let holdout = match &cfg.monitor_split {
+            Some(split) => {
+                let rows = ds.rows(split)?.max(1);
+                let fraction = (cfg.monitor_images as f64 / rows as f64).min(1.0);
+                let subset = Subset { seed: 0x40_1D, lo: 0.0, hi: fraction };
+                Some((ds.clone(), eval_feed(split, "simsiam", 2, Some(subset))))
+            }
+            None => None,
+        };
+        let knn = if cfg.knn_every > 0 {
+            let kds = match &cfg.knn_data {
+                Some(d) => Dataset::open(d)?,
+                None => ds.clone(),
+            };
+            match kds.labels() {
+                Labels::Classes(c) => {
+                    kds.rows(&cfg.knn_bank_split)?;
+                    kds.rows(&cfg.knn_query_split)?;
+                    let sub = fraction_subset(7, cfg.knn_fraction);
+                    let bank = eval_feed(&cfg.knn_bank_split, "eval", 1, sub);
+                    let query = eval_feed(&cfg.knn_query_split, "eval", 1, sub);
+                    Some((kds, bank, query, c.len()))
+                }
+                _ => {
+                    return Err(Error::config(format!(
+                        "the kNN monitor needs single-label classes, and {} has none; pass --knn-data DIR \
+                         (labeled shards) or --knn-every 0",
+                        kds.dir.display()
+                    )))
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Monitors { holdout, knn, k: cfg.knn_k, temperature: cfg.knn_temperature })
+    }
+
+    fn similarity(&self, net: &mut dyn SslNet) -> Result<Option<f64>> {
+        let Some((ds, feed)) = &self.holdout else { return Ok(None) };
+        let (mut sum, mut n) = (0f64, 0usize);
+        for_each_batch(feed.open(ds, 0, None)?, |b| {
+            let (len, s) = (b.len(), feed.image_size);
+            if len < 2 {
+                return Ok(());
+            }
+            let sim = net.similarity(
+                Images { data: b.view(0), n: len, h: s, w: s },
+                Images { data: b.view(1), n: len, h: s, w: s },
+            )?;
+            sum += sim as f64 * len as f64;
+            n += len;
+            Ok(())
+        })?;
+        Ok((n > 0).then(|| sum / n as f64))
+    }
+
+    fn knn(&self, net: &mut dyn SslNet) -> Result<Option<f64>> {
+        let Some((ds, bank, query, classes)) = &self.knn else { return Ok(None) };
+        let (bf, bl) = extract(net, ds, bank)?;
+        let (qf, ql) = extract(net, ds, query)?;
+        let dim = net.info().features;
+        Ok(Some(knn_accuracy(&bf, &bl, &qf, dim, *classes, self.k, self.temperature, &ql)))
+    }
+}
+
+/// Backbone features and labels of every image a feed delivers.
+fn extract(net: &mut dyn SslNet, ds: &Dataset, feed: &Feed) -> Result<(Vec<f32>, Vec<i64>)> {
+    let (mut feats, mut labels) = (Vec::new(), Vec::new());
+    for_each_batch(feed.open(ds, 0, None)?, |b| {
+        let s = feed.image_size;
+        feats.extend(net.features(Images { data: b.view(0), n: b.len(), h: s, w: s })?);
+        labels.extend_from_slice(b.labels());
+        Ok(())
+    })?;
+    Ok((feats, labels))
+}
