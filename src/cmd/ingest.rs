@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use siamlab_datasets::sources::{CelebA, Cifar, Folder, Random, RandomSpec, Stl10};
+use siamlab_datasets::sources::{CelebA, Cifar, Folder, Random, RandomSpec, Shapes, ShapesSpec, Stl10};
 use siamlab_datasets::{ingest, IngestOptions, Outcome, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -22,6 +22,8 @@ pub enum SourceKind {
     Folder,
     /// Seeded Gaussian-noise images (--count, --size, --seed, --mean, --std).
     Random,
+    /// Procedurally drawn shapes, 10 classes (--count train images, --test-count, --size, --seed).
+    Shapes,
 }
 
 #[derive(Debug, Args)]
@@ -50,13 +52,16 @@ pub struct IngestArgs {
     /// File sources: skip images that do not decode (counted in the manifest) instead of failing.
     #[arg(long)]
     skip_bad: bool,
-    /// random: number of images.
+    /// shapes: number of test images.
+    #[arg(long, default_value_t = ShapesSpec::default().test)]
+    test_count: u64,
+    /// random / shapes: number of (training) images.
     #[arg(long, default_value_t = RandomSpec::default().count)]
     count: u64,
-    /// random: image side in pixels.
+    /// random / shapes: image side in pixels.
     #[arg(long, default_value_t = RandomSpec::default().size)]
     size: u32,
-    /// random: seed.
+    /// random / shapes: seed.
     #[arg(long, default_value_t = RandomSpec::default().seed)]
     seed: u64,
     /// random: Gaussian mean (0..255 scale).
@@ -78,6 +83,9 @@ fn open_source(a: &IngestArgs) -> anyhow::Result<Box<dyn Source>> {
         SourceKind::Stl10 => Box::new(Stl10::open(src()?)?),
         SourceKind::Celeba => Box::new(CelebA::open(src()?)?),
         SourceKind::Folder => Box::new(Folder::open(src()?)?),
+        SourceKind::Shapes => {
+            Box::new(Shapes::new(ShapesSpec { train: a.count, test: a.test_count, size: a.size, seed: a.seed })?)
+        }
         SourceKind::Random => {
             Box::new(Random::new(RandomSpec { count: a.count, size: a.size, seed: a.seed, mean: a.mean, std: a.std })?)
         }
@@ -93,6 +101,9 @@ fn arguments(a: &IngestArgs) -> serde_json::Value {
     });
     if let Some(src) = &a.src {
         v["src"] = serde_json::json!(src.display().to_string());
+    }
+    if a.source == SourceKind::Shapes {
+        v["shapes"] = serde_json::json!({"count": a.count, "test_count": a.test_count, "size": a.size, "seed": a.seed});
     }
     if a.source == SourceKind::Random {
         v["random"] =

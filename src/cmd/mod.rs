@@ -1,5 +1,6 @@
 //! Command definitions and dispatch.
 
+mod ablate;
 mod bench;
 mod ingest;
 mod model;
@@ -68,6 +69,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run an experiment grid (ingest → pretrain → finetune) and write its tables.
+    Ablate {
+        /// Experiment file (see experiments/).
+        file: PathBuf,
+        /// Work folder [default: runs/<experiment name>].
+        #[arg(long)]
+        work: Option<PathBuf>,
+        /// List the steps with epochs and an estimated cost; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// No progress bars.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// A few minutes on any machine: generate data, pretrain, finetune, print Table 1 in small.
+    Demo {
+        /// Work folder.
+        #[arg(long, default_value = "runs/demo")]
+        work: PathBuf,
+        /// Seeds (comma-separated) [default: 0].
+        #[arg(long, value_delimiter = ',')]
+        seeds: Option<Vec<u64>>,
+        /// No progress bars.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -78,6 +105,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(args) => ingest::run(args),
         Command::Train(cmd) => train::run(cmd),
+        Command::Ablate { file, work, dry_run, quiet } => ablate::ablate(&file, work, dry_run, quiet),
+        Command::Demo { work, seeds, quiet } => ablate::demo(work, seeds, quiet),
         Command::Eval { run, split, data, workers, json } => train::eval(run, split, data, workers, json),
         Command::Verify { dir, decode } => shards::verify(&dir, decode),
         Command::Inspect { dir, split, grid, n } => shards::inspect(&dir, split.as_deref(), grid.as_deref(), n),

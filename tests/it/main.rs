@@ -10,3 +10,4 @@ mod folder;
 mod model;
 mod random;
 mod stl10;
+mod train;

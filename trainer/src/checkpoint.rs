@@ -150,3 +150,31 @@ pub fn append_jsonl<S: Serialize>(path: &Path, value: &S) -> Result<()> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).at(path)?;
     f.write_all(&line).at(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that fails half-way (here: a tensor whose data does not fill its shape, as a
+    /// full disk would fail the write) leaves the previous checkpoint complete and loadable.
+    #[test]
+    fn a_failed_write_keeps_the_previous_checkpoint() {
+        let t = tempfile::tempdir().unwrap();
+        let mut good = StateDict::new();
+        good.insert("w".into(), (vec![2], vec![1.0, 2.0]));
+        save(t.path(), &1u32, &good, &StateDict::new()).unwrap();
+        save(t.path(), &2u32, &good, &StateDict::new()).unwrap();
+        let mut bad = StateDict::new();
+        bad.insert("w".into(), (vec![3], vec![1.0, 2.0]));
+        assert!(save(t.path(), &3u32, &bad, &StateDict::new()).is_err());
+        let l = load::<u32>(t.path()).unwrap().unwrap();
+        assert_eq!(l.state, 2);
+        assert_eq!(l.model["w"].1, vec![1.0, 2.0]);
+        let names: Vec<String> =
+            std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert_eq!(names, ["checkpoint"], "no temporary folder left behind");
+        // A crash between the two renames leaves only checkpoint.old: it is used.
+        std::fs::rename(t.path().join(DIR), t.path().join(OLD)).unwrap();
+        assert_eq!(load::<u32>(t.path()).unwrap().unwrap().state, 2);
+    }
+}

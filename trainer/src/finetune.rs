@@ -430,8 +430,10 @@ pub fn finetune(
         net.load_backbone(&load_safetensors(file)?, file)?;
     }
     let (train, val) = splits(&c);
+    let mut same = c.clone();
+    same.workers = None;
     let resolved = Resolved {
-        config: c.clone(),
+        config: same,
         net: net.info().clone(),
         outputs,
         loss,

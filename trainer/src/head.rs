@@ -158,8 +158,7 @@ mod tests {
             head.forward(x).unwrap().square().sum::<Rank0, _>().array()
         };
         let x: Matrix = dev.tensor_from_vec(xv.clone(), (2, 3));
-        let x = x.leaky_traced();
-        let loss = head.forward(x.clone()).unwrap().square().sum::<Rank0, _>();
+        let loss = head.forward(x.leaky_trace()).unwrap().square().sum::<Rank0, _>();
         let g = loss.backward();
         let gx = g.get(&x).as_vec();
         let gw = head.grads.lock().unwrap().weight.clone();

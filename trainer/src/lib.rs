@@ -11,6 +11,7 @@
 //! train ...` parses flags into [`PretrainConfig`] / [`FinetuneConfig`] and calls it.
 #![deny(missing_docs)]
 
+pub mod ablate;
 pub mod chart;
 pub mod checkpoint;
 pub mod data;

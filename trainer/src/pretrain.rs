@@ -248,6 +248,7 @@ pub fn pretrain(
     let ds = Dataset::open(&cfg.data)?;
     let cfg = resolve(cfg, &ds)?;
     let image_size = cfg.image_size.unwrap_or(32);
+    let monitor = Monitors::new(&cfg, &ds, image_size)?;
     std::fs::create_dir_all(run).at(run)?;
     let dev = Cpu::seed_from_u64(cfg.seed);
     let mut net = build_ssl(&dev, &cfg.backbone, image_size, cfg.proj_dim)?;
@@ -282,8 +283,11 @@ pub fn pretrain(
         OptimizerKind::Adam => OptimConfig::adam(wd),
         OptimizerKind::Sgd => OptimConfig::sgd(wd),
     };
-    let resolved =
-        Resolved { config: cfg.clone(), optim, batches_per_epoch: batches, schedule, net: net.info().clone() };
+    // What a resumed run must share with the original (not how it is run: workers, max_steps).
+    let mut same = cfg.clone();
+    same.workers = None;
+    same.max_steps = None;
+    let resolved = Resolved { config: same, optim, batches_per_epoch: batches, schedule, net: net.info().clone() };
     let config_path = run.join("config.json");
     let mut opt = Optimizer::new(optim);
     let mut state =
@@ -314,7 +318,6 @@ pub fn pretrain(
         let _ = std::fs::remove_file(run.join("metrics.jsonl"));
     }
 
-    let monitor = Monitors::new(&cfg, &ds, image_size)?;
     let mut losses = Vec::new();
     let mut steps_this_run = 0u64;
     let d = net.proj_dim();

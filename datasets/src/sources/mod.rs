@@ -4,10 +4,12 @@ pub mod celeba;
 pub mod cifar;
 pub mod folder;
 pub mod random;
+pub mod shapes;
 pub mod stl10;
 
 pub use celeba::CelebA;
 pub use cifar::Cifar;
 pub use folder::Folder;
 pub use random::{Random, RandomSpec};
+pub use shapes::{Shapes, ShapesSpec, SHAPE_CLASSES};
 pub use stl10::Stl10;

@@ -1,0 +1,550 @@
+//! `siamlab ablate FILE.toml` and `siamlab demo`: a grid of ingest → pretrain → finetune cells,
+//! laid out like the paper's tables.
+//!
+//! An experiment file names its datasets (`[datasets.ID]`: a source and its options), its
+//! pretraining runs (`[pretrain.ID]`: [`PretrainConfig`] fields, `data` = a dataset id), and
+//! its cells (`[[cells]]`: `row`, `column`, and [`FinetuneConfig`] fields, with `data` a
+//! dataset id and `init = "scratch" | "ssl:PRETRAIN_ID" | "imagenet:FILE"`), plus defaults
+//! merged into every run (`[pretrain_defaults]`, `[finetune_defaults]`) and `seeds` (each cell
+//! runs once per seed; tables show mean ± std). Everything lives under one work folder:
+//! `data/ID`, `pretrain/ID`, `cells/ROW--COLUMN--sSEED`. Shards and pretrained runs shared by
+//! several cells are made once; finished steps are skipped and interrupted ones resume, so
+//! rerunning after a crash or Ctrl-C continues where it stopped. `results.md` and
+//! `results.json` hold the tables with the run folder of every number.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use siamlab_datasets::ingest::{ingest, IngestOptions};
+use siamlab_datasets::sources::{CelebA, Cifar, Folder, Random, RandomSpec, Shapes, ShapesSpec, Stl10};
+use siamlab_datasets::Source;
+
+use crate::checkpoint::write_json;
+use crate::error::{write_atomic, Error, IoContext, Result};
+use crate::finetune::{finetune, EvalMetrics, FinetuneConfig, Summary};
+use crate::pretrain::{pretrain, PretrainConfig};
+
+/// A dataset of an experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    /// `cifar10`, `cifar100`, `stl10`, `celeba`, `folder`, `random` or `shapes`.
+    pub source: String,
+    /// Archive or folder of file sources (relative to the experiment file).
+    #[serde(default)]
+    pub src: Option<PathBuf>,
+    /// random / shapes: (training) images.
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// shapes: test images.
+    #[serde(default)]
+    pub test_count: Option<u64>,
+    /// random / shapes: side in pixels.
+    #[serde(default)]
+    pub size: Option<u32>,
+    /// random / shapes: seed.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Resize (shorter side) while ingesting.
+    #[serde(default)]
+    pub resize: Option<u32>,
+}
+
+/// One cell of a table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Row label (a backbone).
+    pub row: String,
+    /// Column label (an initialisation).
+    pub column: String,
+    /// Finetuning options ([`FinetuneConfig`] fields; `data` a dataset id; `init` may name a
+    /// pretraining id as `ssl:ID`).
+    #[serde(flatten)]
+    pub finetune: toml::Table,
+}
+
+/// An experiment file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Short name.
+    pub name: String,
+    /// Title of the table.
+    #[serde(default)]
+    pub title: String,
+    /// Metrics shown, by name: `top1`, `mean_accuracy`, `macro_auc`, `micro_auc`,
+    /// `macro_jaccard`, `micro_jaccard` (each on validation and test).
+    #[serde(default = "default_metrics")]
+    pub metrics: Vec<String>,
+    /// Seeds; every cell runs once per seed.
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    /// Datasets by id.
+    pub datasets: BTreeMap<String, DatasetSpec>,
+    /// Merged into every pretraining run.
+    #[serde(default)]
+    pub pretrain_defaults: toml::Table,
+    /// Pretraining runs by id.
+    #[serde(default)]
+    pub pretrain: BTreeMap<String, toml::Table>,
+    /// Merged into every cell.
+    #[serde(default)]
+    pub finetune_defaults: toml::Table,
+    /// The cells.
+    pub cells: Vec<Cell>,
+}
+
+fn default_metrics() -> Vec<String> {
+    vec!["top1".into()]
+}
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+
+/// What one planned step is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Ingest dataset `id`.
+    Ingest {
+        /// Dataset id.
+        id: String,
+        /// Spec.
+        spec: DatasetSpec,
+    },
+    /// Pretraining run `id` with seed.
+    Pretrain {
+        /// Pretraining id (with the seed suffix).
+        id: String,
+        /// Its configuration.
+        config: PretrainConfig,
+    },
+    /// A cell with a seed.
+    Finetune {
+        /// Run id.
+        id: String,
+        /// Cell row.
+        row: String,
+        /// Cell column.
+        column: String,
+        /// Seed.
+        seed: u64,
+        /// Its configuration.
+        config: FinetuneConfig,
+    },
+}
+
+/// An experiment resolved into ordered steps under a work folder.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The experiment.
+    pub experiment: Experiment,
+    /// Work folder.
+    pub work: PathBuf,
+    /// Steps in dependency order.
+    pub steps: Vec<Step>,
+}
+
+impl Experiment {
+    /// Reads an experiment file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        Self::from_toml(&text).map_err(|e| match e {
+            Error::Config(m) => Error::bad_file(path, m),
+            e => e,
+        })
+    }
+
+    /// Parses an experiment.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::config(e.to_string().replace('\n', " ")))
+    }
+}
+
+fn merge(defaults: &toml::Table, own: &toml::Table) -> toml::Table {
+    let mut t = defaults.clone();
+    for (k, v) in own {
+        t.insert(k.clone(), v.clone());
+    }
+    t
+}
+
+fn data_path(work: &Path, e: &Experiment, t: &mut toml::Table, key: &str, what: &str) -> Result<()> {
+    if let Some(v) = t.get(key) {
+        let id = v.as_str().ok_or_else(|| Error::config(format!("{what}: {key} must be a dataset id")))?;
+        if !e.datasets.contains_key(id) {
+            return Err(Error::config(format!(
+                "{what}: {key} = {id:?} is not a dataset of this experiment (known: {})",
+                e.datasets.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let p = work.join("data").join(id);
+        t.insert(key.into(), toml::Value::String(p.display().to_string()));
+    }
+    Ok(())
+}
+
+fn slug(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+impl Plan {
+    /// Resolves `e` under `work`; `base` is the folder relative paths (`src`, `imagenet:`) are
+    /// relative to.
+    pub fn new(e: Experiment, work: &Path, base: &Path) -> Result<Plan> {
+        let mut steps = Vec::new();
+        for (id, spec) in &e.datasets {
+            let mut spec = spec.clone();
+            if let Some(src) = &spec.src {
+                spec.src = Some(base.join(src));
+            }
+            steps.push(Step::Ingest { id: id.clone(), spec });
+        }
+        let mut needed: BTreeMap<(String, u64), ()> = BTreeMap::new();
+        let mut cells = Vec::new();
+        for (i, cell) in e.cells.iter().enumerate() {
+            let what = format!("cell {} ({} / {})", i + 1, cell.row, cell.column);
+            for &seed in &e.seeds {
+                let mut t = merge(&e.finetune_defaults, &cell.finetune);
+                data_path(work, &e, &mut t, "data", &what)?;
+                t.insert("seed".into(), toml::Value::Integer(seed as i64));
+                if let Some(init) = t.get("init").and_then(|v| v.as_str()).map(String::from) {
+                    if let Some(pid) = init.strip_prefix("ssl:") {
+                        if !e.pretrain.contains_key(pid) {
+                            return Err(Error::config(format!("{what}: init = {init:?} names no [pretrain.{pid}]")));
+                        }
+                        needed.insert((pid.to_string(), seed), ());
+                        let dir = work.join("pretrain").join(format!("{pid}--s{seed}"));
+                        t.insert("init".into(), toml::Value::String(format!("ssl:{}", dir.display())));
+                    } else if let Some(file) = init.strip_prefix("imagenet:") {
+                        t.insert("init".into(), toml::Value::String(format!("imagenet:{}", base.join(file).display())));
+                    }
+                }
+                let config: FinetuneConfig = t
+                    .try_into()
+                    .map_err(|err| Error::config(format!("{what}: {}", err.to_string().replace('\n', " "))))?;
+                let id = format!("{}--{}--s{seed}", slug(&cell.row), slug(&cell.column));
+                cells.push(Step::Finetune { id, row: cell.row.clone(), column: cell.column.clone(), seed, config });
+            }
+        }
+        for (pid, seed) in needed.keys() {
+            let own = &e.pretrain[pid];
+            let mut t = merge(&e.pretrain_defaults, own);
+            let what = format!("[pretrain.{pid}]");
+            data_path(work, &e, &mut t, "data", &what)?;
+            data_path(work, &e, &mut t, "knn_data", &what)?;
+            t.insert("seed".into(), toml::Value::Integer(*seed as i64));
+            let config: PretrainConfig =
+                t.try_into().map_err(|err| Error::config(format!("{what}: {}", err.to_string().replace('\n', " "))))?;
+            steps.push(Step::Pretrain { id: format!("{pid}--s{seed}"), config });
+        }
+        steps.extend(cells);
+        Ok(Plan { experiment: e, work: work.to_path_buf(), steps })
+    }
+
+    /// One line per step with its epochs and an estimate of its cost (image passes through the
+    /// backbone, forward + backward; a SimSiam pair counts two).
+    pub fn describe(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .map(|s| match s {
+                Step::Ingest { id, spec } => format!("ingest   {id:<24} {}", spec.source),
+                Step::Pretrain { id, config } => format!(
+                    "pretrain {id:<24} {} {} epochs, batch {}×{}, on {}",
+                    config.backbone,
+                    config.epochs,
+                    config.batch,
+                    config.accum,
+                    config.data.display()
+                ),
+                Step::Finetune { id, config, .. } => format!(
+                    "finetune {id:<24} {} init {} {} epochs{}",
+                    config.backbone.as_deref().unwrap_or("(from init)"),
+                    config.init,
+                    config.epochs,
+                    if config.linear { " (linear)" } else { "" }
+                ),
+            })
+            .collect()
+    }
+}
+
+/// Per-image cost of a training pass relative to ResNet-18 at 32 px, for estimates.
+fn relative_cost(backbone: &str, size: usize) -> f64 {
+    let area = (size as f64 / 32.0).powi(2);
+    let per = match backbone {
+        b if b.starts_with("resnet18_tiny") => 0.03,
+        b if b.starts_with("resnet18") => 1.0,
+        "efficientnet_b0" => 0.3,
+        "efficientnet_tiny" => 0.02,
+        "vit_s" => 2.5,
+        "vit_tiny" => 0.05,
+        "pit_ti" => 0.9,
+        "pit_tiny" => 0.05,
+        _ => 1.0,
+    };
+    per * area
+}
+
+/// Estimated hours on this kind of CPU (ResNet-18 at 32 px: about 25 images/s trained).
+pub fn estimate_hours(plan: &Plan) -> f64 {
+    let mut images = BTreeMap::new();
+    for s in &plan.steps {
+        if let Step::Ingest { id, spec } = s {
+            let n = spec.count.unwrap_or(match spec.source.as_str() {
+                "cifar10" | "cifar100" => 50_000,
+                "stl10" => 100_000,
+                "celeba" => 162_770,
+                _ => 10_000,
+            });
+            images.insert(plan.work.join("data").join(id), n as f64);
+        }
+    }
+    let mut secs = 0.0;
+    for s in &plan.steps {
+        match s {
+            Step::Pretrain { config, .. } => {
+                let n = images.get(&config.data).copied().unwrap_or(10_000.0) * config.fraction;
+                let size = config.image_size.unwrap_or(32);
+                secs += 2.0 * n * config.epochs as f64 * relative_cost(&config.backbone, size) / 25.0;
+            }
+            Step::Finetune { config, .. } => {
+                let n = images.get(&config.data).copied().unwrap_or(10_000.0) * config.fraction;
+                let size = config.image_size.unwrap_or(32);
+                let b = config.backbone.as_deref().unwrap_or("resnet18");
+                let e = if config.linear { 1.0 } else { config.epochs as f64 };
+                secs += n * e * relative_cost(b, size) / 25.0;
+            }
+            Step::Ingest { .. } => {}
+        }
+    }
+    secs / 3600.0
+}
+
+fn open_source(spec: &DatasetSpec) -> Result<Box<dyn Source>> {
+    let src =
+        || spec.src.clone().ok_or_else(|| Error::config(format!("dataset source {} needs src = PATH", spec.source)));
+    Ok(match spec.source.as_str() {
+        "cifar10" => Box::new(Cifar::open(&src()?, false)?),
+        "cifar100" => Box::new(Cifar::open(&src()?, true)?),
+        "stl10" => Box::new(Stl10::open(&src()?)?),
+        "celeba" => Box::new(CelebA::open(&src()?)?),
+        "folder" => Box::new(Folder::open(&src()?)?),
+        "random" => {
+            let d = RandomSpec::default();
+            Box::new(Random::new(RandomSpec {
+                count: spec.count.unwrap_or(d.count),
+                size: spec.size.unwrap_or(d.size),
+                seed: spec.seed.unwrap_or(d.seed),
+                ..d
+            })?)
+        }
+        "shapes" => {
+            let d = ShapesSpec::default();
+            Box::new(Shapes::new(ShapesSpec {
+                train: spec.count.unwrap_or(d.train),
+                test: spec.test_count.unwrap_or(d.test),
+                size: spec.size.unwrap_or(d.size),
+                seed: spec.seed.unwrap_or(d.seed),
+            })?)
+        }
+        other => return Err(Error::config(format!("unknown dataset source {other:?}"))),
+    })
+}
+
+/// One number of the results, with where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultCell {
+    /// Row.
+    pub row: String,
+    /// Column.
+    pub column: String,
+    /// Metric name with split (`test top1`).
+    pub metric: String,
+    /// Values per seed.
+    pub values: Vec<f64>,
+    /// Mean.
+    pub mean: f64,
+    /// Sample std over seeds (0 for one seed).
+    pub std: f64,
+    /// Run folders.
+    pub runs: Vec<String>,
+}
+
+fn metric_value(m: &EvalMetrics, name: &str) -> Option<f64> {
+    let ml = m.multi_label.as_ref();
+    match name {
+        "top1" => m.top1,
+        "mean_accuracy" => ml.map(|x| x.mean_accuracy),
+        "macro_auc" => ml.map(|x| x.macro_auc),
+        "micro_auc" => ml.map(|x| x.micro_auc),
+        "macro_jaccard" => ml.map(|x| x.macro_jaccard),
+        "micro_jaccard" => ml.map(|x| x.micro_jaccard),
+        "loss" => Some(m.loss),
+        _ => None,
+    }
+}
+
+/// Runs every step of `plan` that is not finished yet; `log` gets progress lines. Returns the
+/// result cells (also written to `results.md` / `results.json` in the work folder).
+pub fn run(plan: &Plan, quiet: bool, log: &mut dyn FnMut(&str)) -> Result<Vec<ResultCell>> {
+    std::fs::create_dir_all(&plan.work).at(&plan.work)?;
+    let t0 = Instant::now();
+    let mut summaries: Vec<(String, String, PathBuf, Summary)> = Vec::new();
+    let total = plan.steps.len();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let n = i + 1;
+        match step {
+            Step::Ingest { id, spec } => {
+                let out = plan.work.join("data").join(id);
+                if out.join("manifest.json").is_file() {
+                    log(&format!("[{n}/{total}] data/{id}: done"));
+                    continue;
+                }
+                log(&format!("[{n}/{total}] ingest {} → data/{id}", spec.source));
+                let mut opts = IngestOptions::new(&out);
+                opts.resize = spec.resize;
+                opts.overwrite = true;
+                opts.arguments = serde_json::to_value(spec).unwrap_or_default();
+                ingest(open_source(spec)?, &opts)?;
+            }
+            Step::Pretrain { id, config } => {
+                let out = plan.work.join("pretrain").join(id);
+                if out.join("backbone.safetensors").is_file() {
+                    log(&format!("[{n}/{total}] pretrain/{id}: done"));
+                    continue;
+                }
+                let resume = out.join("config.json").is_file();
+                log(&format!(
+                    "[{n}/{total}] pretrain {id} ({} epochs){}",
+                    config.epochs,
+                    if resume { ", resuming" } else { "" }
+                ));
+                pretrain(config, &out, resume, quiet, &mut |l| log(&format!("    {l}")))?;
+            }
+            Step::Finetune { id, row, column, config, .. } => {
+                let out = plan.work.join("cells").join(id);
+                let done = out.join("summary.json");
+                let summary: Summary = if done.is_file() {
+                    log(&format!("[{n}/{total}] cells/{id}: done"));
+                    crate::checkpoint::read_json(&done)?
+                } else {
+                    let resume = out.join("config.json").is_file();
+                    log(&format!("[{n}/{total}] finetune {id}{}", if resume { ", resuming" } else { "" }));
+                    finetune(config, &out, resume, quiet, &mut |l| log(&format!("    {l}")))?
+                };
+                summaries.push((row.clone(), column.clone(), out, summary));
+            }
+        }
+    }
+    let cells = collect(&plan.experiment, &summaries);
+    let md = markdown(&plan.experiment, &cells, t0.elapsed().as_secs_f64());
+    write_atomic(&plan.work.join("results.md"), md.as_bytes())?;
+    write_json(&plan.work.join("results.json"), &cells)?;
+    Ok(cells)
+}
+
+fn collect(e: &Experiment, summaries: &[(String, String, PathBuf, Summary)]) -> Vec<ResultCell> {
+    let mut out = Vec::new();
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for (r, c, _, _) in summaries {
+        if !keys.contains(&(r.clone(), c.clone())) {
+            keys.push((r.clone(), c.clone()));
+        }
+    }
+    for (row, column) in keys {
+        for split in ["val", "test"] {
+            for metric in &e.metrics {
+                let mut values = Vec::new();
+                let mut runs = Vec::new();
+                for (r, c, dir, s) in summaries {
+                    if *r != row || *c != column {
+                        continue;
+                    }
+                    let m = if split == "val" { Some(&s.val) } else { s.test.as_ref() };
+                    if let Some(v) = m.and_then(|m| metric_value(m, metric)) {
+                        values.push(v);
+                        runs.push(dir.display().to_string());
+                    }
+                }
+                if values.is_empty() {
+                    continue;
+                }
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                let std = if values.len() > 1 {
+                    (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64).sqrt()
+                } else {
+                    0.0
+                };
+                out.push(ResultCell {
+                    row: row.clone(),
+                    column: column.clone(),
+                    metric: format!("{split} {metric}"),
+                    values,
+                    mean,
+                    std,
+                    runs,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The tables as Markdown: one table per metric, rows × columns, `mean ± std` (percent for
+/// accuracies), and the run folders below.
+pub fn markdown(e: &Experiment, cells: &[ResultCell], secs: f64) -> String {
+    let mut rows: Vec<&str> = Vec::new();
+    let mut cols: Vec<&str> = Vec::new();
+    let mut metrics: Vec<&str> = Vec::new();
+    for c in cells {
+        if !rows.contains(&c.row.as_str()) {
+            rows.push(&c.row);
+        }
+        if !cols.contains(&c.column.as_str()) {
+            cols.push(&c.column);
+        }
+        if !metrics.contains(&c.metric.as_str()) {
+            metrics.push(&c.metric);
+        }
+    }
+    let mut s = format!("# {}\n\n", if e.title.is_empty() { &e.name } else { &e.title });
+    s += &format!("Seeds: {:?}. Wall time of this invocation: {:.0} s.\n\n", e.seeds, secs);
+    for m in &metrics {
+        let pct = !m.ends_with("loss") && !m.contains("auc") && !m.contains("jaccard");
+        s += &format!("## {m}{}\n\n| backbone |", if pct { " (%)" } else { "" });
+        for c in &cols {
+            s += &format!(" {c} |");
+        }
+        s += "\n|---|";
+        s += &"---|".repeat(cols.len());
+        s += "\n";
+        for r in &rows {
+            s += &format!("| {r} |");
+            for c in &cols {
+                match cells.iter().find(|x| x.row == *r && x.column == *c && x.metric == *m) {
+                    Some(x) => {
+                        let k = if pct { 100.0 } else { 1.0 };
+                        if x.values.len() > 1 {
+                            s += &format!(" {:.2} ± {:.2} |", k * x.mean, k * x.std);
+                        } else {
+                            s += &format!(" {:.2} |", k * x.mean);
+                        }
+                    }
+                    None => s += " – |",
+                }
+            }
+            s += "\n";
+        }
+        s += "\n";
+    }
+    s += "## Runs\n\n";
+    for c in cells.iter().filter(|c| c.metric == metrics[0]) {
+        s += &format!("- {} / {}: {}\n", c.row, c.column, c.runs.join(", "));
+    }
+    s
+}
+
+/// The built-in demo experiment (`siamlab demo`): shapes + random images, a reduced ResNet-18.
+pub const DEMO: &str = include_str!("demo.toml");
