@@ -16,7 +16,7 @@ pub fn demo(work: PathBuf, seeds: Option<Vec<u64>>, quiet: bool) -> anyhow::Resu
     if let Some(s) = seeds {
         e.seeds = s;
     }
-    outln!("siamlab demo: {}", e.title);
+    outln!("{}", e.title);
     outln!("work folder: {} (rerun to continue; delete it to start over)", work.display());
     execute(e, &work, Path::new("."), false, quiet)
 }

@@ -336,7 +336,7 @@ fn resolve(cfg: &FinetuneConfig, ds: &Dataset) -> Result<(FinetuneConfig, Loss, 
 }
 
 fn splits(c: &FinetuneConfig) -> ((String, Option<Subset>), (String, Option<Subset>)) {
-    let seed = c.seed ^ 0x7A11_D0;
+    let seed = c.seed ^ 0x007A_11D0;
     match &c.val_split {
         Some(v) => {
             let train = (c.fraction < 1.0).then_some(Subset { seed, lo: 0.0, hi: c.fraction });

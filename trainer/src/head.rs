@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let dev = Cpu::default();
-        let mut head = Head::new(3, 2, 1);
+        let head = Head::new(3, 2, 1);
         let xv = vec![0.5f32, -1.0, 2.0, 1.5, 0.25, -0.75];
         let loss_of = |head: &Head| {
             let x: Matrix = dev.tensor_from_vec(xv.clone(), (2, 3));
@@ -163,13 +163,13 @@ mod tests {
         let gx = g.get(&x).as_vec();
         let gw = head.grads.lock().unwrap().weight.clone();
         let eps = 1e-2;
-        for i in 0..6 {
+        for (i, &g) in gw.iter().enumerate() {
             let mut hp = head.clone();
             hp.weight[i] += eps;
             let mut hm = head.clone();
             hm.weight[i] -= eps;
             let fd = (loss_of(&hp) - loss_of(&hm)) / (2.0 * eps);
-            assert!((fd - gw[i]).abs() < 1e-2 * (1.0 + fd.abs()), "w{i}: {fd} vs {}", gw[i]);
+            assert!((fd - g).abs() < 1e-2 * (1.0 + fd.abs()), "w{i}: {fd} vs {g}");
         }
         // d/dx of Σ(xWᵀ+b)² = 2 (xWᵀ+b) W
         let y = head.forward(dev.tensor_from_vec(xv.clone(), (2, 3))).unwrap().as_vec();

@@ -89,6 +89,9 @@ pub trait SslNet {
     fn backbone_state(&mut self) -> Result<StateDict>;
 }
 
+/// A loss on logits, for [`ClsNet::train_micro`].
+pub type LossFn<'a> = dyn Fn(Matrix<OwnedTape<f32, Cpu>>) -> Result<Tensor<Rank0, f32, Cpu, OwnedTape<f32, Cpu>>> + 'a;
+
 /// A backbone and a linear head, for finetuning and evaluation.
 pub trait ClsNet {
     /// What was built.
@@ -98,12 +101,7 @@ pub trait ClsNet {
     /// Freezes the backbone (linear evaluation): only the head trains, BatchNorm statistics stay.
     fn freeze_backbone(&mut self, frozen: bool);
     /// Forward and backward of a micro-batch with `loss(logits)`; returns the loss.
-    fn train_micro(
-        &mut self,
-        x: Images<'_>,
-        loss: &dyn Fn(Matrix<OwnedTape<f32, Cpu>>) -> Result<Tensor<Rank0, f32, Cpu, OwnedTape<f32, Cpu>>>,
-        scale: f32,
-    ) -> Result<f32>;
+    fn train_micro(&mut self, x: Images<'_>, loss: &LossFn<'_>, scale: f32) -> Result<f32>;
     /// Applies the accumulated gradients, then zeroes them.
     fn step(&mut self, opt: &mut Optimizer, lr: f64) -> Result<()>;
     /// Logits `[n, K]` in evaluation mode.
@@ -284,12 +282,7 @@ impl<B: Backbone<F> + 'static, const F: usize> ClsNet for Cls<B, F> {
         self.frozen = frozen;
     }
 
-    fn train_micro(
-        &mut self,
-        x: Images<'_>,
-        loss: &dyn Fn(Matrix<OwnedTape<f32, Cpu>>) -> Result<Tensor<Rank0, f32, Cpu, OwnedTape<f32, Cpu>>>,
-        scale: f32,
-    ) -> Result<f32> {
+    fn train_micro(&mut self, x: Images<'_>, loss: &LossFn<'_>, scale: f32) -> Result<f32> {
         let n = x.n;
         let x = x.tensor(&self.dev)?;
         let f = if self.frozen {

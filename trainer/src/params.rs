@@ -136,7 +136,7 @@ pub fn restore<M: TensorCollection<f32, Cpu>>(
     walk(model, prefix, None, &mut |slot, values, _| restore_one(slot, values, dict, file))
 }
 
-pub(crate) fn restore_one(slot: Slot<'_>, values: &mut Vec<f32>, dict: &StateDict, file: &Path) -> Result<bool> {
+pub(crate) fn restore_one(slot: Slot<'_>, values: &mut [f32], dict: &StateDict, file: &Path) -> Result<bool> {
     let (shape, data) = dict
         .get(slot.name)
         .ok_or_else(|| Error::bad_file(file, format!("has no tensor {} (the model does not match)", slot.name)))?;

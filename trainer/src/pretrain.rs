@@ -349,7 +349,7 @@ pub fn pretrain(
             state.partial.2 += 1;
             pairs += n;
             micro += 1;
-            if micro % cfg.accum == 0 || micro == batches {
+            if micro.is_multiple_of(cfg.accum) || micro == batches {
                 let lr = schedule.lr(state.step);
                 net.step(&mut opt, lr)?;
                 state.step += 1;
@@ -358,7 +358,8 @@ pub fn pretrain(
                 bar.step(state.step, s.loss, lr, pairs as f64 / t0.elapsed().as_secs_f64());
                 let mid_epoch = micro < batches;
                 let stop = cfg.max_steps.is_some_and(|m| steps_this_run >= m);
-                if mid_epoch && (stop || (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0)) {
+                if mid_epoch && (stop || (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)))
+                {
                     state.pipeline = Some(pipeline.state());
                     save_checkpoint(run, &state, &mut *net, &opt)?;
                 }
@@ -378,7 +379,7 @@ pub fn pretrain(
         let train_secs = t0.elapsed().as_secs_f64();
         let (sum, zsum, count) = state.partial;
         let count = count.max(1) as f64;
-        let knn_due = cfg.knn_every > 0 && ((epoch + 1) % cfg.knn_every == 0 || epoch + 1 == cfg.epochs);
+        let knn_due = cfg.knn_every > 0 && ((epoch + 1).is_multiple_of(cfg.knn_every) || epoch + 1 == cfg.epochs);
         let record = EpochRecord {
             epoch,
             step: state.step,

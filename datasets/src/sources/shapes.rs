@@ -93,7 +93,9 @@ pub fn draw_shape(spec: &ShapesSpec, split: u64, index: u64) -> (usize, Vec<u8>)
     let fg = hsv(unit(), 0.3 + 0.7 * unit(), fg_v);
     let bg_v = if fg_v > 0.65 { 0.1 + 0.35 * unit() } else { 0.55 + 0.45 * unit() };
     let bg = hsv(unit(), 0.6 * unit(), bg_v);
-    // Texture: three random plane waves.
+    // Texture: three random plane waves (angles and phases in 0..6.28; the constant is part of
+    // the set's definition, so it stays as written).
+    #[allow(clippy::approx_constant)]
     let waves: Vec<[f32; 4]> =
         (0..3).map(|_| [unit() * 6.28, unit() * 6.28, (0.5 + 3.0 * unit()) * 6.28, unit() * 6.28]).collect();
     let texture_amp = 8.0 + 22.0 * unit();
