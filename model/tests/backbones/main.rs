@@ -7,6 +7,7 @@ mod fixtures;
 mod pit;
 mod resnet;
 mod simsiam;
+mod sizes;
 mod vit;
 
 use dfdx::prelude::*;
