@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ use crate::augment::{sample_rng, Normalize, Recipe, Scratch};
 use crate::batch::{Batch, Buffers};
 use crate::decode::decode_into;
 use crate::error::{Error, Result};
-use crate::plan::{GroupRef, Order, PipelineState, Plan};
+use crate::plan::{auto_window_rows, GroupRef, Order, PipelineState, Plan};
 use crate::stats::{add, Counters, StageStats};
 
 /// Which augmentation recipe the views use.
@@ -72,6 +72,7 @@ enum Event {
 pub struct Pipeline {
     out: async_channel::Receiver<(u64, Event)>,
     jobs: async_channel::Receiver<Job>,
+    gate: Arc<ReorderGate>,
     workers: Vec<JoinHandle<()>>,
     runtime: Option<tokio::runtime::Runtime>,
     counters: Arc<Counters>,
@@ -91,7 +92,7 @@ impl PipelineBuilder {
                 seed: 0,
                 epoch: 0,
                 shuffle: true,
-                window_rows: 8192,
+                window_rows: 0, // auto: about 32 MiB of encoded images
                 rank: 0,
                 world: 1,
                 batch_size: 256,
@@ -172,8 +173,9 @@ impl PipelineBuilder {
         self.order.shuffle = s;
         self
     }
-    /// Minimum rows of a shuffle window (default: about 32 MiB of encoded images, at least
-    /// 1,024 rows and at most 8,192).
+    /// Minimum rows of a shuffle window (default, or 0: about 32 MiB of encoded images, at
+    /// least 1,024 rows and at most 8,192; see [`auto_window_rows`](crate::plan::auto_window_rows)).
+    /// The read stage keeps the row groups of about one window in memory.
     pub fn shuffle_window(mut self, rows: u64) -> Self {
         self.order.window_rows = rows;
         self
@@ -183,8 +185,9 @@ impl PipelineBuilder {
         self.workers = n;
         self
     }
-    /// Ready batches kept ahead of the consumer (default 2). Memory: at most about
-    /// `prefetch + 3 × workers + 1` batch buffers exist, each `views × B × 3 × H × W` f32.
+    /// Ready batches kept ahead of the consumer (default 2). Memory: besides the batches the
+    /// consumer keeps, at most `prefetch + 2 × workers + 1` batch buffers exist, each
+    /// `views × B × 3 × H × W` f32, whatever the dataset size or a slow worker.
     pub fn prefetch(mut self, n: usize) -> Self {
         self.prefetch = n;
         self
@@ -251,9 +254,7 @@ impl PipelineBuilder {
         let shard_rows: Vec<u64> = groups.iter().map(|(_, r)| *r).collect();
         let mut order = self.order;
         if order.window_rows == 0 {
-            let bytes: u64 = info.shards.iter().map(|s| s.bytes).sum();
-            let per_row = (bytes / info.rows.max(1)).max(1);
-            order.window_rows = ((32u64 << 20) / per_row).clamp(1024, 8192);
+            order.window_rows = auto_window_rows(info.shards.iter().map(|s| s.bytes).sum(), info.rows);
         }
         let plan = Arc::new(Plan::new(groups.into_iter().map(|(g, _)| g).collect(), &order));
         let start_batch = (self.start_sample / o.batch_size as u64) as usize;
@@ -268,7 +269,8 @@ impl PipelineBuilder {
         let (jobs_tx, jobs_rx) = async_channel::bounded::<Job>(self.workers * 2);
         let (done_tx, done_rx) = async_channel::bounded::<(u64, Event)>(self.workers);
         let (out_tx, out_rx) = async_channel::bounded::<(u64, Event)>(self.prefetch);
-        let (pool_tx, pool_rx) = async_channel::bounded::<Buffers>(self.prefetch + self.workers * 3 + 1);
+        let gate = Arc::new(ReorderGate::new(start_batch as u64, self.workers as u64 * 2));
+        let (pool_tx, pool_rx) = async_channel::bounded::<Buffers>(self.prefetch + self.workers * 2 + 1);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(2)
@@ -312,6 +314,7 @@ impl PipelineBuilder {
                                     }
                                 };
                                 cache.insert(s.group, data.clone());
+                                counters.groups_peak.fetch_max(cache.len() as u64, Relaxed);
                                 data
                             }
                         };
@@ -354,6 +357,7 @@ impl PipelineBuilder {
                 skip_bad: self.skip_bad,
                 shard_paths: shard_paths.clone(),
                 counters: counters.clone(),
+                gate: gate.clone(),
             };
             let h = std::thread::Builder::new()
                 .name(format!("siamlab-augment-{i}"))
@@ -364,11 +368,16 @@ impl PipelineBuilder {
         drop(done_tx);
 
         // reorder + prefetch stage
+        let (reorder_counters, reorder_gate) = (counters.clone(), gate.clone());
         runtime.spawn(async move {
+            let (counters, gate) = (reorder_counters, reorder_gate);
+            let _closes = CloseOnDrop(gate.clone()); // the workers stop waiting when this stage ends
             let mut next = start_batch as u64;
             let mut held: BTreeMap<u64, Event> = BTreeMap::new();
             while let Ok((seq, ev)) = done_rx.recv().await {
                 held.insert(seq, ev);
+                let waiting = held.len() - usize::from(held.contains_key(&next));
+                counters.reorder_peak.fetch_max(waiting as u64, Relaxed);
                 while let Some(ev) = held.remove(&next) {
                     let stop = matches!(ev, Event::Error(_));
                     if out_tx.send((next, ev)).await.is_err() || stop {
@@ -376,6 +385,7 @@ impl PipelineBuilder {
                         return;
                     }
                     next += 1;
+                    gate.advance(next);
                 }
             }
             // the reader failed at a batch some worker never saw: deliver it in order
@@ -387,6 +397,7 @@ impl PipelineBuilder {
         Ok(Pipeline {
             out: out_rx,
             jobs: jobs_rx,
+            gate,
             workers,
             runtime: Some(runtime),
             counters,
@@ -413,6 +424,51 @@ struct WorkerCtx {
     skip_bad: bool,
     shard_paths: Arc<Vec<String>>,
     counters: Arc<Counters>,
+    gate: Arc<ReorderGate>,
+}
+
+/// The reorder window: a worker starts batch `seq` only once it is less than `window` batches
+/// ahead of the next batch to deliver. So however long one worker stalls, the others finish at
+/// most `window` batches (each a batch buffer) that wait in the reorder stage. Jobs are taken
+/// in order, so the batch the reorder stage waits for is always allowed to run.
+struct ReorderGate {
+    /// Next batch to deliver, and whether the pipeline is shutting down.
+    state: Mutex<(u64, bool)>,
+    moved: Condvar,
+    window: u64,
+}
+
+impl ReorderGate {
+    fn new(next: u64, window: u64) -> Self {
+        ReorderGate { state: Mutex::new((next, false)), moved: Condvar::new(), window: window.max(1) }
+    }
+
+    /// Blocks until batch `seq` may start; false when the pipeline shuts down.
+    fn wait(&self, seq: u64) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !st.1 && seq >= st.0 + self.window {
+            st = self.moved.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        !st.1
+    }
+
+    fn advance(&self, next: u64) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0 = next;
+        self.moved.notify_all();
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.moved.notify_all();
+    }
+}
+
+struct CloseOnDrop(Arc<ReorderGate>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl WorkerCtx {
@@ -424,6 +480,9 @@ impl WorkerCtx {
             let Ok(job) = self.jobs.recv_blocking() else { return };
             add(&self.counters.worker_idle_ns, t.elapsed());
             let seq = job.seq;
+            if !self.gate.wait(seq) {
+                return; // consumer gone
+            }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.fill(job, &mut scratch, &mut rgb, &mut tmp)
             }));
@@ -446,7 +505,10 @@ impl WorkerCtx {
 
     fn fill(&self, job: Job, scratch: &mut Scratch, rgb: &mut Vec<u8>, tmp: &mut Vec<u8>) -> Result<Batch> {
         let per = self.shape[1] * self.shape[2] * self.shape[3];
-        let mut buf = self.pool_rx.try_recv().unwrap_or_default();
+        let mut buf = self.pool_rx.try_recv().unwrap_or_else(|_| {
+            self.counters.buffers_allocated.fetch_add(1, Relaxed);
+            Buffers::default()
+        });
         buf.views.resize_with(self.views, Vec::new);
         for v in &mut buf.views {
             v.resize(self.shape[0] * per, 0.0);
@@ -624,11 +686,22 @@ impl Drop for Pipeline {
     fn drop(&mut self) {
         self.out.close();
         self.jobs.close();
+        self.gate.close();
         for h in self.workers.drain(..) {
             let _ = h.join();
         }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Regression, issue 3: the builder's default window was a fixed 8,192 rows (220 MiB of
+    /// 96 px PNGs held by the read stage) instead of the documented ~32 MiB.
+    #[test]
+    fn default_shuffle_window_is_sized_from_the_bytes() {
+        assert_eq!(super::Pipeline::builder("shards").order.window_rows, 0);
     }
 }

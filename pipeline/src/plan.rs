@@ -81,7 +81,8 @@ pub struct Order {
     pub epoch: u64,
     /// Shuffle at all.
     pub shuffle: bool,
-    /// Minimum rows per shuffle window.
+    /// Minimum rows per shuffle window (the pipeline builder turns 0 into
+    /// [`auto_window_rows`]; [`Plan::new`] reads 0 as 1).
     pub window_rows: u64,
     /// This rank.
     pub rank: usize,
@@ -104,6 +105,18 @@ pub struct Plan {
     pub samples: Vec<SampleRef>,
     /// Samples per batch.
     pub batch_size: usize,
+}
+
+/// Encoded bytes the default shuffle window aims at.
+pub const AUTO_WINDOW_BYTES: u64 = 32 << 20;
+
+/// The default shuffle window of a split of `rows` rows in `bytes` bytes of shards: about
+/// [`AUTO_WINDOW_BYTES`] of encoded images, at least 1,024 rows and at most 8,192. The window's
+/// row groups are what the read stage keeps in memory, so it is sized in bytes, not rows:
+/// 8,192 rows are 25 MB of 32 px PNGs but 230 MB of 96 px ones.
+pub fn auto_window_rows(bytes: u64, rows: u64) -> u64 {
+    let per_row = (bytes / rows.max(1)).max(1);
+    (AUTO_WINDOW_BYTES / per_row).clamp(1024, 8192)
 }
 
 fn shuffle<T>(v: &mut [T], rng: &mut ChaCha8Rng) {
@@ -237,6 +250,17 @@ mod tests {
         assert_eq!(held.len() + rest.len(), 1900);
         assert!((150..230).contains(&held.len()), "about 10%: {}", held.len());
         assert_eq!(held, ids(0.0, 0.1), "a pure function of the seed");
+    }
+
+    #[test]
+    fn auto_window_is_about_32_mib_of_encoded_rows() {
+        // 100k noise images of 96 px: 2.78 GB of PNG shards, 27.8 kB a row
+        assert_eq!(auto_window_rows(2_780_000_000, 100_000), 1206);
+        // 32 px PNGs (~3.1 kB a row) hit the 8,192-row ceiling, tiny rows too
+        assert_eq!(auto_window_rows(93_000_000, 30_000), 8192);
+        assert_eq!(auto_window_rows(0, 0), 8192);
+        // huge rows keep a 1,024-row floor
+        assert_eq!(auto_window_rows(1 << 30, 1000), 1024);
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct Counters {
     pub(crate) skipped: AtomicU64,
     pub(crate) batches: AtomicU64,
     pub(crate) consumer_wait_ns: AtomicU64,
+    pub(crate) buffers_allocated: AtomicU64,
+    pub(crate) reorder_peak: AtomicU64,
+    pub(crate) groups_peak: AtomicU64,
 }
 
 pub(crate) fn add(c: &AtomicU64, d: Duration) {
@@ -50,6 +53,14 @@ pub struct StageStats {
     pub consumer_wait_s: f64,
     /// Worker threads.
     pub workers: usize,
+    /// Batch buffers allocated (the pool was empty); bounded by the queue sizes, see
+    /// [`PipelineBuilder::prefetch`](crate::PipelineBuilder::prefetch).
+    pub buffers_allocated: u64,
+    /// Most finished batches the reorder stage held at once, waiting for an earlier one.
+    pub reorder_peak: u64,
+    /// Most row groups the read stage's cache held at once (one shuffle window, two while
+    /// passing from one window to the next).
+    pub row_groups_peak: u64,
 }
 
 impl Counters {
@@ -69,6 +80,9 @@ impl Counters {
             batches: self.batches.load(Relaxed),
             consumer_wait_s: s(&self.consumer_wait_ns),
             workers,
+            buffers_allocated: self.buffers_allocated.load(Relaxed),
+            reorder_peak: self.reorder_peak.load(Relaxed),
+            row_groups_peak: self.groups_peak.load(Relaxed),
         }
     }
 }

@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use siamlab_datasets::shard::{self, Columns, Layout, Manifest, Row, ShardReader, SplitInfo, SplitWriter};
 use siamlab_datasets::sources::Cifar;
-use siamlab_datasets::{ingest, synth, IngestOptions};
+use siamlab_datasets::{ingest, synth, IngestOptions, SourceInfo};
 use siamlab_pipeline::augment::Normalize;
 use siamlab_pipeline::{Batch, Error, Pipeline, PipelineState};
 
@@ -143,28 +144,14 @@ fn async_stream_and_missing_shard_error() {
     assert!(matches!(err, Error::Data(_)) && err.to_string().contains("part-"), "{err}");
 }
 
-#[test]
-fn undecodable_row_names_shard_and_row_or_is_skipped() {
-    use siamlab_datasets::shard::{self, Columns, Layout, Manifest, Row, SplitInfo, SplitWriter};
-    use siamlab_datasets::SourceInfo;
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("bad");
-    let info = SourceInfo { name: "test".into(), splits: vec!["train".into()], ..Default::default() };
+/// A `train` split of 8 × 8 images written row by row, with classes and attributes as `info`
+/// says, in shards of about `shard_bytes`.
+fn hand_split(dir: &Path, info: SourceInfo, rows: Vec<Row>, shard_bytes: u64) {
     let cols = Columns::of(&info);
-    let mut w = SplitWriter::new(&dir, "train", shard::schema(&info, cols), cols, Layout::with_shard_bytes(1 << 20));
-    for i in 0..6 {
-        let bytes = if i == 4 { b"not an image".to_vec() } else { synth::pattern_png(i, 8, 8) };
-        w.push(Row {
-            index: i as i64,
-            label: None,
-            coarse_label: None,
-            attributes: None,
-            bytes,
-            path: None,
-            width: 8,
-            height: 8,
-        })
-        .unwrap();
+    let mut w = SplitWriter::new(dir, "train", shard::schema(&info, cols), cols, Layout::with_shard_bytes(shard_bytes));
+    let n = rows.len() as u64;
+    for row in rows {
+        w.push(row).unwrap();
     }
     let shards = w.finish().unwrap();
     let m = Manifest {
@@ -175,21 +162,114 @@ fn undecodable_row_names_shard_and_row_or_is_skipped() {
         split_order: vec!["train".into()],
         splits: [(
             "train".to_string(),
-            SplitInfo { rows: 6, skipped: 0, size_range: Some([8, 8, 8, 8]), stats: None, shards },
+            SplitInfo { rows: n, skipped: 0, size_range: Some([8, 8, 8, 8]), stats: None, shards },
         )]
         .into(),
-        classes: None,
+        classes: info.classes,
         coarse_classes: None,
-        attributes: None,
+        attributes: info.attributes,
         stats_split: None,
         stats: None,
         extra: serde_json::Value::Null,
     };
-    m.store(&dir).unwrap();
+    m.store(dir).unwrap();
+}
+
+fn hand_row(i: u64, bytes: Vec<u8>) -> Row {
+    Row { index: i as i64, label: None, coarse_label: None, attributes: None, bytes, path: None, width: 8, height: 8 }
+}
+
+#[test]
+fn undecodable_row_names_shard_and_row_or_is_skipped() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("bad");
+    let info = SourceInfo { name: "test".into(), splits: vec!["train".into()], ..Default::default() };
+    let rows = (0..6)
+        .map(|i| hand_row(i, if i == 4 { b"not an image".to_vec() } else { synth::pattern_png(i, 8, 8) }))
+        .collect();
+    hand_split(&dir, info, rows, 1 << 20);
     let res: Vec<_> = Pipeline::builder(&dir).batch_size(3).shuffle(false).workers(2).build().unwrap().collect();
     let err = res[1].as_ref().unwrap_err().to_string();
     assert!(err.contains("part-00000-of-00001.parquet: row 4: image does not decode"), "{err}");
     let p = Pipeline::builder(&dir).batch_size(3).shuffle(false).workers(2).skip_bad(true).build().unwrap();
     let got: Vec<usize> = p.map(|b| b.unwrap().len()).collect();
     assert_eq!(got, [3, 2]);
+}
+
+#[test]
+fn labels_attributes_and_indices_follow_their_rows_across_row_groups() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("attrs");
+    let n_attr = siamlab_datasets::record::NUM_ATTRIBUTES;
+    let info = SourceInfo {
+        name: "test".into(),
+        splits: vec!["train".into()],
+        classes: Some(vec!["a".into(), "b".into(), "c".into()]),
+        attributes: Some((0..n_attr).map(|k| format!("attr{k}")).collect()),
+        ..Default::default()
+    };
+    let attrs = |i: u64| -> [i8; siamlab_datasets::record::NUM_ATTRIBUTES] {
+        std::array::from_fn(|k| ((i + k as u64) % 2) as i8)
+    };
+    let rows = (0..40)
+        .map(|i| Row {
+            label: (i % 5 != 3).then_some((i % 3) as i64),
+            attributes: (i % 7 != 2).then(|| attrs(i)),
+            index: 1000 + i as i64,
+            ..hand_row(i, synth::pattern_png(i, 8, 8))
+        })
+        .collect();
+    hand_split(&dir, info, rows, 2 << 10); // row groups of a few rows
+    let p =
+        Pipeline::builder(&dir).views("eval", 1).seed(2).batch_size(6).workers(2).shuffle_window(9).build().unwrap();
+    let mut seen = 0;
+    for b in collect(p) {
+        assert_eq!(b.attributes().len(), b.len() * n_attr);
+        for k in 0..b.len() {
+            let i = b.rows()[k];
+            assert_eq!(b.indices()[k], 1000 + i as i64);
+            assert_eq!(b.labels()[k], if i % 5 == 3 { -1 } else { (i % 3) as i64 }, "row {i}");
+            let want = if i % 7 == 2 { [0; siamlab_datasets::record::NUM_ATTRIBUTES] } else { attrs(i) };
+            assert_eq!(&b.attributes()[k * n_attr..(k + 1) * n_attr], &want[..], "row {i}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 40);
+}
+
+/// Regression, issue 3 (peak RSS grew by 60% from 10k to 100k images of 96 px): the default
+/// shuffle window was 8,192 rows whatever their size, and nothing bounded the batches a
+/// stalled worker let the reorder stage collect. The read stage holds at most two shuffle
+/// windows of row groups and the batch buffers stay within `prefetch + 2 × workers + 1`,
+/// however many batches the epoch has.
+#[test]
+fn memory_is_bounded_by_the_window_and_the_queues_not_the_dataset() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = cifar_shards(t.path(), 60, 16);
+    let mut group_rows = Vec::new();
+    for e in std::fs::read_dir(dir.join("train")).unwrap().flatten() {
+        let r = ShardReader::open(&e.path()).unwrap();
+        group_rows.extend((0..r.row_groups()).map(|g| r.row_group_rows(g)));
+    }
+    let (workers, prefetch, window) = (2, 2, 24);
+    // a window is the shortest run of row groups holding `window` rows or more
+    let per_window = (window - 1) / group_rows.iter().min().unwrap() + 1;
+    assert!(group_rows.len() as u64 > 4 * per_window, "{} row groups", group_rows.len());
+    let mut p = Pipeline::builder(&dir)
+        .seed(3)
+        .batch_size(8)
+        .workers(workers)
+        .prefetch(prefetch)
+        .shuffle_window(window)
+        .build()
+        .unwrap();
+    let mut n = 0;
+    while let Some(b) = p.next_blocking() {
+        n += b.unwrap().len();
+    }
+    assert_eq!(n, 300);
+    let st = p.stats();
+    assert!(st.row_groups_peak <= 2 * per_window, "{} row groups held, windows of {per_window}", st.row_groups_peak);
+    assert!(st.buffers_allocated as usize <= prefetch + 2 * workers + 1, "{} batch buffers", st.buffers_allocated);
+    assert!((st.reorder_peak as usize) < 2 * workers, "{} batches held for reordering", st.reorder_peak);
 }
