@@ -113,6 +113,9 @@ def elementwise_cases():
         "silu": run(lambda x: F.silu(x), {"x": t((2, 3, 4, 5)) * 3}, {}),
         "scale_channels": run(lambda x, s: x * s[:, :, None, None],
                               {"x": t((2, 3, 4, 5)), "s": t((2, 3))}, {}),
+        "gelu": run(lambda x: F.gelu(x), {"x": t((2, 3, 4, 5)) * 3}, {}),
+        "residual_add_relu": run(lambda x, s: F.relu(x + s), {"x": t((2, 3, 4, 5)), "s": t((2, 3, 4, 5))}, {}),
+        "scaled_softmax": run(lambda x: torch.softmax(x * 0.35, dim=-1), {"x": t((2, 3, 7)) * 4}, {"scale": 0.35}),
     }
 
 

@@ -6,10 +6,9 @@
 //! `efficientnet_b0`, `vit_s`, `pit_ti` (default: all; STEPS 3, BATCH 64). Prints pairs per
 //! second after one warm-up step, and the process's peak resident memory so far.
 //!
-//! Each op allocates its output (dfdx 0.13 tensors own their storage), so glibc's default of
-//! returning large blocks to the kernel costs page faults and TLB shootdowns on every step;
-//! `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296`
-//! keeps them in the process (ResNet-18: about 15% more steps per second on the 2-core machine).
+//! Calls [`siamlab_model::memory::retain_freed_memory`] first, as the `siamlab` binary does
+//! (`SIAMLAB_MALLOC=default` skips it, to measure what it brings). `SIAMLAB_PROFILE=1` adds the
+//! time per op (forward and backward) over the timed steps.
 
 use std::time::Instant;
 
@@ -47,6 +46,7 @@ where
         value
     };
     step();
+    siamlab_model::profile::reset();
     let start = Instant::now();
     let mut loss = 0.0;
     for _ in 0..steps {
@@ -60,9 +60,26 @@ where
         (batch * steps) as f64 / dt,
         dt / steps as f64,
     );
+    if siamlab_model::profile::enabled() {
+        let ops = siamlab_model::profile::report();
+        let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / steps as f64;
+        let step_ms = dt * 1e3 / steps as f64;
+        println!("  {:<26} {:>8} {:>10} {:>7}", "op", "calls", "ms/step", "share");
+        for op in &ops {
+            let ms = per_step(op.total);
+            println!("  {:<26} {:>8} {:>10.1} {:>6.1}%", op.name, op.calls / steps as u64, ms, 100.0 * ms / step_ms);
+        }
+        let ours: f64 = ops.iter().map(|op| per_step(op.total)).sum();
+        let rest = step_ms - ours;
+        println!("  {:<26} {:>8} {:>10.1} {:>6.1}%", "rest (dfdx ops, Adam, loss)", "", rest, 100.0 * rest / step_ms);
+    }
 }
 
 fn main() {
+    if std::env::var("SIAMLAB_MALLOC").as_deref() != Ok("default") {
+        siamlab_model::memory::retain_freed_memory();
+    }
+    siamlab_model::profile::enable(std::env::var("SIAMLAB_PROFILE").is_ok_and(|v| v == "1"));
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let which = args.first().cloned().unwrap_or_default();
     let steps = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);

@@ -18,6 +18,9 @@
 //!   reduced presets, one file each; the architecture table is the type, parameter names are
 //!   the torchvision / timm `state_dict` keys ([`named_tensors`]), and [`summary`] tabulates a
 //!   backbone as torchinfo does.
+//! - **[`weights`]**: torchvision / timm `state_dict`s in (shapes checked, position embeddings
+//!   and patch kernels of another input size resampled as timm does) and out (loadable with
+//!   `strict=True`).
 //! - **[`simsiam`]** (projector, predictor, the stop-gradient loss) and **[`heads`]** (linear
 //!   evaluation and finetuning classifiers, multi-class or multi-label).
 //!
@@ -74,17 +77,21 @@ mod element;
 mod error;
 pub mod heads;
 pub mod layers;
+pub mod memory;
 mod names;
 mod ops;
+pub mod profile;
 mod simd;
 pub mod simsiam;
 mod summary;
+pub mod weights;
 
 pub use element::Element;
 pub use error::OpError;
 pub use names::{named_tensors, NamedTensor};
 pub use ops::{
-    avg_pool2d, batch_norm, batched_matmul, conv2d, conv2d_bias, drop_path, global_avg_pool2d, layer_norm, linear,
-    linear_no_bias, max_pool2d, scale_channels, silu, BatchNormConfig, Conv2dConfig, Image, Pool2dConfig,
+    avg_pool2d, batch_norm, batched_matmul, conv2d, conv2d_bias, drop_path, gelu, global_avg_pool2d, layer_norm,
+    linear, linear_no_bias, max_pool2d, merge_heads, residual_add, scale_channels, scaled_softmax, silu, split_heads,
+    BatchNormConfig, Conv2dConfig, Image, Pool2dConfig,
 };
 pub use summary::{summary, StageTrace, Summary, SummaryRow};

@@ -2,6 +2,7 @@
 
 mod ablate;
 mod bench;
+mod export;
 mod ingest;
 mod model;
 mod progress;
@@ -51,6 +52,9 @@ enum Command {
     /// Backbones: configuration at a glance.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Write a run's backbone under torchvision / timm names, loadable in PyTorch with
+    /// `load_state_dict(..., strict=True)`.
+    Export(export::ExportArgs),
     /// Pretrain (SimSiam) or finetune a backbone.
     #[command(subcommand)]
     Train(train::TrainCommand),
@@ -104,6 +108,11 @@ enum Command {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if matches!(cli.command, Command::Train(_) | Command::Ablate { .. } | Command::Demo { .. } | Command::Eval { .. }) {
+        // The model allocates and frees tens of MB per op and step: keep that memory in the
+        // process (before any thread starts). Ingest and the pipeline keep glibc's defaults.
+        siamlab_model::memory::retain_freed_memory();
+    }
     match cli.command {
         Command::Ingest(args) => ingest::run(args),
         Command::Train(cmd) => train::run(cmd),
@@ -113,6 +122,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify { dir, decode } => shards::verify(&dir, decode),
         Command::Inspect { dir, split, grid, n } => shards::inspect(&dir, split.as_deref(), grid.as_deref(), n),
         Command::Model(m) => model::run(m),
+        Command::Export(args) => export::run(args),
         Command::Bench(b) => bench::run(b),
     }
 }

@@ -215,6 +215,13 @@ impl Plan {
                             return Err(Error::config(format!("{what}: init = {init:?} names no [pretrain.{pid}]")));
                         }
                         needed.insert((pid.to_string(), seed), ());
+                        // The backbone is the pretrained one's (finetune checks they agree).
+                        if !t.contains_key("backbone") {
+                            let pre = merge(&e.pretrain_defaults, &e.pretrain[pid]);
+                            if let Some(b) = pre.get("backbone") {
+                                t.insert("backbone".into(), b.clone());
+                            }
+                        }
                         let dir = work.join("pretrain").join(format!("{pid}--s{seed}"));
                         t.insert("init".into(), toml::Value::String(format!("ssl:{}", dir.display())));
                     } else if let Some(file) = init.strip_prefix("imagenet:") {
@@ -274,14 +281,14 @@ impl Plan {
 fn relative_cost(backbone: &str, size: usize) -> f64 {
     let area = (size as f64 / 32.0).powi(2);
     let per = match backbone {
-        b if b.starts_with("resnet18_tiny") => 0.03,
+        b if b.starts_with("resnet18_tiny") => 0.08,
         b if b.starts_with("resnet18") => 1.0,
         "efficientnet_b0" => 0.3,
-        "efficientnet_tiny" => 0.02,
+        "efficientnet_tiny" => 0.05,
         "vit_s" => 2.5,
-        "vit_tiny" => 0.05,
+        "vit_tiny" => 0.08,
         "pit_ti" => 0.9,
-        "pit_tiny" => 0.05,
+        "pit_tiny" => 0.08,
         _ => 1.0,
     };
     per * area

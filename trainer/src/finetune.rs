@@ -427,7 +427,10 @@ pub fn finetune(
     let dev = Cpu::seed_from_u64(c.seed);
     let mut net = build_cls(&dev, &backbone, image_size, outputs, c.seed)?;
     if let Some(file) = &weights {
-        net.load_backbone(&load_safetensors(file)?, file)?;
+        let report = net.load_backbone(&load_safetensors(file)?, file)?;
+        for line in report.lines() {
+            log(&format!("{}: {line}", file.display()));
+        }
     }
     let (train, val) = splits(&c);
     let mut same = c.clone();

@@ -7,6 +7,7 @@ use dfdx::prelude::*;
 use siamlab_model::backbones::{with_backbone, Backbone, BackboneVisitor};
 use siamlab_model::layers::Mode;
 use siamlab_model::simsiam::{simsiam_loss, Predictor, Projector, SimSiam};
+use siamlab_model::weights::{import_state_dict, ImportOptions, ImportReport};
 use siamlab_model::Image;
 
 use crate::error::{Error, Result};
@@ -110,8 +111,11 @@ pub trait ClsNet {
     fn features(&mut self, x: Images<'_>) -> Result<Vec<f32>>;
     /// Walks every tensor (`backbone.*`, `fc.*`).
     fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()>;
-    /// Loads the backbone from a state dict with the backbone's own names.
-    fn load_backbone(&mut self, dict: &StateDict, file: &std::path::Path) -> Result<()>;
+    /// Loads the backbone from a state dict with the backbone's own names, which are the
+    /// torchvision / timm keys ([`siamlab_model::weights::import_state_dict`]: every key and
+    /// shape checked, classifier keys skipped, position embeddings and patch kernels of another
+    /// input size resampled as timm does); returns what was done, for the log.
+    fn load_backbone(&mut self, dict: &StateDict, file: &std::path::Path) -> Result<ImportReport>;
 }
 
 /// Mean per-dimension std of the l2-normalized rows of `z` (`[n, d]`).
@@ -344,8 +348,9 @@ impl<B: Backbone<F> + 'static, const F: usize> ClsNet for Cls<B, F> {
         self.head.walk("fc.", false, f)
     }
 
-    fn load_backbone(&mut self, dict: &StateDict, file: &std::path::Path) -> Result<()> {
-        params::restore(&mut self.backbone, "", dict, file)
+    fn load_backbone(&mut self, dict: &StateDict, file: &std::path::Path) -> Result<ImportReport> {
+        import_state_dict(&mut self.backbone, dict, &ImportOptions::default())
+            .map_err(|e| Error::bad_file(file, e.to_string()))
     }
 }
 

@@ -101,20 +101,44 @@ pub fn save_safetensors(path: &Path, tensors: &StateDict) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
-/// Reads an f32 safetensors file.
+/// Reads a safetensors file: F32 tensors as they are, F64 / F16 / BF16 converted to f32 (PyTorch
+/// users save half-precision weights too); integer and boolean tensors (torchvision's int64
+/// `num_batches_tracked` counters) are skipped.
 pub fn load_safetensors(path: &Path) -> Result<StateDict> {
+    use safetensors::Dtype;
     let bytes = std::fs::read(path).at(path)?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::bad_file(path, e.to_string()))?;
     let mut out = StateDict::new();
     for (name, view) in st.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(Error::bad_file(path, format!("tensor {name} is {:?}, expected F32", view.dtype())));
-        }
-        let data: Vec<f32> =
-            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let raw = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .collect(),
+            Dtype::BF16 => {
+                raw.chunks_exact(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)).collect()
+            }
+            Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            _ => continue,
+        };
         out.insert(name, (view.shape().to_vec(), data));
     }
     Ok(out)
+}
+
+/// IEEE half precision to f32 (exact).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = i32::from((h >> 10) & 0x1F);
+    let frac = f32::from(h & 0x3FF);
+    sign * match exp {
+        0 => frac * 2f32.powi(-24),
+        31 if frac == 0.0 => f32::INFINITY,
+        31 => f32::NAN,
+        _ => (1.0 + frac / 1024.0) * 2f32.powi(exp - 15),
+    }
 }
 
 /// The state of `model` (names prefixed with `prefix`) added to `out`.

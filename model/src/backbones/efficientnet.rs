@@ -29,7 +29,7 @@ use rand_distr::uniform::SampleUniform;
 use super::Backbone;
 use crate::layers::{AnyTape, BatchNorm2d, Block, Conv2d, Conv2dBias, DwConv2d, Mode};
 use crate::summary::StageTrace;
-use crate::{drop_path, global_avg_pool2d, scale_channels, silu, Image, OpError};
+use crate::{drop_path, global_avg_pool2d, residual_add, scale_channels, silu, Image, OpError};
 
 /// Squeeze-and-excitation: global average → 1×1 conv `C → RD` (bias) → SiLU → 1×1 conv
 /// `RD → C` (bias) → sigmoid → channel scale.
@@ -439,7 +439,7 @@ fn residual<const I: usize, const O: usize, T: AnyTape>(
     }
     let shape = *y.shape();
     let shortcut = shortcut.try_reshape_like(&shape)?;
-    Ok(drop_path(y, drop_prob, mode.training())?.try_add(shortcut)?)
+    residual_add(drop_path(y, drop_prob, mode.training())?, shortcut, false)
 }
 
 impl<const I: usize, const O: usize, F: Stage<I, O>, R: Stage<O, O>, const N: usize> Stage<I, O> for Blocks<F, R, N> {

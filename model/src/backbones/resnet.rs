@@ -15,14 +15,14 @@
 
 use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
 use dfdx::nn::NumParams;
-use dfdx::prelude::{Const, Cpu, Device, Dtype, Storage, Tensor, TryAdd};
+use dfdx::prelude::{Const, Cpu, Device, Dtype, Storage, Tensor};
 use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
 use super::Backbone;
 use crate::layers::{AnyTape, BatchNorm2d, Block, Conv2d, Mode};
 use crate::summary::StageTrace;
-use crate::{global_avg_pool2d, max_pool2d, Image, OpError, Pool2dConfig};
+use crate::{global_avg_pool2d, max_pool2d, residual_add, Image, OpError, Pool2dConfig};
 
 /// The residual block of ResNet-18/34 with an identity shortcut: conv3×3 – BN – ReLU –
 /// conv3×3 – BN, plus the input, then ReLU.
@@ -186,7 +186,7 @@ impl<const C: usize, T: AnyTape> Block<Tensor<Image<C>, f32, Cpu, T>> for BasicB
         let y = self.bn1.run_relu(y, mode)?;
         let y = self.conv2.run(y, mode)?;
         let y = self.bn2.run(y, mode)?;
-        Ok(y.try_add(shortcut)?.try_relu()?)
+        residual_add(y, shortcut, true)
     }
 }
 
@@ -198,7 +198,7 @@ impl<const I: usize, const O: usize, T: AnyTape> Block<Tensor<Image<I>, f32, Cpu
         let y = self.bn1.run_relu(y, mode)?;
         let y = self.conv2.run(y, mode)?;
         let y = self.bn2.run(y, mode)?;
-        Ok(y.try_add(shortcut)?.try_relu()?)
+        residual_add(y, shortcut, true)
     }
 }
 

@@ -27,7 +27,7 @@ use rand_distr::Uniform;
 use super::Backbone;
 use crate::layers::{AnyTape, Block, Conv2dBias, LayerNorm, Mode};
 use crate::summary::StageTrace;
-use crate::{batched_matmul, drop_path, Image, OpError};
+use crate::{batched_matmul, drop_path, gelu, merge_heads, residual_add, scaled_softmax, split_heads, Image, OpError};
 
 /// Tokens of a batch: `[N, T, D]`.
 pub type Tokens<const D: usize, T> = Tensor<(usize, usize, Const<D>), f32, Cpu, T>;
@@ -226,16 +226,6 @@ where
     }
 }
 
-/// A batch of matrices, `[G, rows, cols]`.
-type Mats<Tp> = Tensor<(usize, usize, usize), f32, Cpu, Tp>;
-
-/// Splits the heads out of `[N, T, D]` (a slice of the fused projection): `[N·H, T, D/H]`.
-fn heads<const H: usize, Tp: AnyTape>(x: Mats<Tp>) -> Result<Mats<Tp>, OpError> {
-    let (n, t, d) = *x.shape();
-    let x = x.try_reshape_like(&(n, t, H, d / H))?.try_permute::<_, Axes4<0, 2, 1, 3>>()?;
-    Ok(x.try_reshape_like(&(n * H, t, d / H))?)
-}
-
 impl<const D: usize, const H: usize, const Q: usize, Tp: AnyTape> Block<Tokens<D, Tp>> for Attention<D, H, Q> {
     type Output = Tokens<D, Tp>;
     fn run(&mut self, x: Tokens<D, Tp>, mode: Mode) -> Result<Tokens<D, Tp>, OpError> {
@@ -245,17 +235,12 @@ impl<const D: usize, const H: usize, const Q: usize, Tp: AnyTape> Block<Tokens<D
                 format!("qkv width {Q} must be 3 × {D}, {H} heads must divide {D}"),
             ));
         }
-        let (n, t, _) = *x.shape();
         let qkv = self.qkv.run(x, mode)?;
-        let q = heads::<H, _>(qkv.retaped::<Tp>().try_slice((.., .., 0..D))?)?;
-        let k = heads::<H, _>(qkv.retaped::<Tp>().try_slice((.., .., D..2 * D))?)?;
-        let v = heads::<H, _>(qkv.try_slice((.., .., 2 * D..3 * D))?)?;
-        let scale = 1.0 / ((D / H) as f32).sqrt();
-        let weights = batched_matmul(q, k, true)?.try_mul(scale)?.try_softmax::<Axis<2>>()?;
-        let y = batched_matmul(weights, v, false)?
-            .try_reshape_like(&(n, H, t, D / H))?
-            .try_permute::<_, Axes4<0, 2, 1, 3>>()?
-            .try_reshape_like(&(n, t, Const::<D>))?;
+        let q = split_heads(qkv.retaped::<Tp>(), 0, 3, H)?;
+        let k = split_heads(qkv.retaped::<Tp>(), 1, 3, H)?;
+        let v = split_heads(qkv, 2, 3, H)?;
+        let weights = scaled_softmax(batched_matmul(q, k, true)?, 1.0 / ((D / H) as f64).sqrt())?;
+        let y = merge_heads::<D, _, _>(batched_matmul(weights, v, false)?, H)?;
         self.proj.run(y, mode)
     }
 }
@@ -263,7 +248,7 @@ impl<const D: usize, const H: usize, const Q: usize, Tp: AnyTape> Block<Tokens<D
 impl<const D: usize, const M: usize, Tp: AnyTape> Block<Tokens<D, Tp>> for Mlp<D, M> {
     type Output = Tokens<D, Tp>;
     fn run(&mut self, x: Tokens<D, Tp>, mode: Mode) -> Result<Tokens<D, Tp>, OpError> {
-        let y = self.fc1.run(x, mode)?.try_accurate_gelu()?;
+        let y = gelu(self.fc1.run(x, mode)?)?;
         self.fc2.run(y, mode)
     }
 }
@@ -275,10 +260,10 @@ impl<const D: usize, const H: usize, const M: usize, const Q: usize, Tp: AnyTape
     fn run(&mut self, x: Tokens<D, Tp>, mode: Mode) -> Result<Tokens<D, Tp>, OpError> {
         let shortcut = x.retaped::<Tp>();
         let y = self.attn.run(self.norm1.run(x, mode)?, mode)?;
-        let x = drop_path(y, self.drop_path, mode.training())?.try_add(shortcut)?;
+        let x = residual_add(drop_path(y, self.drop_path, mode.training())?, shortcut, false)?;
         let shortcut = x.retaped::<Tp>();
         let y = self.mlp.run(self.norm2.run(x, mode)?, mode)?;
-        Ok(drop_path(y, self.drop_path, mode.training())?.try_add(shortcut)?)
+        residual_add(drop_path(y, self.drop_path, mode.training())?, shortcut, false)
     }
 }
 

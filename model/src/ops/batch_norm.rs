@@ -7,7 +7,7 @@ use dfdx::prelude::{Cpu, HasShape, Merge, PutTape, Rank1, Shape, SplitTape, Tape
 use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
-use crate::element::Scratch;
+use crate::element::view;
 use crate::{Element, OpError};
 
 /// How [`batch_norm`] runs.
@@ -70,6 +70,7 @@ where
     TW: Tape<E, Cpu>,
     TB: Tape<E, Cpu>,
 {
+    let _prof = crate::profile::scope("batch_norm.forward");
     let (w, tw) = E::contiguous(weight)?.split_tape();
     let (b, tb) = E::contiguous(bias)?.split_tape();
     let (x, tx) = E::contiguous(x)?.split_tape();
@@ -89,10 +90,10 @@ where
         return Err(OpError::config("batch_norm", format!("{count} values per channel cannot be normalised")));
     }
     let eps = E::from_f64(cfg.eps).expect("eps fits the float type");
-    let xs = Scratch::copy_of(&x);
+    let xs = view(&x);
     // Per channel: the mean used and 1/std.
     let (mean, invstd) = if cfg.training {
-        let (mean, var) = channel_stats(&xs, C, hw);
+        let (mean, var) = channel_stats(xs, C, hw);
         let m = cfg.momentum;
         let unbias = count as f64 / (count as f64 - 1.0);
         let blend = |old: Vec<E>, new: &[E], scale: f64| -> Vec<E> {
@@ -125,13 +126,13 @@ where
             yc.iter_mut().zip(xc).for_each(|(y, &x)| *y = x * ac + sc);
         }
     });
-    drop(xs);
     let y = x.device().clone().try_tensor_from_vec(y, shape)?;
     if T::OWNS_TAPE {
         let (xg, wg, bg, yg) = (x.ghost(), w.ghost(), b.ghost(), y.ghost());
         tape.add_backward_op(move |grads| {
+            let _prof = crate::profile::scope("batch_norm.backward");
             let mut gy = take_grad!(grads, &yg);
-            let xs = Scratch::copy_of(&x);
+            let xs = view(&x);
             let (count_e, n_c) = (E::from_usize(count).unwrap(), C);
             if cfg.relu {
                 // The ReLU's mask, from the recomputed pre-activation.
@@ -145,7 +146,7 @@ where
                 });
             }
             // Per channel: Σ g and Σ g · x̂.
-            let (sum_g, sum_gx) = channel_grad_sums(&xs, &gy, &mean, &invstd, n_c, hw);
+            let (sum_g, sum_gx) = channel_grad_sums(xs, &gy, &mean, &invstd, n_c, hw);
             {
                 let dw = grad_mut!(grads, &wg);
                 for c in 0..n_c {

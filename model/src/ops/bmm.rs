@@ -7,7 +7,7 @@ use dfdx::prelude::{Cpu, HasShape, Merge, PutTape, SplitTape, Tape, Tensor, Tens
 use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
-use crate::element::{matmul, Mat, Scratch};
+use crate::element::{matmul, view, Mat};
 use crate::{Element, OpError};
 
 /// A batch of matrices: `[G, rows, cols]`.
@@ -33,6 +33,7 @@ where
     T: Tape<E, Cpu> + Merge<TB>,
     TB: Tape<E, Cpu>,
 {
+    let _prof = crate::profile::scope("batched_matmul.forward");
     let (b, tb) = E::contiguous(b)?.split_tape();
     let (a, ta) = E::contiguous(a)?.split_tape();
     let mut tape = ta.merge(tb);
@@ -49,7 +50,7 @@ where
     let b_mat = move |data| if transpose_b { Mat::transposed(data, k) } else { Mat::rows(data, n) };
     let mut c = vec![E::zero(); g * m * n];
     {
-        let (xa, xb) = (Scratch::copy_of(&a), Scratch::copy_of(&b));
+        let (xa, xb) = (view(&a), view(&b));
         c.par_chunks_mut((m * n).max(1))
             .zip(xa.par_chunks((m * k).max(1)))
             .zip(xb.par_chunks((k * n).max(1)))
@@ -59,8 +60,9 @@ where
     if T::OWNS_TAPE {
         let (ag, bg, cg) = (a.ghost(), b.ghost(), c.ghost());
         tape.add_backward_op(move |grads| {
+            let _prof = crate::profile::scope("batched_matmul.backward");
             let gc = take_grad!(grads, &cg);
-            let (xa, xb) = (Scratch::copy_of(&a), Scratch::copy_of(&b));
+            let (xa, xb) = (view(&a), view(&b));
             // dA = dC · Bᵀ.
             let bt = move |data| if transpose_b { Mat::rows(data, k) } else { Mat::transposed(data, n) };
             grad_mut!(grads, &ag)

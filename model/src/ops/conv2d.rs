@@ -18,7 +18,7 @@ use super::grad::{grad_mut, put_grad, take_grad};
 use super::im2col::{col2im_add, im2col};
 use super::window::{Axis, ConvGeom};
 use super::Image;
-use crate::element::{matmul, matmul_strided, Mat, Scratch};
+use crate::element::{matmul, matmul_strided, view, Mat, Scratch};
 use crate::{Element, OpError};
 
 /// Stride, padding and groups of a convolution; the kernel size comes from the weight's type.
@@ -158,16 +158,18 @@ where
     E: Element,
     T: Tape<E, Cpu>,
 {
+    let grouped = cfg.groups > 1;
+    let _prof = crate::profile::scope(if grouped { "conv2d_grouped.forward" } else { "conv2d.forward" });
     let &(n, _, h, wd) = x.shape();
     let g = cfg.geometry((n, C, h, wd), O, IG, K)?;
     let dev = x.device().clone();
 
     let mut y = vec![E::zero(); n * O * g.pp()];
     {
-        let xs = Scratch::copy_of(&x);
-        let ws = Scratch::copy_of(&w);
-        let bs = b.as_ref().map(Scratch::copy_of);
-        forward(&g, &xs, &ws, bs.as_deref(), &mut y);
+        let xs = view(&x);
+        let ws = view(&w);
+        let bs = b.as_ref().map(|b| view(b));
+        forward(&g, xs, ws, bs, &mut y);
     }
     let y = dev.try_tensor_from_vec(y, (n, Const::<O>, g.ho, g.wo))?;
 
@@ -175,10 +177,11 @@ where
         let (xg, wg, yg) = (x.ghost(), w.ghost(), y.ghost());
         let bg = b.as_ref().map(|b| b.ghost());
         tape.add_backward_op(move |grads| {
+            let _prof = crate::profile::scope(if grouped { "conv2d_grouped.backward" } else { "conv2d.backward" });
             let gy = take_grad!(grads, &yg);
-            let xs = Scratch::copy_of(&x);
-            let ws = Scratch::copy_of(&w);
-            let acc = backward(&g, &xs, &ws, &gy, grad_mut!(grads, &xg));
+            let xs = view(&x);
+            let ws = view(&w);
+            let acc = backward(&g, xs, ws, &gy, grad_mut!(grads, &xg));
             let (dw_acc, db_acc) = acc.split_at(O * g.kk());
             add_weight_grad(&g, grad_mut!(grads, &wg), dw_acc);
             if let Some(bg) = &bg {

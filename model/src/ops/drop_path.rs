@@ -4,7 +4,7 @@ use dfdx::prelude::{Cpu, HasShape, PutTape, Shape, SplitTape, Tape, Tensor, Tens
 use dfdx::tensor::RandomU64;
 
 use super::grad::{grad_mut, put_grad, take_grad};
-use crate::element::Scratch;
+use crate::element::view;
 use crate::{Element, OpError};
 
 /// Drop path: with probability `drop_prob` a sample (index along the first axis) is zeroed,
@@ -28,6 +28,7 @@ pub fn drop_path<S: Shape, E: Element, T: Tape<E, Cpu>>(
     drop_prob: f64,
     training: bool,
 ) -> Result<Tensor<S, E, Cpu, T>, OpError> {
+    let _prof = crate::profile::scope("drop_path.forward");
     if !(0.0..1.0).contains(&drop_prob) {
         return Err(OpError::config("drop_path", format!("drop probability {drop_prob} outside [0, 1)")));
     }
@@ -57,7 +58,7 @@ pub fn drop_path<S: Shape, E: Element, T: Tape<E, Cpu>>(
         .collect();
     let mut y = vec![E::zero(); shape.num_elements()];
     {
-        let xs = Scratch::copy_of(&x);
+        let xs = view(&x);
         for ((yc, xc), &m) in y.chunks_mut(per).zip(xs.chunks(per)).zip(&mask) {
             if m != E::zero() {
                 yc.iter_mut().zip(xc).for_each(|(y, &x)| *y = x * m);
@@ -69,6 +70,7 @@ pub fn drop_path<S: Shape, E: Element, T: Tape<E, Cpu>>(
         let (xg, yg) = (x.ghost(), y.ghost());
         drop(x);
         tape.add_backward_op(move |grads| {
+            let _prof = crate::profile::scope("drop_path.backward");
             let gy = take_grad!(grads, &yg);
             let dx = grad_mut!(grads, &xg);
             for ((dc, gc), &m) in dx.chunks_mut(per).zip(gy.chunks(per)).zip(&mask) {

@@ -100,7 +100,8 @@ fn same_tap(g: &ConvGeom, kh: usize, kw: usize) -> (isize, usize, usize, usize, 
     let d = (kh as isize - p as isize) * w as isize + kw as isize - p as isize;
     let (oh_lo, oh_hi) = g.ah.valid(kh, g.ho);
     let (ow_lo, ow_hi) = g.aw.valid(kw, g.wo);
-    let lo = ((oh_lo * w) as isize).max(-d) as usize;
+    // A tap entirely in the padding (a 1×1 plane, say) gives the empty range `[hw, hw)`.
+    let lo = ((oh_lo * w) as isize).max(-d).min(hw as isize) as usize;
     let hi = ((oh_hi * w) as isize).min(hw as isize - d).max(lo as isize) as usize;
     (d, lo, hi, ow_lo, ow_hi)
 }
@@ -114,11 +115,13 @@ fn im2col_same<E: Element>(g: &ConvGeom, x: &[E], col: &mut [E], ld: usize, off:
             for kw in 0..k {
                 let row = &mut rows.next().expect("col has ig·k·k rows")[off..off + pp];
                 let (d, lo, hi, ow_lo, ow_hi) = same_tap(g, kh, kw);
-                let src = (lo as isize + d) as usize;
                 row[..lo].fill(E::zero());
                 row[hi..].fill(E::zero());
-                row[lo..hi].copy_from_slice(&xc[src..src + (hi - lo)]);
-                zero_columns(row, w, ow_lo, ow_hi);
+                if hi > lo {
+                    let src = (lo as isize + d) as usize;
+                    row[lo..hi].copy_from_slice(&xc[src..src + (hi - lo)]);
+                    zero_columns(row, w, ow_lo, ow_hi);
+                }
             }
         }
     }
@@ -133,6 +136,9 @@ fn col2im_same<E: Element>(g: &ConvGeom, col: &mut [E], ld: usize, off: usize, d
             for kw in 0..k {
                 let row = &mut rows.next().expect("col has ig·k·k rows")[off..off + pp];
                 let (d, lo, hi, ow_lo, ow_hi) = same_tap(g, kh, kw);
+                if hi == lo {
+                    continue;
+                }
                 zero_columns(&mut row[lo - lo % w..], w, ow_lo, ow_hi);
                 let dst = (lo as isize + d) as usize;
                 for (a, v) in dxc[dst..dst + (hi - lo)].iter_mut().zip(&row[lo..hi]) {

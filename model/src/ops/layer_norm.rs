@@ -5,7 +5,7 @@ use dfdx::prelude::{Cpu, HasShape, Merge, PutTape, Rank1, Shape, SplitTape, Tape
 use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
-use crate::element::Scratch;
+use crate::element::view;
 use crate::{Element, OpError};
 
 /// Rows per rayon task.
@@ -37,6 +37,7 @@ where
     TW: Tape<E, Cpu>,
     TB: Tape<E, Cpu>,
 {
+    let _prof = crate::profile::scope("layer_norm.forward");
     let (w, tw) = E::contiguous(weight)?.split_tape();
     let (b, tb) = E::contiguous(bias)?.split_tape();
     let (x, tx) = E::contiguous(x)?.split_tape();
@@ -49,7 +50,7 @@ where
     let eps = E::from_f64(eps).expect("eps fits the float type");
     let inv_m = E::one() / E::from_usize(M).unwrap();
     let (ws, bs) = (w.as_vec(), b.as_vec());
-    let xs = Scratch::copy_of(&x);
+    let xs = view(&x);
     let rows = xs.len() / M;
     let mut y = vec![E::zero(); xs.len()];
     let mut stats = vec![(E::zero(), E::zero()); rows];
@@ -66,13 +67,13 @@ where
             }
         },
     );
-    drop(xs);
     let y = x.device().clone().try_tensor_from_vec(y, shape)?;
     if T::OWNS_TAPE {
         let (xg, wg, bg, yg) = (x.ghost(), w.ghost(), b.ghost(), y.ghost());
         tape.add_backward_op(move |grads| {
+            let _prof = crate::profile::scope("layer_norm.backward");
             let gy = take_grad!(grads, &yg);
-            let xs = Scratch::copy_of(&x);
+            let xs = view(&x);
             let dx = grad_mut!(grads, &xg);
             // dx per row; Σ g·x̂ and Σ g per task, added up after.
             let partial: Vec<Vec<E>> = dx

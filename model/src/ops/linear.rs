@@ -5,7 +5,7 @@
 use dfdx::prelude::{Const, Cpu, HasShape, Merge, PutTape, Rank1, Rank2, SplitTape, Tape, Tensor, TensorFromVec};
 
 use super::grad::{grad_mut, put_grad, take_grad};
-use crate::element::{matmul, Mat, Scratch};
+use crate::element::{matmul, view, Mat};
 use crate::{Element, OpError};
 
 /// Rows of features: `[M, I]`.
@@ -60,28 +60,30 @@ fn linear_impl<const I: usize, const O: usize, E: Element, T: Tape<E, Cpu>>(
     b: Option<Tensor<Rank1<O>, E, Cpu>>,
     mut tape: T,
 ) -> Result<Rows<O, E, T>, OpError> {
+    let _prof = crate::profile::scope("linear.forward");
     let m = x.shape().0;
     let mut y = vec![E::zero(); m * O];
     {
-        let (xs, ws) = (Scratch::copy_of(&x), Scratch::copy_of(&w));
+        let (xs, ws) = (view(&x), view(&w));
         if let Some(b) = &b {
             let bs = b.as_vec();
             for row in y.chunks_exact_mut(O) {
                 row.copy_from_slice(&bs);
             }
         }
-        matmul(m, O, I, &mut y, b.is_some(), Mat::rows(&xs, I), Mat::transposed(&ws, I), true);
+        matmul(m, O, I, &mut y, b.is_some(), Mat::rows(xs, I), Mat::transposed(ws, I), true);
     }
     let y = x.device().clone().try_tensor_from_vec(y, (m, Const::<O>))?;
     if T::OWNS_TAPE {
         let (xg, wg, yg) = (x.ghost(), w.ghost(), y.ghost());
         let bg = b.as_ref().map(|b| b.ghost());
         tape.add_backward_op(move |grads| {
+            let _prof = crate::profile::scope("linear.backward");
             let gy = take_grad!(grads, &yg);
-            let (xs, ws) = (Scratch::copy_of(&x), Scratch::copy_of(&w));
+            let (xs, ws) = (view(&x), view(&w));
             // dx += dy · W; dW += dyᵀ · x; db += Σ_rows dy.
-            matmul(m, I, O, grad_mut!(grads, &xg), true, Mat::rows(&gy, O), Mat::rows(&ws, I), true);
-            matmul(O, I, m, grad_mut!(grads, &wg), true, Mat::transposed(&gy, O), Mat::rows(&xs, I), true);
+            matmul(m, I, O, grad_mut!(grads, &xg), true, Mat::rows(&gy, O), Mat::rows(ws, I), true);
+            matmul(O, I, m, grad_mut!(grads, &wg), true, Mat::transposed(&gy, O), Mat::rows(xs, I), true);
             if let Some(bg) = &bg {
                 let db = grad_mut!(grads, bg);
                 for row in gy.chunks_exact(O) {

@@ -1,28 +1,34 @@
 //! The ops: convolution family and the few element-wise ops the backbones need.
 
 mod activation;
+mod add;
 mod batch_norm;
 mod bmm;
 mod conv2d;
 mod depthwise;
 mod drop_path;
 mod grad;
+mod heads;
 mod im2col;
 mod layer_norm;
 mod linear;
 mod pool;
 mod scale;
+mod softmax;
 mod window;
 
-pub use activation::silu;
+pub use activation::{gelu, silu};
+pub use add::residual_add;
 pub use batch_norm::{batch_norm, BatchNormConfig};
 pub use bmm::batched_matmul;
 pub use conv2d::{conv2d, conv2d_bias, Conv2dConfig};
 pub use drop_path::drop_path;
+pub use heads::{merge_heads, split_heads};
 pub use layer_norm::layer_norm;
 pub use linear::{linear, linear_no_bias};
 pub use pool::{avg_pool2d, global_avg_pool2d, max_pool2d, Pool2dConfig};
 pub use scale::scale_channels;
+pub use softmax::scaled_softmax;
 
 use dfdx::prelude::Const;
 

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use super::grad::{grad_mut, put_grad, take_grad};
 use super::window::Axis;
 use super::Image;
-use crate::element::Scratch;
+use crate::element::view;
 use crate::{Element, OpError};
 
 /// Window of a pooling op: square kernel, stride, padding (both axes).
@@ -94,6 +94,7 @@ pub fn max_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
     x: Tensor<Image<C>, E, Cpu, T>,
     cfg: Pool2dConfig,
 ) -> Result<Tensor<Image<C>, E, Cpu, T>, OpError> {
+    let _prof = crate::profile::scope("max_pool2d.forward");
     let (x, mut tape) = E::contiguous(x)?.split_tape();
     let &(n, _, h, w) = x.shape();
     let (ah, aw, ho, wo) = cfg.check("max_pool2d", h, w)?;
@@ -105,7 +106,7 @@ pub fn max_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
         return Err(OpError::config("max_pool2d", "input plane exceeds 2^32 elements"));
     }
     {
-        let xs = Scratch::copy_of(&x);
+        let xs = view(&x);
         let plane =
             |(xc, yc, ac): (&[E], &mut [E], Option<&mut [u32]>)| max_plane(&ah, &aw, cfg.kernel, wo, xc, yc, ac);
         if T::OWNS_TAPE {
@@ -123,6 +124,7 @@ pub fn max_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
         let (xg, yg) = (x.ghost(), y.ghost());
         drop(x);
         tape.add_backward_op(move |grads| {
+            let _prof = crate::profile::scope("max_pool2d.backward");
             let gy = take_grad!(grads, &yg);
             grad_mut!(grads, &xg).par_chunks_mut(hw).zip(gy.par_chunks(pp)).zip(arg.par_chunks(pp)).for_each(
                 |((dxc, gyc), ac)| {
@@ -189,6 +191,7 @@ pub fn avg_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
     x: Tensor<Image<C>, E, Cpu, T>,
     cfg: Pool2dConfig,
 ) -> Result<Tensor<Image<C>, E, Cpu, T>, OpError> {
+    let _prof = crate::profile::scope("avg_pool2d.forward");
     let (x, mut tape) = E::contiguous(x)?.split_tape();
     let &(n, _, h, w) = x.shape();
     let (ah, aw, ho, wo) = cfg.check("avg_pool2d", h, w)?;
@@ -208,7 +211,7 @@ pub fn avg_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
         .collect();
     let mut y = vec![E::zero(); n * C * pp];
     {
-        let xs = Scratch::copy_of(&x);
+        let xs = view(&x);
         xs.par_chunks(hw).zip(y.par_chunks_mut(pp)).for_each(|(xc, yc)| {
             avg_taps(&ah, &aw, cfg.kernel, wo, |i, o| yc[o] += xc[i]);
             yc.iter_mut().zip(&inv).for_each(|(v, s)| *v *= *s);
@@ -221,6 +224,7 @@ pub fn avg_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
         drop(x);
         let k = cfg.kernel;
         tape.add_backward_op(move |grads| {
+            let _prof = crate::profile::scope("avg_pool2d.backward");
             let gy = take_grad!(grads, &yg);
             grad_mut!(grads, &xg).par_chunks_mut(hw).zip(gy.par_chunks(pp)).for_each(|(dxc, gyc)| {
                 avg_taps(&ah, &aw, k, wo, |i, o| dxc[i] += gyc[o] * inv[o]);
@@ -270,6 +274,7 @@ fn avg_taps(ah: &Axis, aw: &Axis, k: usize, wo: usize, mut f: impl FnMut(usize, 
 pub fn global_avg_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
     x: Tensor<Image<C>, E, Cpu, T>,
 ) -> Result<Tensor<(usize, Const<C>), E, Cpu, T>, OpError> {
+    let _prof = crate::profile::scope("global_avg_pool2d.forward");
     let (x, mut tape) = E::contiguous(x)?.split_tape();
     let &(n, _, h, w) = x.shape();
     let hw = h * w;
@@ -279,7 +284,7 @@ pub fn global_avg_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
     let inv = E::one() / E::from_usize(hw).expect("plane size fits the float type");
     let mut y = vec![E::zero(); n * C];
     {
-        let xs = Scratch::copy_of(&x);
+        let xs = view(&x);
         y.par_iter_mut()
             .zip(xs.par_chunks(hw))
             .with_min_len(64)
@@ -291,6 +296,7 @@ pub fn global_avg_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
         let (xg, yg) = (x.ghost(), y.ghost());
         drop(x);
         tape.add_backward_op(move |grads| {
+            let _prof = crate::profile::scope("global_avg_pool2d.backward");
             let gy = take_grad!(grads, &yg);
             grad_mut!(grads, &xg).par_chunks_mut(hw).zip(gy.par_iter()).with_min_len(64).for_each(|(dxc, g)| {
                 let v = *g * inv;

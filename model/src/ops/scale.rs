@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
 use super::Image;
-use crate::element::Scratch;
+use crate::element::view;
 use crate::{Element, OpError};
 
 /// `y[n, c, h, w] = x[n, c, h, w] · s[n, c]`, with gradients into both `x` and `s`.
@@ -31,6 +31,7 @@ where
     T: Tape<E, Cpu> + Merge<TS>,
     TS: Tape<E, Cpu>,
 {
+    let _prof = crate::profile::scope("scale_channels.forward");
     let (s, ts) = E::contiguous(s)?.split_tape();
     let (x, tx) = E::contiguous(x)?.split_tape();
     let mut tape = tx.merge(ts);
@@ -44,7 +45,7 @@ where
     let hw = h * w;
     let mut y = vec![E::zero(); n * C * hw];
     {
-        let (xs, ss) = (Scratch::copy_of(&x), Scratch::copy_of(&s));
+        let (xs, ss) = (view(&x), view(&s));
         y.par_chunks_mut(hw.max(1))
             .zip(xs.par_chunks(hw.max(1)))
             .zip(ss.par_iter())
@@ -55,8 +56,9 @@ where
     if T::OWNS_TAPE {
         let (xg, sg, yg) = (x.ghost(), s.ghost(), y.ghost());
         tape.add_backward_op(move |grads| {
+            let _prof = crate::profile::scope("scale_channels.backward");
             let gy = take_grad!(grads, &yg);
-            let (xs, ss) = (Scratch::copy_of(&x), Scratch::copy_of(&s));
+            let (xs, ss) = (view(&x), view(&s));
             grad_mut!(grads, &xg)
                 .par_chunks_mut(hw.max(1))
                 .zip(gy.par_chunks(hw.max(1)))

@@ -252,3 +252,24 @@ fn batch_norm_updates_running_stats_only_in_training() {
         "1 values per channel",
     );
 }
+
+#[test]
+fn same_padding_on_a_1x1_plane_uses_the_centre_tap_only() {
+    // Regression: ResNet-18 with the ImageNet stem at 32 px runs layer4 on 1x1 maps, where every
+    // 3x3 tap but the centre lies in the padding; the stride-1 same-padding kernels indexed
+    // past the plane for those taps (forward and input gradient).
+    let dev = Cpu::default();
+    let x = image::<3>(&dev, 6, 2, 1, 1);
+    let w: Tensor<Rank4<4, 3, 3, 3>, f64, _> = dev.sample_normal();
+    let centre: Vec<f64> = w.as_vec().chunks_exact(9).map(|k| k[4]).collect();
+    let centre: Tensor<Rank4<4, 3, 1, 1>, f64, _> = dev.tensor_from_vec(centre, (Const, Const, Const, Const));
+    let run = |w: &dyn Fn(Traced) -> Tensor<Image<4>, f64, Cpu, OwnedTape<f64, Cpu>>| {
+        let y = w(x.leaky_trace());
+        let values = y.as_vec();
+        (values, y.sum().backward().get(&x).as_vec())
+    };
+    let (y, dx) = run(&|t| conv2d(t, w.clone(), Conv2dConfig::default().padding(1)).unwrap());
+    let (y1, dx1) = run(&|t| conv2d(t, centre.clone(), Conv2dConfig::default()).unwrap());
+    assert_close(&y, &y1, 1e-12, "output");
+    assert_close(&dx, &dx1, 1e-12, "input gradient");
+}

@@ -216,3 +216,70 @@ fn scale_channels_matches() {
     scale_case::<f64>(TOL_F64);
     scale_case::<f32>(TOL_F32);
 }
+
+#[test]
+fn gelu_matches() {
+    unary_case::<3, f64, _>(
+        &ELEMENTWISE,
+        "gelu",
+        TOL_F64,
+        |x| siamlab_model::gelu(x).unwrap(),
+        |x| siamlab_model::gelu(x).unwrap(),
+    );
+    unary_case::<3, f32, _>(
+        &ELEMENTWISE,
+        "gelu",
+        TOL_F32,
+        |x| siamlab_model::gelu(x).unwrap(),
+        |x| siamlab_model::gelu(x).unwrap(),
+    );
+}
+
+fn residual_case<E: Element>(tol: f64)
+where
+    Cpu: Device<E>,
+{
+    let c = case(&ELEMENTWISE, "residual_add_relu");
+    let dev = Cpu::default();
+    let x: Tensor<Image<3>, E, Cpu> = image(&dev, &arr(c, "x").unwrap());
+    let s: Tensor<Image<3>, E, Cpu> = image(&dev, &arr(c, "s").unwrap());
+    let want_y = arr(c, "y").unwrap();
+    check(&residual_add(x.clone(), s.clone(), true).unwrap().as_vec(), &want_y, tol, "add+relu y (no tape)");
+    let y = residual_add(x.leaky_trace(), s.leaky_trace(), true).unwrap();
+    check(&y.as_vec(), &want_y, tol, "add+relu y");
+    let r = dev.tensor_from_vec(cast::<E>(&arr(c, "r").unwrap().data), *y.shape());
+    let g = (y * r).sum().backward();
+    check(&g.get(&x).as_vec(), &arr(c, "grad_x").unwrap(), tol, "add+relu grad x");
+    check(&g.get(&s).as_vec(), &arr(c, "grad_s").unwrap(), tol, "add+relu grad shortcut");
+}
+
+#[test]
+fn residual_add_relu_matches() {
+    residual_case::<f64>(TOL_F64);
+    residual_case::<f32>(TOL_F32);
+}
+
+fn softmax_case<E: Element>(tol: f64)
+where
+    Cpu: Device<E>,
+{
+    let c = case(&ELEMENTWISE, "scaled_softmax");
+    let dev = Cpu::default();
+    let xa = arr(c, "x").unwrap();
+    let x: Tensor<(usize, usize, usize), E, Cpu> =
+        dev.tensor_from_vec(cast::<E>(&xa.data), (xa.shape[0], xa.shape[1], xa.shape[2]));
+    let scale = c["scale"].as_f64().unwrap();
+    let want_y = arr(c, "y").unwrap();
+    check(&scaled_softmax(x.clone(), scale).unwrap().as_vec(), &want_y, tol, "softmax y (no tape)");
+    let y = scaled_softmax(x.leaky_trace(), scale).unwrap();
+    check(&y.as_vec(), &want_y, tol, "softmax y");
+    let r = dev.tensor_from_vec(cast::<E>(&arr(c, "r").unwrap().data), *y.shape());
+    let g = (y * r).sum().backward();
+    check(&g.get(&x).as_vec(), &arr(c, "grad_x").unwrap(), tol, "softmax grad x");
+}
+
+#[test]
+fn scaled_softmax_matches() {
+    softmax_case::<f64>(TOL_F64);
+    softmax_case::<f32>(TOL_F32);
+}

@@ -351,3 +351,91 @@ fn layer_norm_over_the_last_axis() {
     };
     gradcheck(vec![randn(50, 30), randn(51, 5), randn(52, 5)], f, grads);
 }
+
+#[test]
+fn gelu_any_shape() {
+    check_unary::<3>(
+        (2, 4, 3),
+        |x| siamlab_model::gelu(x).unwrap().as_vec(),
+        |x, r| weighted_sum(siamlab_model::gelu(x).unwrap(), r),
+    );
+}
+
+#[test]
+fn residual_add_with_and_without_relu() {
+    let dev = Cpu::default();
+    let (n, h, w) = (2, 3, 4);
+    for relu in [false, true] {
+        let f = |inp: &[Vec<f64>]| {
+            residual_add(img::<3>(&dev, &inp[0], n, h, w), img::<3>(&dev, &inp[1], n, h, w), relu).unwrap().as_vec()
+        };
+        let grads = |inp: &[Vec<f64>], r: &[f64]| {
+            let (x, s) = (img::<3>(&dev, &inp[0], n, h, w), img::<3>(&dev, &inp[1], n, h, w));
+            let g = weighted_sum(residual_add(x.leaky_trace(), s.leaky_trace(), relu).unwrap(), r).backward();
+            vec![g.get(&x).as_vec(), g.get(&s).as_vec()]
+        };
+        gradcheck(vec![randn(60, n * 3 * h * w), randn(61, n * 3 * h * w)], f, grads);
+    }
+}
+
+#[test]
+fn residual_add_of_a_tensor_to_itself_counts_twice() {
+    let dev = Cpu::default();
+    let x = dev.tensor_from_vec(vec![1.0f64, -2.0], (Const::<2>,));
+    let g = residual_add(x.leaky_trace(), x.clone(), false).unwrap().sum().backward();
+    assert_eq!(g.get(&x).as_vec(), vec![2.0, 2.0]);
+    let a: Tensor<(usize, usize), f64, _> = dev.zeros_like(&(2, 3));
+    let b: Tensor<(usize, usize), f64, _> = dev.zeros_like(&(3, 2));
+    assert!(residual_add(a, b, false).is_err());
+}
+
+#[test]
+fn scaled_softmax_last_axis() {
+    let dev = Cpu::default();
+    let x = |v: &[f64]| dev.tensor_from_vec(v.to_vec(), (2, 3, 5));
+    let f = |inp: &[Vec<f64>]| scaled_softmax(x(&inp[0]), 0.7).unwrap().as_vec();
+    let grads = |inp: &[Vec<f64>], r: &[f64]| {
+        let xv = x(&inp[0]);
+        vec![weighted_sum(scaled_softmax(xv.leaky_trace(), 0.7).unwrap(), r).backward().get(&xv).as_vec()]
+    };
+    gradcheck(vec![randn(62, 30)], f, grads);
+}
+
+#[test]
+fn split_and_merge_heads_are_the_reshape_permute_of_pytorch() {
+    // qkv [N=2, T=3, 3·D] with D = 4, 2 heads of 2: each part through attention's layout and back.
+    let dev = Cpu::default();
+    let (n, t) = (2, 3);
+    let qkv = |v: &[f64]| dev.tensor_from_vec(v.to_vec(), (n, t, Const::<12>));
+    let values = randn(63, n * t * 12);
+    for part in 0..3 {
+        let heads = split_heads(qkv(&values), part, 3, 2).unwrap();
+        assert_eq!(*heads.shape(), (n * 2, t, 2));
+        // x[n, t, part·4 + h·2 + e] lands at heads[n·2 + h, t, e]
+        let got = heads.as_vec();
+        for (i, j, h, e) in
+            (0..n).flat_map(|i| (0..t).flat_map(move |j| (0..2).flat_map(move |h| (0..2).map(move |e| (i, j, h, e)))))
+        {
+            assert_eq!(got[((i * 2 + h) * t + j) * 2 + e], values[(i * t + j) * 12 + part * 4 + h * 2 + e]);
+        }
+        let back = merge_heads::<4, _, _>(heads, 2).unwrap().as_vec();
+        for (k, v) in back.iter().enumerate() {
+            assert_eq!(*v, values[k / 4 * 12 + part * 4 + k % 4]);
+        }
+        let f = |inp: &[Vec<f64>]| split_heads(qkv(&inp[0]), part, 3, 2).unwrap().as_vec();
+        let grads = |inp: &[Vec<f64>], r: &[f64]| {
+            let xv = qkv(&inp[0]);
+            vec![weighted_sum(split_heads(xv.leaky_trace(), part, 3, 2).unwrap(), r).backward().get(&xv).as_vec()]
+        };
+        gradcheck(vec![values.clone()], f, grads);
+    }
+    let y = |v: &[f64]| dev.tensor_from_vec(v.to_vec(), (n * 2, t, 2));
+    let f = |inp: &[Vec<f64>]| merge_heads::<4, _, _>(y(&inp[0]), 2).unwrap().as_vec();
+    let grads = |inp: &[Vec<f64>], r: &[f64]| {
+        let yv = y(&inp[0]);
+        vec![weighted_sum(merge_heads::<4, _, _>(yv.leaky_trace(), 2).unwrap(), r).backward().get(&yv).as_vec()]
+    };
+    gradcheck(vec![randn(64, n * 2 * t * 2)], f, grads);
+    assert!(split_heads(qkv(&values), 3, 3, 2).is_err() && split_heads(qkv(&values), 0, 3, 3).is_err());
+    assert!(merge_heads::<5, _, _>(y(&randn(65, n * 2 * t * 2)), 2).is_err());
+}

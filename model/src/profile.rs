@@ -1,0 +1,91 @@
+//! Where the time goes: wall time per op of this crate, forward and backward apart, when
+//! enabled (`profile::enable(true)`, or `SIAMLAB_PROFILE=1` for the benchmarks). Off, an op
+//! pays one relaxed atomic load. Time outside these ops (dfdx's own ops, the optimizer, the
+//! loss) is what a step takes beyond their sum.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static TIMES: Mutex<BTreeMap<&'static str, (u64, Duration)>> = Mutex::new(BTreeMap::new());
+
+/// Turns timing on or off (off by default).
+pub fn enable(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether timing is on.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Forgets the times gathered so far.
+pub fn reset() {
+    TIMES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// One op's total: `name` is `op.forward` or `op.backward`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpTime {
+    /// Op and direction, e.g. `conv2d.backward`.
+    pub name: &'static str,
+    /// Calls.
+    pub calls: u64,
+    /// Wall time summed over the calls.
+    pub total: Duration,
+}
+
+/// The times gathered since the last [`reset`], longest first.
+pub fn report() -> Vec<OpTime> {
+    let times = TIMES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out: Vec<OpTime> = times.iter().map(|(&name, &(calls, total))| OpTime { name, calls, total }).collect();
+    out.sort_by_key(|t| std::cmp::Reverse(t.total));
+    out
+}
+
+/// Times its own lifetime under `name` when profiling is on.
+pub(crate) struct Scope {
+    name: &'static str,
+    start: Option<Instant>,
+}
+
+/// Starts timing `name` (a no-op when profiling is off).
+pub(crate) fn scope(name: &'static str) -> Scope {
+    Scope { name, start: enabled().then(Instant::now) }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        if let Some(start) = self.start {
+            let dt = start.elapsed();
+            let mut times = TIMES.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = times.entry(self.name).or_insert((0, Duration::ZERO));
+            entry.0 += 1;
+            entry.1 += dt;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_add_up_only_while_enabled() {
+        reset();
+        drop(scope("test.off"));
+        enable(true);
+        for _ in 0..3 {
+            let _s = scope("test.on");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        enable(false);
+        let r = report();
+        let on = r.iter().find(|t| t.name == "test.on").expect("timed");
+        assert_eq!(on.calls, 3);
+        assert!(on.total >= Duration::from_millis(3));
+        assert!(r.iter().all(|t| t.name != "test.off"));
+    }
+}
