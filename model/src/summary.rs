@@ -96,7 +96,7 @@ pub fn summary<B: Backbone<F>, const F: usize>(backbone: &mut B, image_size: usi
 }
 
 /// `11168832` → `11,168,832`.
-fn thousands(n: usize) -> String {
+pub(crate) fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

@@ -57,7 +57,7 @@ use dfdx::prelude::{BuildModule, Cpu, HasShape, Shape, Tensor};
 pub use resample::{interpolate_bicubic, resample_patch_kernel, resample_pos_embed_tokens};
 
 use crate::backbones::{vit_s_patch_size, with_backbone, Backbone, BackboneVisitor};
-use crate::summary::{summary, Summary};
+use crate::summary::{summary, thousands, Summary};
 use crate::{named_tensors, OpError};
 
 /// Tensors by name: shape and values (row-major f32), as read from or written to a
@@ -144,18 +144,6 @@ impl fmt::Display for ImportReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.lines().join("; "))
     }
-}
-
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// A tensor whose shape in the file differs from the model's.

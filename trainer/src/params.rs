@@ -2,7 +2,6 @@
 //! (checkpoints, `backbone.safetensors`) and applying an optimizer step with each tensor's
 //! gradient, through one dfdx tensor visitor.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use dfdx::nn::tensor_collection::{
@@ -81,8 +80,8 @@ pub fn walk<M: TensorCollection<f32, Cpu>>(
     Ok(())
 }
 
-/// Tensors by name, as read from or written to a safetensors file.
-pub type StateDict = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+/// Tensors by name, as read from or written to a safetensors file (the model crate's type).
+pub use siamlab_model::weights::StateDict;
 
 /// Writes `tensors` as an f32 safetensors file, atomically.
 pub fn save_safetensors(path: &Path, tensors: &StateDict) -> Result<()> {
