@@ -14,14 +14,21 @@ pub enum OpError {
         /// What does not fit, with the values involved.
         reason: String,
     },
-    /// The device failed (allocation, wrong number of elements).
-    #[error("device error: {0:?}")]
-    Device(CpuError),
+    /// The device failed (allocation, a CUDA driver or cuBLAS error), in the device's words.
+    #[error("device error: {0}")]
+    Device(String),
 }
 
 impl From<CpuError> for OpError {
     fn from(err: CpuError) -> Self {
-        OpError::Device(err)
+        OpError::Device(format!("{err:?}"))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl From<dfdx::tensor::CudaError> for OpError {
+    fn from(err: dfdx::tensor::CudaError) -> Self {
+        OpError::Device(format!("{err:?}"))
     }
 }
 

@@ -11,9 +11,10 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
 use crate::backbones::Backbone;
+use crate::composed::dev_err;
 use crate::layers::{AnyTape, Block, Mode};
 use crate::simsiam::Features;
-use crate::{Image, OpError};
+use crate::{Image, Kernels, OpError};
 
 /// How logits turn into predictions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,11 +28,15 @@ pub enum Task {
 impl Task {
     /// Class probabilities from logits `[N, K]`: softmax rows (multi-class) or element-wise
     /// sigmoid (multi-label).
-    pub fn probabilities<const K: usize, T: AnyTape>(self, logits: Features<K, T>) -> Result<Features<K, T>, OpError> {
-        Ok(match self {
-            Task::MultiClass => logits.try_softmax::<Axis<1>>()?,
-            Task::MultiLabel => logits.try_sigmoid()?,
-        })
+    pub fn probabilities<const K: usize, Dev: Kernels<f32>, T: AnyTape<Dev>>(
+        self,
+        logits: Features<K, T, Dev>,
+    ) -> Result<Features<K, T, Dev>, OpError> {
+        match self {
+            Task::MultiClass => logits.try_softmax::<Axis<1>>(),
+            Task::MultiLabel => logits.try_sigmoid(),
+        }
+        .map_err(dev_err)
     }
 }
 
@@ -67,18 +72,18 @@ where
     }
 }
 
-impl<B: Backbone<F>, const F: usize, const K: usize> Classifier<B, F, K> {
+impl<B: Backbone<F, Dev>, const F: usize, const K: usize, Dev: Kernels<f32>> Classifier<B, F, K, f32, Dev> {
     /// Wraps a (pretrained) backbone with a freshly initialised head.
-    pub fn new(backbone: B, dev: &Cpu) -> Self {
-        Classifier { backbone, fc: LinearHead::<F, K>::build(dev) }
+    pub fn new(backbone: B, dev: &Dev) -> Self {
+        Classifier { backbone, fc: LinearHead::<F, K, f32, Dev>::build(dev) }
     }
 
     /// Logits `[N, K]` of images `[N, 3, H, W]`.
-    pub fn forward_logits<T: AnyTape>(
+    pub fn forward_logits<T: AnyTape<Dev>>(
         &mut self,
-        x: Tensor<Image<3>, f32, Cpu, T>,
+        x: Tensor<Image<3>, f32, Dev, T>,
         mode: Mode,
-    ) -> Result<Features<K, T>, OpError> {
+    ) -> Result<Features<K, T, Dev>, OpError> {
         let f = self.backbone.forward_features(x, mode)?;
         self.fc.run(f, mode)
     }

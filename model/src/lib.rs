@@ -1,6 +1,7 @@
-//! The model layer of siamlab on dfdx 0.13, stable Rust, [`Cpu`](dfdx::prelude::Cpu): the ops
-//! dfdx lacks (or runs slowly) as custom ops with forward and backward through dfdx's public
-//! tape API, the layers and the four backbones built from them, and SimSiam.
+//! The model layer of siamlab on dfdx 0.13, stable Rust: the ops dfdx lacks (or runs slowly)
+//! as custom ops with forward and backward through dfdx's public tape API, the layers and the
+//! four backbones built from them, and SimSiam — on [`Cpu`](dfdx::prelude::Cpu) with the
+//! crate's own kernels, and on dfdx's `Cuda` with the `cuda` feature.
 //!
 //! - **Ops**: [`conv2d`] / [`conv2d_bias`] (stride, padding, groups — depthwise included — with
 //!   PyTorch's `[out, in/groups, k, k]` weights), [`max_pool2d`], [`avg_pool2d`],
@@ -33,6 +34,12 @@
 //! `benches/conv.rs` times ResNet-18 and EfficientNet shapes against `benches/conv_peer.py`
 //! (PyTorch); `benches/simsiam.rs` times SimSiam training steps per backbone against
 //! `shared/bench/peer_train_bench.py`.
+//!
+//! Devices: layers, backbones and SimSiam are generic over `D:` [`Kernels<f32>`](Kernels)
+//! (`Cpu` unless named, so `ResNet18Cifar` is `ResNet18Cifar<Cpu>`), and call every op
+//! through it: the kernels above on `Cpu`; on `Cuda` the [`composed`] versions, built from
+//! dfdx's own ops (its CUDA kernels and cuBLAS). [`check::compare_ops`] runs every op of a
+//! device against the `Cpu` kernels, forward and backward (`siamlab bench ops`).
 //!
 //! This crate knows nothing of data loading.
 //!
@@ -73,6 +80,8 @@
 #![deny(missing_docs)]
 
 pub mod backbones;
+pub mod check;
+mod device;
 mod element;
 mod error;
 pub mod heads;
@@ -86,9 +95,11 @@ pub mod simsiam;
 mod summary;
 pub mod weights;
 
+pub use device::Kernels;
 pub use element::Element;
 pub use error::OpError;
 pub use names::{named_tensors, NamedTensor};
+pub use ops::composed;
 pub use ops::{
     avg_pool2d, batch_norm, batched_matmul, conv2d, conv2d_bias, drop_path, gelu, global_avg_pool2d, layer_norm,
     linear, linear_no_bias, max_pool2d, merge_heads, residual_add, scale_channels, scaled_softmax, silu, split_heads,

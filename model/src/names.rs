@@ -4,7 +4,7 @@
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName, ViewTensorRef,
 };
-use dfdx::prelude::{Cpu, HasShape, Shape, Tensor};
+use dfdx::prelude::{Device, HasShape, Shape, Tensor};
 
 /// A tensor of a model: its `state_dict` key, shape, and whether it is trained (parameters)
 /// or not (BatchNorm's running statistics).
@@ -20,17 +20,17 @@ pub struct NamedTensor {
 
 struct Names(Vec<NamedTensor>);
 
-impl TensorVisitor<f32, Cpu> for Names {
+impl<D: Device<f32>> TensorVisitor<f32, D> for Names {
     type Viewer = (ViewTensorName, ViewTensorRef);
     type Err = std::convert::Infallible;
     type E2 = f32;
-    type D2 = Cpu;
+    type D2 = D;
 
     fn visit<S: Shape>(
         &mut self,
-        opts: TensorOptions<S, f32, Cpu>,
-        (name, t): (String, &Tensor<S, f32, Cpu>),
-    ) -> Result<Option<Tensor<S, f32, Cpu>>, Self::Err> {
+        opts: TensorOptions<S, f32, D>,
+        (name, t): (String, &Tensor<S, f32, D>),
+    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
         let shape = t.shape().concrete().into_iter().collect();
         self.0.push(NamedTensor { name, shape, trainable: opts.do_gradient_update });
         Ok(None)
@@ -49,7 +49,7 @@ impl TensorVisitor<f32, Cpu> for Names {
 /// assert_eq!(names[0].name, "conv1.weight");
 /// assert!(names.iter().any(|t| t.name == "layer2.0.downsample.1.running_var" && !t.trainable));
 /// ```
-pub fn named_tensors<M: TensorCollection<f32, Cpu>>(model: &M) -> Vec<NamedTensor> {
+pub fn named_tensors<D: Device<f32>, M: TensorCollection<f32, D>>(model: &M) -> Vec<NamedTensor> {
     let mut names = Names(Vec::new());
     let walked = M::iter_tensors(&mut RecursiveWalker { m: (String::new(), model), f: &mut names });
     match walked {

@@ -20,11 +20,12 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
 use crate::backbones::Backbone;
+use crate::composed::dev_err;
 use crate::layers::{AnyTape, BatchNorm1d, Block, Mode};
-use crate::{Image, OpError};
+use crate::{Image, Kernels, OpError};
 
 /// Features of a batch: `[N, M]`.
-pub type Features<const M: usize, T = NoneTape> = Tensor<(usize, Const<M>), f32, Cpu, T>;
+pub type Features<const M: usize, T = NoneTape, Dev = Cpu> = Tensor<(usize, Const<M>), f32, Dev, T>;
 
 /// The projector: three Linear layers each followed by BatchNorm, ReLU after the first two.
 #[derive(Clone, Debug)]
@@ -128,9 +129,11 @@ where
     }
 }
 
-impl<const F: usize, const D: usize, T: AnyTape> Block<Features<F, T>> for Projector<F, D> {
-    type Output = Features<D, T>;
-    fn run(&mut self, x: Features<F, T>, mode: Mode) -> Result<Features<D, T>, OpError> {
+impl<const F: usize, const D: usize, Dev: Kernels<f32>, T: AnyTape<Dev>> Block<Features<F, T, Dev>>
+    for Projector<F, D, f32, Dev>
+{
+    type Output = Features<D, T, Dev>;
+    fn run(&mut self, x: Features<F, T, Dev>, mode: Mode) -> Result<Features<D, T, Dev>, OpError> {
         let y = self.fc1.run(x, mode)?;
         let y = self.bn1.run_relu(y, mode)?;
         let y = self.fc2.run(y, mode)?;
@@ -140,9 +143,11 @@ impl<const F: usize, const D: usize, T: AnyTape> Block<Features<F, T>> for Proje
     }
 }
 
-impl<const D: usize, const H: usize, T: AnyTape> Block<Features<D, T>> for Predictor<D, H> {
-    type Output = Features<D, T>;
-    fn run(&mut self, x: Features<D, T>, mode: Mode) -> Result<Features<D, T>, OpError> {
+impl<const D: usize, const H: usize, Dev: Kernels<f32>, T: AnyTape<Dev>> Block<Features<D, T, Dev>>
+    for Predictor<D, H, f32, Dev>
+{
+    type Output = Features<D, T, Dev>;
+    fn run(&mut self, x: Features<D, T, Dev>, mode: Mode) -> Result<Features<D, T, Dev>, OpError> {
         let y = self.fc1.run(x, mode)?;
         let y = self.bn1.run_relu(y, mode)?;
         self.fc2.run(y, mode)
@@ -150,72 +155,79 @@ impl<const D: usize, const H: usize, T: AnyTape> Block<Features<D, T>> for Predi
 }
 
 /// Rows scaled to unit length (PyTorch's `F.normalize`: the norm is clamped at 1e-12).
-fn unit_rows<const M: usize, T: AnyTape>(x: Features<M, T>) -> Result<Features<M, T>, OpError> {
+fn unit_rows<const M: usize, Dev: Kernels<f32>, T: AnyTape<Dev>>(
+    x: Features<M, T, Dev>,
+) -> Result<Features<M, T, Dev>, Dev::Err> {
     let shape = *x.shape();
     let norm = x.retaped::<T>().try_square()?.try_sum::<(usize,), Axis<1>>()?.try_sqrt()?.try_clamp(1e-12, f32::MAX)?;
-    Ok(x.try_div(norm.try_broadcast_like(&shape)?)?)
+    x.try_div(norm.try_broadcast_like(&shape)?)
 }
 
 /// `D(p, z)`: the negative cosine similarity of matching rows, averaged over the batch. `z` has
 /// no tape: it is a target, no gradient flows into it.
-pub fn negative_cosine<const M: usize, T: AnyTape>(
-    p: Features<M, T>,
-    z: Features<M>,
-) -> Result<Tensor<Rank0, f32, Cpu, T>, OpError> {
+pub fn negative_cosine<const M: usize, Dev: Kernels<f32>, T: AnyTape<Dev>>(
+    p: Features<M, T, Dev>,
+    z: Features<M, NoneTape, Dev>,
+) -> Result<Tensor<Rank0, f32, Dev, T>, OpError> {
     if p.shape().0 != z.shape().0 {
         return Err(OpError::config("negative_cosine", format!("batch {} vs {}", p.shape().0, z.shape().0)));
     }
-    let p = unit_rows(p)?;
-    let z = unit_rows(z)?;
-    Ok(p.try_mul(z)?.try_sum::<(usize,), Axis<1>>()?.try_mean::<Rank0, _>()?.try_negate()?)
+    let d = || -> Result<_, Dev::Err> {
+        let p = unit_rows(p)?;
+        let z = unit_rows(z)?;
+        p.try_mul(z)?.try_sum::<(usize,), Axis<1>>()?.try_mean::<Rank0, _>()?.try_negate()
+    };
+    d().map_err(dev_err)
 }
 
 /// SimSiam's symmetric loss `½·D(p1, z2) + ½·D(p2, z1)`; the targets `z1`, `z2` are detached
 /// (tapeless) tensors — the stop-gradient.
-pub fn simsiam_loss<const M: usize, T: AnyTape>(
-    p1: Features<M, T>,
-    p2: Features<M, T>,
-    z1: Features<M>,
-    z2: Features<M>,
-) -> Result<Tensor<Rank0, f32, Cpu, T>, OpError> {
+pub fn simsiam_loss<const M: usize, Dev: Kernels<f32>, T: AnyTape<Dev>>(
+    p1: Features<M, T, Dev>,
+    p2: Features<M, T, Dev>,
+    z1: Features<M, NoneTape, Dev>,
+    z2: Features<M, NoneTape, Dev>,
+) -> Result<Tensor<Rank0, f32, Dev, T>, OpError> {
     let a = negative_cosine(p1, z2)?;
     let b = negative_cosine(p2, z1)?;
-    Ok(a.try_add(b)?.try_mul(0.5)?)
+    a.try_add(b).and_then(|l| l.try_mul(0.5)).map_err(dev_err)
 }
 
 /// What [`SimSiam::forward_pair`] returns: the projections (detached, the targets) and the
 /// predictions (taped) of both views.
 #[derive(Debug)]
-pub struct PairOutput<const D: usize, T> {
+pub struct PairOutput<const D: usize, T, Dev: Storage<f32> = Cpu> {
     /// Projection of view 1, detached.
-    pub z1: Features<D>,
+    pub z1: Features<D, NoneTape, Dev>,
     /// Projection of view 2, detached.
-    pub z2: Features<D>,
+    pub z2: Features<D, NoneTape, Dev>,
     /// Prediction from view 1.
-    pub p1: Features<D, T>,
+    pub p1: Features<D, T, Dev>,
     /// Prediction from view 2.
-    pub p2: Features<D, T>,
+    pub p2: Features<D, T, Dev>,
 }
 
-impl<B: Backbone<F>, const F: usize, const D: usize, const H: usize> SimSiam<B, F, D, H> {
+impl<B: Backbone<F, Dev>, const F: usize, const D: usize, const H: usize, Dev: Kernels<f32>>
+    SimSiam<B, F, D, H, f32, Dev>
+{
     /// Projection `z` of a batch of images.
-    pub fn project<T: AnyTape>(
+    pub fn project<T: AnyTape<Dev>>(
         &mut self,
-        x: Tensor<Image<3>, f32, Cpu, T>,
+        x: Tensor<Image<3>, f32, Dev, T>,
         mode: Mode,
-    ) -> Result<Features<D, T>, OpError> {
+    ) -> Result<Features<D, T, Dev>, OpError> {
         let f = self.backbone.forward_features(x, mode)?;
         self.projector.run(f, mode)
     }
 
     /// Both views through encoder and predictor. Each view is its own batch (BatchNorm
     /// statistics per view, as in the reference code).
-    pub fn forward_pair<T: AnyTape>(
+    pub fn forward_pair<T: AnyTape<Dev>>(
         &mut self,
-        x1: Tensor<Image<3>, f32, Cpu, T>,
-        x2: Tensor<Image<3>, f32, Cpu, T>,
+        x1: Tensor<Image<3>, f32, Dev, T>,
+        x2: Tensor<Image<3>, f32, Dev, T>,
         mode: Mode,
-    ) -> Result<PairOutput<D, T>, OpError> {
+    ) -> Result<PairOutput<D, T, Dev>, OpError> {
         let (z1, tape1) = self.project(x1, mode)?.split_tape();
         let (z2, tape2) = self.project(x2, mode)?.split_tape();
         let p1 = self.predictor.run(z1.clone().put_tape(tape1), mode)?;
@@ -241,12 +253,12 @@ impl<B: Backbone<F>, const F: usize, const D: usize, const H: usize> SimSiam<B, 
     /// assert!((-1.0..=1.0).contains(&value));
     /// let grads = loss.backward();
     /// ```
-    pub fn forward_loss<T: AnyTape>(
+    pub fn forward_loss<T: AnyTape<Dev>>(
         &mut self,
-        x1: Tensor<Image<3>, f32, Cpu, T>,
-        x2: Tensor<Image<3>, f32, Cpu, T>,
+        x1: Tensor<Image<3>, f32, Dev, T>,
+        x2: Tensor<Image<3>, f32, Dev, T>,
         mode: Mode,
-    ) -> Result<Tensor<Rank0, f32, Cpu, T>, OpError> {
+    ) -> Result<Tensor<Rank0, f32, Dev, T>, OpError> {
         let out = self.forward_pair(x1, x2, mode)?;
         simsiam_loss(out.p1, out.p2, out.z1, out.z2)
     }

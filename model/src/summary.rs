@@ -5,7 +5,7 @@
 use std::fmt;
 
 use dfdx::nn::NumParams;
-use dfdx::prelude::{Const, Cpu, HasShape, Shape, Tensor, ZerosTensor};
+use dfdx::prelude::{Const, Cpu, HasShape, Shape, Storage, Tensor, ZerosTensor};
 
 use crate::backbones::Backbone;
 use crate::layers::Mode;
@@ -54,7 +54,12 @@ impl StageTrace {
     }
 
     /// Records a stage's output; `params` is only called when the trace is on.
-    pub fn record<S: Shape, T>(&mut self, name: &str, y: &Tensor<S, f32, Cpu, T>, params: impl FnOnce() -> usize) {
+    pub fn record<S: Shape, D: Storage<f32>, T>(
+        &mut self,
+        name: &str,
+        y: &Tensor<S, f32, D, T>,
+        params: impl FnOnce() -> usize,
+    ) {
         if let Some(rows) = &mut self.rows {
             rows.push(SummaryRow {
                 name: name.to_string(),

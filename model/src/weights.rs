@@ -52,7 +52,7 @@ use std::str::FromStr;
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName, ViewTensorRef,
 };
-use dfdx::prelude::{BuildModule, Cpu, HasShape, Shape, Tensor};
+use dfdx::prelude::{BuildModule, Cpu, Device, HasShape, Shape, Tensor};
 
 pub use resample::{interpolate_bicubic, resample_patch_kernel, resample_pos_embed_tokens};
 
@@ -272,17 +272,17 @@ impl fmt::Display for Format {
 
 struct Write<'a>(&'a BTreeMap<String, Vec<f32>>);
 
-impl TensorVisitor<f32, Cpu> for Write<'_> {
+impl<D: Device<f32>> TensorVisitor<f32, D> for Write<'_> {
     type Viewer = (ViewTensorName, ViewTensorMut);
     type Err = std::convert::Infallible;
     type E2 = f32;
-    type D2 = Cpu;
+    type D2 = D;
 
     fn visit<S: Shape>(
         &mut self,
-        _: TensorOptions<S, f32, Cpu>,
-        (name, t): (String, &mut Tensor<S, f32, Cpu>),
-    ) -> Result<Option<Tensor<S, f32, Cpu>>, Self::Err> {
+        _: TensorOptions<S, f32, D>,
+        (name, t): (String, &mut Tensor<S, f32, D>),
+    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
         if let Some(values) = self.0.get(&name) {
             t.copy_from(values);
         }
@@ -292,17 +292,17 @@ impl TensorVisitor<f32, Cpu> for Write<'_> {
 
 struct Read(StateDict);
 
-impl TensorVisitor<f32, Cpu> for Read {
+impl<D: Device<f32>> TensorVisitor<f32, D> for Read {
     type Viewer = (ViewTensorName, ViewTensorRef);
     type Err = std::convert::Infallible;
     type E2 = f32;
-    type D2 = Cpu;
+    type D2 = D;
 
     fn visit<S: Shape>(
         &mut self,
-        _: TensorOptions<S, f32, Cpu>,
-        (name, t): (String, &Tensor<S, f32, Cpu>),
-    ) -> Result<Option<Tensor<S, f32, Cpu>>, Self::Err> {
+        _: TensorOptions<S, f32, D>,
+        (name, t): (String, &Tensor<S, f32, D>),
+    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
         let shape = t.shape().concrete().into_iter().collect();
         self.0.insert(name, (shape, t.as_vec()));
         Ok(None)
@@ -311,7 +311,7 @@ impl TensorVisitor<f32, Cpu> for Read {
 
 /// Every tensor of `model` under its PyTorch name: what `load_state_dict(strict=True)` takes on
 /// the headless torchvision / timm model ([`pytorch_model`] spells it out).
-pub fn export_state_dict<M: TensorCollection<f32, Cpu>>(model: &M) -> StateDict {
+pub fn export_state_dict<D: Device<f32>, M: TensorCollection<f32, D>>(model: &M) -> StateDict {
     let mut read = Read(StateDict::new());
     match M::iter_tensors(&mut RecursiveWalker { m: (String::new(), model), f: &mut read }) {
         Ok(_) => read.0,
@@ -425,7 +425,7 @@ fn hint(m: &Mismatch, names: &[String], dict: &StateDict) -> Option<String> {
 /// every key and shape first and, on any difference, changes nothing and returns one
 /// [`Mismatch`] listing them all; resamples position embeddings and patch kernels of another
 /// input size when `opts.resample`. Returns what was done.
-pub fn import_state_dict<M: TensorCollection<f32, Cpu>>(
+pub fn import_state_dict<D: Device<f32>, M: TensorCollection<f32, D>>(
     model: &mut M,
     dict: &StateDict,
     opts: &ImportOptions,

@@ -3,6 +3,9 @@
 
 use dfdx::prelude::{BuildModule, Cpu};
 
+use crate::composed::dev_err;
+use crate::Kernels;
+
 use super::*;
 use crate::summary::{summary, Summary};
 use crate::OpError;
@@ -24,11 +27,11 @@ pub const BACKBONE_NAMES: &[&str] = &[
 /// Something to do with a backbone chosen at run time: [`with_backbone`] builds the preset and
 /// calls [`visit`](BackboneVisitor::visit) with its concrete type, so code generic over
 /// `B: Backbone<F>` (a training loop, a summary) runs on a name from the command line.
-pub trait BackboneVisitor {
+pub trait BackboneVisitor<D: Kernels<f32> = Cpu> {
     /// What the visit produces.
     type Output;
     /// Called with the freshly built backbone and its name as given.
-    fn visit<B: Backbone<F> + BuildModule<Cpu, f32> + 'static, const F: usize>(self, backbone: B) -> Self::Output;
+    fn visit<B: Backbone<F, D> + BuildModule<D, f32> + 'static, const F: usize>(self, backbone: B) -> Self::Output;
 }
 
 /// Builds the preset `name` means at `image_size` on `dev` (freshly initialised from the
@@ -44,35 +47,37 @@ pub trait BackboneVisitor {
 /// | `*_tiny`            | the reduced presets (`vit_tiny` at 32 or 96 px, `pit_tiny` at 32) |
 ///
 /// Errors for an unknown name or a size a position embedding does not fit.
-pub fn with_backbone<V: BackboneVisitor>(
+pub fn with_backbone<D: Kernels<f32>, V: BackboneVisitor<D>>(
     name: &str,
     image_size: usize,
-    dev: &Cpu,
+    dev: &D,
     visitor: V,
 ) -> Result<V::Output, OpError> {
     let unsupported =
         || OpError::config("backbone", format!("{name} has no preset for {image_size} px (see with_backbone's table)"));
     Ok(match (name, image_size) {
-        ("resnet18", 0..=96) | ("resnet18_cifar", _) => visitor.visit(ResNet18Cifar::try_build(dev)?),
-        ("resnet18", _) | ("resnet18_imagenet", _) => visitor.visit(ResNet18::try_build(dev)?),
-        ("efficientnet_b0", 0..=64) => visitor.visit(EfficientNetB0S1::try_build(dev)?),
-        ("efficientnet_b0", _) => visitor.visit(EfficientNetB0::try_build(dev)?),
-        ("vit_s", 32) => visitor.visit(VitS32::try_build(dev)?),
-        ("vit_s", 64) => visitor.visit(VitS64::try_build(dev)?),
-        ("vit_s", 96) => visitor.visit(VitS96::try_build(dev)?),
-        ("vit_s", 128) => visitor.visit(VitS128::try_build(dev)?),
-        ("vit_s", 224) => visitor.visit(VitS224::try_build(dev)?),
-        ("pit_ti", 32) => visitor.visit(PitTi32::try_build(dev)?),
-        ("pit_ti", 64) => visitor.visit(PitTi64::try_build(dev)?),
-        ("pit_ti", 96) => visitor.visit(PitTi96::try_build(dev)?),
-        ("pit_ti", 128) => visitor.visit(PitTi128::try_build(dev)?),
-        ("pit_ti", 224) => visitor.visit(PitTi224::try_build(dev)?),
-        ("resnet18_tiny", 0..=96) => visitor.visit(ResNet18CifarTiny::try_build(dev)?),
-        ("resnet18_tiny", _) => visitor.visit(ResNet18Tiny::try_build(dev)?),
-        ("efficientnet_tiny", _) => visitor.visit(EfficientNetTiny::try_build(dev)?),
-        ("vit_tiny", 32) => visitor.visit(VitTiny32::try_build(dev)?),
-        ("vit_tiny", 96) => visitor.visit(VitTiny96::try_build(dev)?),
-        ("pit_tiny", 32) => visitor.visit(PitTiny32::try_build(dev)?),
+        ("resnet18", 0..=96) | ("resnet18_cifar", _) => {
+            visitor.visit(ResNet18Cifar::<D>::try_build(dev).map_err(dev_err)?)
+        }
+        ("resnet18", _) | ("resnet18_imagenet", _) => visitor.visit(ResNet18::<D>::try_build(dev).map_err(dev_err)?),
+        ("efficientnet_b0", 0..=64) => visitor.visit(EfficientNetB0S1::<D>::try_build(dev).map_err(dev_err)?),
+        ("efficientnet_b0", _) => visitor.visit(EfficientNetB0::<D>::try_build(dev).map_err(dev_err)?),
+        ("vit_s", 32) => visitor.visit(VitS32::<D>::try_build(dev).map_err(dev_err)?),
+        ("vit_s", 64) => visitor.visit(VitS64::<D>::try_build(dev).map_err(dev_err)?),
+        ("vit_s", 96) => visitor.visit(VitS96::<D>::try_build(dev).map_err(dev_err)?),
+        ("vit_s", 128) => visitor.visit(VitS128::<D>::try_build(dev).map_err(dev_err)?),
+        ("vit_s", 224) => visitor.visit(VitS224::<D>::try_build(dev).map_err(dev_err)?),
+        ("pit_ti", 32) => visitor.visit(PitTi32::<D>::try_build(dev).map_err(dev_err)?),
+        ("pit_ti", 64) => visitor.visit(PitTi64::<D>::try_build(dev).map_err(dev_err)?),
+        ("pit_ti", 96) => visitor.visit(PitTi96::<D>::try_build(dev).map_err(dev_err)?),
+        ("pit_ti", 128) => visitor.visit(PitTi128::<D>::try_build(dev).map_err(dev_err)?),
+        ("pit_ti", 224) => visitor.visit(PitTi224::<D>::try_build(dev).map_err(dev_err)?),
+        ("resnet18_tiny", 0..=96) => visitor.visit(ResNet18CifarTiny::<D>::try_build(dev).map_err(dev_err)?),
+        ("resnet18_tiny", _) => visitor.visit(ResNet18Tiny::<D>::try_build(dev).map_err(dev_err)?),
+        ("efficientnet_tiny", _) => visitor.visit(EfficientNetTiny::<D>::try_build(dev).map_err(dev_err)?),
+        ("vit_tiny", 32) => visitor.visit(VitTiny32::<D>::try_build(dev).map_err(dev_err)?),
+        ("vit_tiny", 96) => visitor.visit(VitTiny96::<D>::try_build(dev).map_err(dev_err)?),
+        ("pit_tiny", 32) => visitor.visit(PitTiny32::<D>::try_build(dev).map_err(dev_err)?),
         _ if BACKBONE_NAMES.contains(&name) => return Err(unsupported()),
         _ => {
             return Err(OpError::config(

@@ -27,9 +27,10 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
 use super::Backbone;
+use crate::composed::dev_err;
 use crate::layers::{AnyTape, BatchNorm2d, Block, Conv2d, Conv2dBias, DwConv2d, Mode};
 use crate::summary::StageTrace;
-use crate::{drop_path, global_avg_pool2d, residual_add, scale_channels, silu, Image, OpError};
+use crate::{Image, Kernels, OpError};
 
 /// Squeeze-and-excitation: global average → 1×1 conv `C → RD` (bias) → SiLU → 1×1 conv
 /// `RD → C` (bias) → sigmoid → channel scale.
@@ -108,13 +109,13 @@ pub struct Blocks<F, R, const N: usize> {
 }
 
 /// A stage or block taking `I` channels to `O`, on any tape.
-pub trait Stage<const I: usize, const O: usize>: TensorCollection<f32, Cpu> {
+pub trait Stage<const I: usize, const O: usize, D: Kernels<f32> = Cpu>: TensorCollection<f32, D> {
     /// Runs the stage.
-    fn run_stage<T: AnyTape>(
+    fn run_stage<T: AnyTape<D>>(
         &mut self,
-        x: Tensor<Image<I>, f32, Cpu, T>,
+        x: Tensor<Image<I>, f32, D, T>,
         mode: Mode,
-    ) -> Result<Tensor<Image<O>, f32, Cpu, T>, OpError>;
+    ) -> Result<Tensor<Image<O>, f32, D, T>, OpError>;
     /// Sets the drop-path probability of every block from `rate(block index)`, counting from
     /// `start`; returns the next index.
     fn set_drop_path(&mut self, start: usize, rate: &dyn Fn(usize) -> f64) -> usize;
@@ -158,7 +159,7 @@ pub struct EfficientNet<
 }
 
 /// The stages of EfficientNet-B0 (timm's block table).
-type B0<const SS: usize> = EfficientNet<
+type B0<const SS: usize, D> = EfficientNet<
     SS,
     32,
     16,
@@ -169,22 +170,24 @@ type B0<const SS: usize> = EfficientNet<
     192,
     320,
     1280,
-    Blocks<DepthwiseSeparable<32, 16, 3, 8>, DepthwiseSeparable<16, 16, 3, 4>, 0>,
-    Blocks<MbConv<16, 24, 96, 3, 2, 4>, MbConv<24, 24, 144, 3, 1, 6>, 1>,
-    Blocks<MbConv<24, 40, 144, 5, 2, 6>, MbConv<40, 40, 240, 5, 1, 10>, 1>,
-    Blocks<MbConv<40, 80, 240, 3, 2, 10>, MbConv<80, 80, 480, 3, 1, 20>, 2>,
-    Blocks<MbConv<80, 112, 480, 5, 1, 20>, MbConv<112, 112, 672, 5, 1, 28>, 2>,
-    Blocks<MbConv<112, 192, 672, 5, 2, 28>, MbConv<192, 192, 1152, 5, 1, 48>, 3>,
-    Blocks<MbConv<192, 320, 1152, 3, 1, 48>, MbConv<320, 320, 1920, 3, 1, 80>, 0>,
+    Blocks<DepthwiseSeparable<32, 16, 3, 8, f32, D>, DepthwiseSeparable<16, 16, 3, 4, f32, D>, 0>,
+    Blocks<MbConv<16, 24, 96, 3, 2, 4, f32, D>, MbConv<24, 24, 144, 3, 1, 6, f32, D>, 1>,
+    Blocks<MbConv<24, 40, 144, 5, 2, 6, f32, D>, MbConv<40, 40, 240, 5, 1, 10, f32, D>, 1>,
+    Blocks<MbConv<40, 80, 240, 3, 2, 10, f32, D>, MbConv<80, 80, 480, 3, 1, 20, f32, D>, 2>,
+    Blocks<MbConv<80, 112, 480, 5, 1, 20, f32, D>, MbConv<112, 112, 672, 5, 1, 28, f32, D>, 2>,
+    Blocks<MbConv<112, 192, 672, 5, 2, 28, f32, D>, MbConv<192, 192, 1152, 5, 1, 48, f32, D>, 3>,
+    Blocks<MbConv<192, 320, 1152, 3, 1, 48, f32, D>, MbConv<320, 320, 1920, 3, 1, 80, f32, D>, 0>,
+    f32,
+    D,
 >;
 
 /// timm `efficientnet_b0` without classifier: 4,007,548 parameters, 1280 features.
-pub type EfficientNetB0 = B0<2>;
+pub type EfficientNetB0<D = Cpu> = B0<2, D>;
 /// EfficientNet-B0 with a stride-1 stem, for 32 px inputs (same parameters).
-pub type EfficientNetB0S1 = B0<1>;
+pub type EfficientNetB0S1<D = Cpu> = B0<1, D>;
 /// A reduced EfficientNet (widths ≈ ¼, one block per stage but one, stride-1 stem) for tests
 /// and demos: 128 features.
-pub type EfficientNetTiny = EfficientNet<
+pub type EfficientNetTiny<D = Cpu> = EfficientNet<
     1,
     8,
     8,
@@ -195,13 +198,15 @@ pub type EfficientNetTiny = EfficientNet<
     48,
     64,
     128,
-    Blocks<DepthwiseSeparable<8, 8, 3, 2>, DepthwiseSeparable<8, 8, 3, 2>, 0>,
-    Blocks<MbConv<8, 16, 48, 3, 2, 2>, MbConv<16, 16, 96, 3, 1, 4>, 1>,
-    Blocks<MbConv<16, 24, 96, 5, 2, 4>, MbConv<24, 24, 144, 5, 1, 6>, 0>,
-    Blocks<MbConv<24, 32, 144, 3, 2, 6>, MbConv<32, 32, 192, 3, 1, 8>, 0>,
-    Blocks<MbConv<32, 32, 192, 5, 1, 8>, MbConv<32, 32, 192, 5, 1, 8>, 0>,
-    Blocks<MbConv<32, 48, 192, 5, 2, 8>, MbConv<48, 48, 288, 5, 1, 12>, 0>,
-    Blocks<MbConv<48, 64, 288, 3, 1, 12>, MbConv<64, 64, 384, 3, 1, 16>, 0>,
+    Blocks<DepthwiseSeparable<8, 8, 3, 2, f32, D>, DepthwiseSeparable<8, 8, 3, 2, f32, D>, 0>,
+    Blocks<MbConv<8, 16, 48, 3, 2, 2, f32, D>, MbConv<16, 16, 96, 3, 1, 4, f32, D>, 1>,
+    Blocks<MbConv<16, 24, 96, 5, 2, 4, f32, D>, MbConv<24, 24, 144, 5, 1, 6, f32, D>, 0>,
+    Blocks<MbConv<24, 32, 144, 3, 2, 6, f32, D>, MbConv<32, 32, 192, 3, 1, 8, f32, D>, 0>,
+    Blocks<MbConv<32, 32, 192, 5, 1, 8, f32, D>, MbConv<32, 32, 192, 5, 1, 8, f32, D>, 0>,
+    Blocks<MbConv<32, 48, 192, 5, 2, 8, f32, D>, MbConv<48, 48, 288, 5, 1, 12, f32, D>, 0>,
+    Blocks<MbConv<48, 64, 288, 3, 1, 12, f32, D>, MbConv<64, 64, 384, 3, 1, 16, f32, D>, 0>,
+    f32,
+    D,
 >;
 
 impl<const C: usize, const RD: usize, E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D>
@@ -370,31 +375,34 @@ impl<
     }
 }
 
-impl<const C: usize, const RD: usize> SqueezeExcite<C, RD> {
-    fn excite<T: AnyTape>(
+impl<const C: usize, const RD: usize, D: Kernels<f32>> SqueezeExcite<C, RD, f32, D> {
+    fn excite<T: AnyTape<D>>(
         &mut self,
-        x: Tensor<Image<C>, f32, Cpu, T>,
+        x: Tensor<Image<C>, f32, D, T>,
         mode: Mode,
-    ) -> Result<Tensor<Image<C>, f32, Cpu, T>, OpError> {
+    ) -> Result<Tensor<Image<C>, f32, D, T>, OpError> {
         let n = x.shape().0;
-        let s = global_avg_pool2d(x.retaped::<T>())?.try_reshape_like(&(n, Const::<C>, 1, 1))?;
-        let s = silu(self.conv_reduce.run(s, mode)?)?;
-        let s = self.conv_expand.run(s, mode)?.try_sigmoid()?.try_reshape_like(&(n, Const::<C>))?;
-        scale_channels(x, s)
+        let s = D::global_avg_pool2d(x.retaped::<T>())?.try_reshape_like(&(n, Const::<C>, 1, 1)).map_err(dev_err)?;
+        let s = D::silu(self.conv_reduce.run(s, mode)?)?;
+        let s = self.conv_expand.run(s, mode)?;
+        let s = s.try_sigmoid().and_then(|s| s.try_reshape_like(&(n, Const::<C>))).map_err(dev_err)?;
+        D::scale_channels(x, s)
     }
 }
 
-impl<const I: usize, const O: usize, const K: usize, const RD: usize> Stage<I, O> for DepthwiseSeparable<I, O, K, RD> {
-    fn run_stage<T: AnyTape>(
+impl<const I: usize, const O: usize, const K: usize, const RD: usize, D: Kernels<f32>> Stage<I, O, D>
+    for DepthwiseSeparable<I, O, K, RD, f32, D>
+{
+    fn run_stage<T: AnyTape<D>>(
         &mut self,
-        x: Tensor<Image<I>, f32, Cpu, T>,
+        x: Tensor<Image<I>, f32, D, T>,
         mode: Mode,
-    ) -> Result<Tensor<Image<O>, f32, Cpu, T>, OpError> {
+    ) -> Result<Tensor<Image<O>, f32, D, T>, OpError> {
         let shortcut = x.retaped::<T>();
-        let y = silu(self.bn1.run(self.conv_dw.run(x, mode)?, mode)?)?;
+        let y = D::silu(self.bn1.run(self.conv_dw.run(x, mode)?, mode)?)?;
         let y = self.se.excite(y, mode)?;
         let y = self.bn2.run(self.conv_pw.run(y, mode)?, mode)?;
-        residual::<I, O, T>(y, shortcut, 1, self.drop_path, mode)
+        residual::<I, O, D, T>(y, shortcut, 1, self.drop_path, mode)
     }
 
     fn set_drop_path(&mut self, start: usize, rate: &dyn Fn(usize) -> f64) -> usize {
@@ -403,20 +411,27 @@ impl<const I: usize, const O: usize, const K: usize, const RD: usize> Stage<I, O
     }
 }
 
-impl<const I: usize, const O: usize, const MID: usize, const K: usize, const S: usize, const RD: usize> Stage<I, O>
-    for MbConv<I, O, MID, K, S, RD>
+impl<
+        const I: usize,
+        const O: usize,
+        const MID: usize,
+        const K: usize,
+        const S: usize,
+        const RD: usize,
+        D: Kernels<f32>,
+    > Stage<I, O, D> for MbConv<I, O, MID, K, S, RD, f32, D>
 {
-    fn run_stage<T: AnyTape>(
+    fn run_stage<T: AnyTape<D>>(
         &mut self,
-        x: Tensor<Image<I>, f32, Cpu, T>,
+        x: Tensor<Image<I>, f32, D, T>,
         mode: Mode,
-    ) -> Result<Tensor<Image<O>, f32, Cpu, T>, OpError> {
+    ) -> Result<Tensor<Image<O>, f32, D, T>, OpError> {
         let shortcut = x.retaped::<T>();
-        let y = silu(self.bn1.run(self.conv_pw.run(x, mode)?, mode)?)?;
-        let y = silu(self.bn2.run(self.conv_dw.run(y, mode)?, mode)?)?;
+        let y = D::silu(self.bn1.run(self.conv_pw.run(x, mode)?, mode)?)?;
+        let y = D::silu(self.bn2.run(self.conv_dw.run(y, mode)?, mode)?)?;
         let y = self.se.excite(y, mode)?;
         let y = self.bn3.run(self.conv_pwl.run(y, mode)?, mode)?;
-        residual::<I, O, T>(y, shortcut, S, self.drop_path, mode)
+        residual::<I, O, D, T>(y, shortcut, S, self.drop_path, mode)
     }
 
     fn set_drop_path(&mut self, start: usize, rate: &dyn Fn(usize) -> f64) -> usize {
@@ -427,27 +442,29 @@ impl<const I: usize, const O: usize, const MID: usize, const K: usize, const S: 
 
 /// Adds the block input when the block keeps stride 1 and width (`I == O`), after drop-path on
 /// the branch; returns the branch unchanged otherwise.
-fn residual<const I: usize, const O: usize, T: AnyTape>(
-    y: Tensor<Image<O>, f32, Cpu, T>,
-    shortcut: Tensor<Image<I>, f32, Cpu, T>,
+fn residual<const I: usize, const O: usize, D: Kernels<f32>, T: AnyTape<D>>(
+    y: Tensor<Image<O>, f32, D, T>,
+    shortcut: Tensor<Image<I>, f32, D, T>,
     stride: usize,
     drop_prob: f64,
     mode: Mode,
-) -> Result<Tensor<Image<O>, f32, Cpu, T>, OpError> {
+) -> Result<Tensor<Image<O>, f32, D, T>, OpError> {
     if I != O || stride != 1 {
         return Ok(y);
     }
     let shape = *y.shape();
-    let shortcut = shortcut.try_reshape_like(&shape)?;
-    residual_add(drop_path(y, drop_prob, mode.training())?, shortcut, false)
+    let shortcut = shortcut.try_reshape_like(&shape).map_err(dev_err)?;
+    D::residual_add(D::drop_path(y, drop_prob, mode.training())?, shortcut, false)
 }
 
-impl<const I: usize, const O: usize, F: Stage<I, O>, R: Stage<O, O>, const N: usize> Stage<I, O> for Blocks<F, R, N> {
-    fn run_stage<T: AnyTape>(
+impl<const I: usize, const O: usize, D: Kernels<f32>, F: Stage<I, O, D>, R: Stage<O, O, D>, const N: usize>
+    Stage<I, O, D> for Blocks<F, R, N>
+{
+    fn run_stage<T: AnyTape<D>>(
         &mut self,
-        x: Tensor<Image<I>, f32, Cpu, T>,
+        x: Tensor<Image<I>, f32, D, T>,
         mode: Mode,
-    ) -> Result<Tensor<Image<O>, f32, Cpu, T>, OpError> {
+    ) -> Result<Tensor<Image<O>, f32, D, T>, OpError> {
         let mut y = self.first.run_stage(x, mode)?;
         for block in &mut self.rest {
             y = block.run_stage(y, mode)?;
@@ -476,14 +493,15 @@ impl<
         const C6: usize,
         const C7: usize,
         const CH: usize,
-        B1: Stage<C0, C1>,
-        B2: Stage<C1, C2>,
-        B3: Stage<C2, C3>,
-        B4: Stage<C3, C4>,
-        B5: Stage<C4, C5>,
-        B6: Stage<C5, C6>,
-        B7: Stage<C6, C7>,
-    > EfficientNet<SS, C0, C1, C2, C3, C4, C5, C6, C7, CH, B1, B2, B3, B4, B5, B6, B7>
+        B1: Stage<C0, C1, D>,
+        B2: Stage<C1, C2, D>,
+        B3: Stage<C2, C3, D>,
+        B4: Stage<C3, C4, D>,
+        B5: Stage<C4, C5, D>,
+        B6: Stage<C5, C6, D>,
+        B7: Stage<C6, C7, D>,
+        D: Kernels<f32>,
+    > EfficientNet<SS, C0, C1, C2, C3, C4, C5, C6, C7, CH, B1, B2, B3, B4, B5, B6, B7, f32, D>
 {
     /// Sets timm's stochastic-depth schedule: block `i` of `n` drops its residual branch with
     /// probability `rate · i / n` (blocks without a residual ignore it).
@@ -525,26 +543,27 @@ impl<
         const C6: usize,
         const C7: usize,
         const CH: usize,
-        B1: Stage<C0, C1>,
-        B2: Stage<C1, C2>,
-        B3: Stage<C2, C3>,
-        B4: Stage<C3, C4>,
-        B5: Stage<C4, C5>,
-        B6: Stage<C5, C6>,
-        B7: Stage<C6, C7>,
-    > Backbone<CH> for EfficientNet<SS, C0, C1, C2, C3, C4, C5, C6, C7, CH, B1, B2, B3, B4, B5, B6, B7>
+        B1: Stage<C0, C1, D>,
+        B2: Stage<C1, C2, D>,
+        B3: Stage<C2, C3, D>,
+        B4: Stage<C3, C4, D>,
+        B5: Stage<C4, C5, D>,
+        B6: Stage<C5, C6, D>,
+        B7: Stage<C6, C7, D>,
+        D: Kernels<f32>,
+    > Backbone<CH, D> for EfficientNet<SS, C0, C1, C2, C3, C4, C5, C6, C7, CH, B1, B2, B3, B4, B5, B6, B7, f32, D>
 {
     fn name(&self) -> String {
         format!("efficientnet (stem stride {SS}, widths {C0}/{C1}/{C2}/{C3}/{C4}/{C5}/{C6}/{C7}, head {CH})")
     }
 
-    fn forward_traced<T: AnyTape>(
+    fn forward_traced<T: AnyTape<D>>(
         &mut self,
-        x: Tensor<Image<3>, f32, Cpu, T>,
+        x: Tensor<Image<3>, f32, D, T>,
         mode: Mode,
         trace: &mut StageTrace,
-    ) -> Result<Tensor<(usize, Const<CH>), f32, Cpu, T>, OpError> {
-        let y = silu(self.bn1.run(self.conv_stem.run(x, mode)?, mode)?)?;
+    ) -> Result<Tensor<(usize, Const<CH>), f32, D, T>, OpError> {
+        let y = D::silu(self.bn1.run(self.conv_stem.run(x, mode)?, mode)?)?;
         trace.record("conv_stem+bn1", &y, || self.conv_stem.num_trainable_params() + self.bn1.num_trainable_params());
         let b = &mut self.blocks;
         let y = b.0.run_stage(y, mode)?;
@@ -561,9 +580,9 @@ impl<
         trace.record("blocks.5", &y, || b.5.num_trainable_params());
         let y = b.6.run_stage(y, mode)?;
         trace.record("blocks.6", &y, || b.6.num_trainable_params());
-        let y = silu(self.bn2.run(self.conv_head.run(y, mode)?, mode)?)?;
+        let y = D::silu(self.bn2.run(self.conv_head.run(y, mode)?, mode)?)?;
         trace.record("conv_head+bn2", &y, || self.conv_head.num_trainable_params() + self.bn2.num_trainable_params());
-        let y = global_avg_pool2d(y)?;
+        let y = D::global_avg_pool2d(y)?;
         trace.record("global_pool", &y, || 0);
         Ok(y)
     }

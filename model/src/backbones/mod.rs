@@ -36,30 +36,35 @@ pub use vit::{
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::{Const, Cpu, Tensor};
 
+use crate::Kernels;
+
 use crate::layers::{AnyTape, Mode};
 use crate::summary::StageTrace;
 use crate::{Image, OpError};
 
 /// A feature extractor: images in, `F` features per image out.
-pub trait Backbone<const F: usize>: TensorCollection<f32, Cpu> {
+///
+/// Generic over the device `D` ([`Cpu`] unless named): the same preset type runs on `Cpu` or,
+/// with the `cuda` feature, on `Cuda` (`ResNet18Cifar<Cuda>`).
+pub trait Backbone<const F: usize, D: Kernels<f32> = Cpu>: TensorCollection<f32, D> {
     /// The architecture's name as timm / torchvision spell it, with the variant
     /// (`resnet18 (cifar stem)`).
     fn name(&self) -> String;
 
     /// The forward pass, reporting each stage to `trace`.
-    fn forward_traced<T: AnyTape>(
+    fn forward_traced<T: AnyTape<D>>(
         &mut self,
-        x: Tensor<Image<3>, f32, Cpu, T>,
+        x: Tensor<Image<3>, f32, D, T>,
         mode: Mode,
         trace: &mut StageTrace,
-    ) -> Result<Tensor<(usize, Const<F>), f32, Cpu, T>, OpError>;
+    ) -> Result<Tensor<(usize, Const<F>), f32, D, T>, OpError>;
 
     /// Pooled features `[N, F]` of images `[N, 3, H, W]`.
-    fn forward_features<T: AnyTape>(
+    fn forward_features<T: AnyTape<D>>(
         &mut self,
-        x: Tensor<Image<3>, f32, Cpu, T>,
+        x: Tensor<Image<3>, f32, D, T>,
         mode: Mode,
-    ) -> Result<Tensor<(usize, Const<F>), f32, Cpu, T>, OpError> {
+    ) -> Result<Tensor<(usize, Const<F>), f32, D, T>, OpError> {
         self.forward_traced(x, mode, &mut StageTrace::off())
     }
 }

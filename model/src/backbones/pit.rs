@@ -25,9 +25,10 @@ use rand_distr::Uniform;
 
 use super::vit::{Tokens, TransformerBlock};
 use super::Backbone;
+use crate::composed::dev_err;
 use crate::layers::{AnyTape, Block, Conv2dBias, LayerNorm, Mode};
 use crate::summary::StageTrace;
-use crate::{Image, OpError};
+use crate::{Image, Kernels, OpError};
 
 /// timm's `Pooling`: the token grid through a depthwise-grouped 3×3 stride-2 conv `I → O`
 /// (`groups = I`), the class token through a Linear `I → O`.
@@ -80,15 +81,15 @@ pub struct ConvEmbedding<const D: usize, const P: usize, const ST: usize, E: Dty
 }
 
 /// A PiT stage on (grid `[N, I, h, w]`, class token `[N, 1, I]`), giving width `O`.
-pub trait TokenStage<const I: usize, const O: usize>: TensorCollection<f32, Cpu> {
+pub trait TokenStage<const I: usize, const O: usize, Dev: Kernels<f32> = Cpu>: TensorCollection<f32, Dev> {
     /// Runs the stage.
     #[allow(clippy::type_complexity)]
-    fn run_stage<T: AnyTape>(
+    fn run_stage<T: AnyTape<Dev>>(
         &mut self,
-        x: Tensor<Image<I>, f32, Cpu, T>,
-        cls: Tokens<I, T>,
+        x: Tensor<Image<I>, f32, Dev, T>,
+        cls: Tokens<I, T, Dev>,
         mode: Mode,
-    ) -> Result<(Tensor<Image<O>, f32, Cpu, T>, Tokens<O, T>), OpError>;
+    ) -> Result<(Tensor<Image<O>, f32, Dev, T>, Tokens<O, T, Dev>), OpError>;
 }
 
 /// PiT: patch `P`, patch stride `ST`, grid `G`, stage widths `D0`, `D1`, `D2`, stages
@@ -121,40 +122,44 @@ pub struct Pit<
 
 /// PiT-Ti (widths 64/128/256, heads 2/4/8, depths 2/6/4, MLP 4×) with patch `P`, stride
 /// `ST`, grid `G`.
-pub type PitTi<const P: usize, const ST: usize, const G: usize> = Pit<
+pub type PitTi<const P: usize, const ST: usize, const G: usize, Dev = Cpu> = Pit<
     P,
     ST,
     G,
     64,
     128,
     256,
-    PitStage<64, 2, 256, 192, 2>,
-    PitPoolStage<64, 128, 4, 512, 384, 6>,
-    PitPoolStage<128, 256, 8, 1024, 768, 4>,
+    PitStage<64, 2, 256, 192, 2, f32, Dev>,
+    PitPoolStage<64, 128, 4, 512, 384, 6, f32, Dev>,
+    PitPoolStage<128, 256, 8, 1024, 768, 4, f32, Dev>,
+    f32,
+    Dev,
 >;
 
 /// timm `pit_ti_224` without head: patch 16 stride 8, 27² grid; 4,590,272 parameters.
-pub type PitTi224 = PitTi<16, 8, 27>;
+pub type PitTi224<Dev = Cpu> = PitTi<16, 8, 27, Dev>;
 /// PiT-Ti for 32 px: patch 4 stride 2, 15² grid.
-pub type PitTi32 = PitTi<4, 2, 15>;
+pub type PitTi32<Dev = Cpu> = PitTi<4, 2, 15, Dev>;
 /// PiT-Ti for 64 px (CelebA-size inputs): patch 8 stride 4, 15² grid.
-pub type PitTi64 = PitTi<8, 4, 15>;
+pub type PitTi64<Dev = Cpu> = PitTi<8, 4, 15, Dev>;
 /// PiT-Ti for 96 px: patch 8 stride 4, 23² grid.
-pub type PitTi96 = PitTi<8, 4, 23>;
+pub type PitTi96<Dev = Cpu> = PitTi<8, 4, 23, Dev>;
 /// PiT-Ti for 128 px: patch 16 stride 8, 15² grid.
-pub type PitTi128 = PitTi<16, 8, 15>;
+pub type PitTi128<Dev = Cpu> = PitTi<16, 8, 15, Dev>;
 /// Reduced PiT (widths 16/32/64, heads 2/4/8, one block per stage) at 32 px, for tests and
 /// demos: 64 features.
-pub type PitTiny32 = Pit<
+pub type PitTiny32<Dev = Cpu> = Pit<
     4,
     2,
     15,
     16,
     32,
     64,
-    PitStage<16, 2, 64, 48, 1>,
-    PitPoolStage<16, 32, 4, 128, 96, 1>,
-    PitPoolStage<32, 64, 8, 256, 192, 1>,
+    PitStage<16, 2, 64, 48, 1, f32, Dev>,
+    PitPoolStage<16, 32, 4, 128, 96, 1, f32, Dev>,
+    PitPoolStage<32, 64, 8, 256, 192, 1, f32, Dev>,
+    f32,
+    Dev,
 >;
 
 fn small<E: Dtype + Float + SampleUniform, Dev: Device<E>, S: Shape>(
@@ -265,45 +270,65 @@ where
 /// Class token and grid through `blocks`: grid flattened, class token prepended, blocks run,
 /// split back.
 #[allow(clippy::type_complexity)]
-fn run_blocks<const D: usize, const H: usize, const M: usize, const Q: usize, const L: usize, T: AnyTape>(
-    blocks: &mut Repeated<TransformerBlock<D, H, M, Q>, L>,
-    x: Tensor<Image<D>, f32, Cpu, T>,
-    cls: Tokens<D, T>,
+fn run_blocks<
+    const D: usize,
+    const H: usize,
+    const M: usize,
+    const Q: usize,
+    const L: usize,
+    Dev: Kernels<f32>,
+    T: AnyTape<Dev>,
+>(
+    blocks: &mut Repeated<TransformerBlock<D, H, M, Q, f32, Dev>, L>,
+    x: Tensor<Image<D>, f32, Dev, T>,
+    cls: Tokens<D, T, Dev>,
     mode: Mode,
-) -> Result<(Tensor<Image<D>, f32, Cpu, T>, Tokens<D, T>), OpError> {
+) -> Result<(Tensor<Image<D>, f32, Dev, T>, Tokens<D, T, Dev>), OpError> {
     let (n, _, h, w) = *x.shape();
-    let grid = x.try_reshape_like(&(n, Const::<D>, h * w))?.try_permute::<_, Axes3<0, 2, 1>>()?;
-    let tokens = (cls, grid).try_concat_along(Axis::<1>)?;
-    let tokens = blocks.run(tokens, mode)?;
+    let join = || -> Result<_, Dev::Err> {
+        let grid = x.try_reshape_like(&(n, Const::<D>, h * w))?.try_permute::<_, Axes3<0, 2, 1>>()?;
+        (cls, grid).try_concat_along(Axis::<1>)
+    };
+    let tokens = blocks.run(join().map_err(dev_err)?, mode)?;
     // The class token keeps the tape: it is what the backbone returns (the last grid is dropped).
-    let grid = tokens.retaped::<T>().try_slice((.., 1.., ..))?;
-    let cls = tokens.try_slice((.., 0..1, ..))?;
-    let x = grid.try_permute::<_, Axes3<0, 2, 1>>()?.try_reshape_like(&(n, Const::<D>, h, w))?;
-    Ok((x, cls))
+    let split = || -> Result<_, Dev::Err> {
+        let grid = tokens.retaped::<T>().try_slice((.., 1.., ..))?;
+        let cls = tokens.try_slice((.., 0..1, ..))?;
+        let x = grid.try_permute::<_, Axes3<0, 2, 1>>()?.try_reshape_like(&(n, Const::<D>, h, w))?;
+        Ok((x, cls))
+    };
+    split().map_err(dev_err)
 }
 
-impl<const D: usize, const H: usize, const M: usize, const Q: usize, const L: usize> TokenStage<D, D>
-    for PitStage<D, H, M, Q, L>
+impl<const D: usize, const H: usize, const M: usize, const Q: usize, const L: usize, Dev: Kernels<f32>>
+    TokenStage<D, D, Dev> for PitStage<D, H, M, Q, L, f32, Dev>
 {
-    fn run_stage<T: AnyTape>(
+    fn run_stage<T: AnyTape<Dev>>(
         &mut self,
-        x: Tensor<Image<D>, f32, Cpu, T>,
-        cls: Tokens<D, T>,
+        x: Tensor<Image<D>, f32, Dev, T>,
+        cls: Tokens<D, T, Dev>,
         mode: Mode,
-    ) -> Result<(Tensor<Image<D>, f32, Cpu, T>, Tokens<D, T>), OpError> {
+    ) -> Result<(Tensor<Image<D>, f32, Dev, T>, Tokens<D, T, Dev>), OpError> {
         run_blocks(&mut self.blocks, x, cls, mode)
     }
 }
 
-impl<const I: usize, const D: usize, const H: usize, const M: usize, const Q: usize, const L: usize> TokenStage<I, D>
-    for PitPoolStage<I, D, H, M, Q, L>
+impl<
+        const I: usize,
+        const D: usize,
+        const H: usize,
+        const M: usize,
+        const Q: usize,
+        const L: usize,
+        Dev: Kernels<f32>,
+    > TokenStage<I, D, Dev> for PitPoolStage<I, D, H, M, Q, L, f32, Dev>
 {
-    fn run_stage<T: AnyTape>(
+    fn run_stage<T: AnyTape<Dev>>(
         &mut self,
-        x: Tensor<Image<I>, f32, Cpu, T>,
-        cls: Tokens<I, T>,
+        x: Tensor<Image<I>, f32, Dev, T>,
+        cls: Tokens<I, T, Dev>,
         mode: Mode,
-    ) -> Result<(Tensor<Image<D>, f32, Cpu, T>, Tokens<D, T>), OpError> {
+    ) -> Result<(Tensor<Image<D>, f32, Dev, T>, Tokens<D, T, Dev>), OpError> {
         let x = self.pool.conv.run(x, mode)?;
         let cls = self.pool.fc.run(cls, mode)?;
         run_blocks(&mut self.blocks, x, cls, mode)
@@ -320,22 +345,23 @@ impl<
         S0,
         S1,
         S2,
-    > Backbone<D2> for Pit<P, ST, G, D0, D1, D2, S0, S1, S2>
+        Dev: Kernels<f32>,
+    > Backbone<D2, Dev> for Pit<P, ST, G, D0, D1, D2, S0, S1, S2, f32, Dev>
 where
-    S0: TokenStage<D0, D0>,
-    S1: TokenStage<D0, D1>,
-    S2: TokenStage<D1, D2>,
+    S0: TokenStage<D0, D0, Dev>,
+    S1: TokenStage<D0, D1, Dev>,
+    S2: TokenStage<D1, D2, Dev>,
 {
     fn name(&self) -> String {
         format!("pit (patch {P} stride {ST}, grid {G}, widths {D0}/{D1}/{D2})")
     }
 
-    fn forward_traced<T: AnyTape>(
+    fn forward_traced<T: AnyTape<Dev>>(
         &mut self,
-        x: Tensor<Image<3>, f32, Cpu, T>,
+        x: Tensor<Image<3>, f32, Dev, T>,
         mode: Mode,
         trace: &mut StageTrace,
-    ) -> Result<Tensor<(usize, Const<D2>), f32, Cpu, T>, OpError> {
+    ) -> Result<Tensor<(usize, Const<D2>), f32, Dev, T>, OpError> {
         let x = self.patch_embed.conv.run(x, mode)?;
         let (n, _, gh, gw) = *x.shape();
         if (gh, gw) != (G, G) {
@@ -345,19 +371,25 @@ where
             ));
         }
         let shape = *x.shape();
-        let pos = self
-            .pos_embed
-            .retaped::<T>()
-            .try_reshape_like(&(Const::<D0>, G, G))?
-            .try_broadcast_like::<_, Axis<0>>(&shape)?;
-        let x = x.try_add(pos)?;
+        let pos_embed = &self.pos_embed;
+        let add_pos = || -> Result<_, Dev::Err> {
+            let pos = pos_embed
+                .retaped::<T>()
+                .try_reshape_like(&(Const::<D0>, G, G))?
+                .try_broadcast_like::<_, Axis<0>>(&shape)?;
+            x.try_add(pos)
+        };
+        let x = add_pos().map_err(dev_err)?;
         trace.record("patch_embed+pos_embed", &x, || self.patch_embed.num_trainable_params() + D0 * G * G);
-        let cls = self.cls_token.retaped::<T>().try_reshape::<Rank1<D0>>()?.try_broadcast_like(&(
-            n,
-            Const::<1>,
-            Const::<D0>,
-        ))?;
-        let cls = cls.try_reshape_like(&(n, 1, Const::<D0>))?;
+        let cls_token = &self.cls_token;
+        let cls = || -> Result<_, Dev::Err> {
+            cls_token
+                .retaped::<T>()
+                .try_reshape::<Rank1<D0>>()?
+                .try_broadcast_like(&(n, Const::<1>, Const::<D0>))?
+                .try_reshape_like(&(n, 1, Const::<D0>))
+        };
+        let cls = cls().map_err(dev_err)?;
         let t = &mut self.transformers;
         let (x, cls) = t.0.run_stage(x, cls, mode)?;
         trace.record("transformers.0", &x, || t.0.num_trainable_params() + D0);
@@ -366,7 +398,7 @@ where
         let (x, cls) = t.2.run_stage(x, cls, mode)?;
         trace.record("transformers.2", &x, || t.2.num_trainable_params());
         drop(x);
-        let cls = self.norm.run(cls, mode)?.try_reshape_like(&(n, Const::<D2>))?;
+        let cls = self.norm.run(cls, mode)?.try_reshape_like(&(n, Const::<D2>)).map_err(dev_err)?;
         trace.record("norm (class token)", &cls, || self.norm.num_trainable_params());
         Ok(cls)
     }

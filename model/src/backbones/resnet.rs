@@ -16,13 +16,15 @@
 use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
 use dfdx::nn::NumParams;
 use dfdx::prelude::{Const, Cpu, Device, Dtype, Storage, Tensor};
+
+use crate::Kernels;
 use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
 use super::Backbone;
 use crate::layers::{AnyTape, BatchNorm2d, Block, Conv2d, Mode};
 use crate::summary::StageTrace;
-use crate::{global_avg_pool2d, max_pool2d, residual_add, Image, OpError, Pool2dConfig};
+use crate::{Image, OpError, Pool2dConfig};
 
 /// The residual block of ResNet-18/34 with an identity shortcut: conv3×3 – BN – ReLU –
 /// conv3×3 – BN, plus the input, then ReLU.
@@ -55,13 +57,13 @@ pub struct DownBlock<const I: usize, const O: usize, E: Dtype = f32, D: Storage<
 }
 
 /// The stem convolution of a ResNet and whether a max-pool follows it.
-pub trait Stem<const C: usize> {
+pub trait Stem<const C: usize, D: Kernels<f32> = Cpu> {
     /// torchvision's ImageNet stem pools after conv1 + BN + ReLU; the CIFAR stem does not.
     const MAX_POOL: bool;
     /// Short name for summaries.
     const NAME: &'static str;
     /// The convolution alone.
-    fn conv<T: AnyTape>(&mut self, x: Tensor<Image<3>, f32, Cpu, T>) -> Result<Tensor<Image<C>, f32, Cpu, T>, OpError>;
+    fn conv<T: AnyTape<D>>(&mut self, x: Tensor<Image<3>, f32, D, T>) -> Result<Tensor<Image<C>, f32, D, T>, OpError>;
 }
 
 /// The CIFAR stem: 3×3 stride 1, padding 1, no max-pool.
@@ -69,18 +71,18 @@ pub type CifarStem<const C: usize, E = f32, D = Cpu> = Conv2d<3, C, 3, 1, 1, 3, 
 /// The ImageNet stem: 7×7 stride 2, padding 3, then max-pool 3/2/1.
 pub type ImageNetStem<const C: usize, E = f32, D = Cpu> = Conv2d<3, C, 7, 2, 3, 3, E, D>;
 
-impl<const C: usize> Stem<C> for CifarStem<C> {
+impl<const C: usize, D: Kernels<f32>> Stem<C, D> for CifarStem<C, f32, D> {
     const MAX_POOL: bool = false;
     const NAME: &'static str = "cifar stem";
-    fn conv<T: AnyTape>(&mut self, x: Tensor<Image<3>, f32, Cpu, T>) -> Result<Tensor<Image<C>, f32, Cpu, T>, OpError> {
+    fn conv<T: AnyTape<D>>(&mut self, x: Tensor<Image<3>, f32, D, T>) -> Result<Tensor<Image<C>, f32, D, T>, OpError> {
         self.run(x, Mode::Eval)
     }
 }
 
-impl<const C: usize> Stem<C> for ImageNetStem<C> {
+impl<const C: usize, D: Kernels<f32>> Stem<C, D> for ImageNetStem<C, f32, D> {
     const MAX_POOL: bool = true;
     const NAME: &'static str = "imagenet stem";
-    fn conv<T: AnyTape>(&mut self, x: Tensor<Image<3>, f32, Cpu, T>) -> Result<Tensor<Image<C>, f32, Cpu, T>, OpError> {
+    fn conv<T: AnyTape<D>>(&mut self, x: Tensor<Image<3>, f32, D, T>) -> Result<Tensor<Image<C>, f32, D, T>, OpError> {
         self.run(x, Mode::Eval)
     }
 }
@@ -111,13 +113,13 @@ pub struct ResNet<
 }
 
 /// torchvision `resnet18` (ImageNet stem) without `fc`: 11,176,512 parameters.
-pub type ResNet18 = ResNet<ImageNetStem<64>, 64, 128, 256, 512>;
+pub type ResNet18<D = Cpu> = ResNet<ImageNetStem<64, f32, D>, 64, 128, 256, 512, f32, D>;
 /// ResNet-18 with the CIFAR stem: 11,168,832 parameters, 512 features.
-pub type ResNet18Cifar = ResNet<CifarStem<64>, 64, 128, 256, 512>;
+pub type ResNet18Cifar<D = Cpu> = ResNet<CifarStem<64, f32, D>, 64, 128, 256, 512, f32, D>;
 /// Width/8 ResNet-18 with the ImageNet stem, for tests and demos: 64 features.
-pub type ResNet18Tiny = ResNet<ImageNetStem<8>, 8, 16, 32, 64>;
+pub type ResNet18Tiny<D = Cpu> = ResNet<ImageNetStem<8, f32, D>, 8, 16, 32, 64, f32, D>;
 /// Width/8 ResNet-18 with the CIFAR stem, for tests and demos: 64 features.
-pub type ResNet18CifarTiny = ResNet<CifarStem<8>, 8, 16, 32, 64>;
+pub type ResNet18CifarTiny<D = Cpu> = ResNet<CifarStem<8, f32, D>, 8, 16, 32, 64, f32, D>;
 
 impl<const C: usize, E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D> for BasicBlock<C, E, D> {
     type To<E2: Dtype, D2: Device<E2>> = BasicBlock<C, E2, D2>;
@@ -178,48 +180,51 @@ where
     }
 }
 
-impl<const C: usize, T: AnyTape> Block<Tensor<Image<C>, f32, Cpu, T>> for BasicBlock<C> {
-    type Output = Tensor<Image<C>, f32, Cpu, T>;
-    fn run(&mut self, x: Tensor<Image<C>, f32, Cpu, T>, mode: Mode) -> Result<Self::Output, OpError> {
+impl<const C: usize, D: Kernels<f32>, T: AnyTape<D>> Block<Tensor<Image<C>, f32, D, T>> for BasicBlock<C, f32, D> {
+    type Output = Tensor<Image<C>, f32, D, T>;
+    fn run(&mut self, x: Tensor<Image<C>, f32, D, T>, mode: Mode) -> Result<Self::Output, OpError> {
         let shortcut = x.retaped::<T>();
         let y = self.conv1.run(x, mode)?;
         let y = self.bn1.run_relu(y, mode)?;
         let y = self.conv2.run(y, mode)?;
         let y = self.bn2.run(y, mode)?;
-        residual_add(y, shortcut, true)
+        D::residual_add(y, shortcut, true)
     }
 }
 
-impl<const I: usize, const O: usize, T: AnyTape> Block<Tensor<Image<I>, f32, Cpu, T>> for DownBlock<I, O> {
-    type Output = Tensor<Image<O>, f32, Cpu, T>;
-    fn run(&mut self, x: Tensor<Image<I>, f32, Cpu, T>, mode: Mode) -> Result<Self::Output, OpError> {
+impl<const I: usize, const O: usize, D: Kernels<f32>, T: AnyTape<D>> Block<Tensor<Image<I>, f32, D, T>>
+    for DownBlock<I, O, f32, D>
+{
+    type Output = Tensor<Image<O>, f32, D, T>;
+    fn run(&mut self, x: Tensor<Image<I>, f32, D, T>, mode: Mode) -> Result<Self::Output, OpError> {
         let shortcut = self.downsample.run(x.retaped::<T>(), mode)?;
         let y = self.conv1.run(x, mode)?;
         let y = self.bn1.run_relu(y, mode)?;
         let y = self.conv2.run(y, mode)?;
         let y = self.bn2.run(y, mode)?;
-        residual_add(y, shortcut, true)
+        D::residual_add(y, shortcut, true)
     }
 }
 
-impl<St, const C1: usize, const C2: usize, const C3: usize, const C4: usize> Backbone<C4> for ResNet<St, C1, C2, C3, C4>
+impl<St, const C1: usize, const C2: usize, const C3: usize, const C4: usize, D: Kernels<f32>> Backbone<C4, D>
+    for ResNet<St, C1, C2, C3, C4, f32, D>
 where
-    St: Stem<C1> + TensorCollection<f32, Cpu>,
+    St: Stem<C1, D> + TensorCollection<f32, D>,
 {
     fn name(&self) -> String {
         format!("resnet18 ({}, widths {C1}/{C2}/{C3}/{C4})", St::NAME)
     }
 
-    fn forward_traced<T: AnyTape>(
+    fn forward_traced<T: AnyTape<D>>(
         &mut self,
-        x: Tensor<Image<3>, f32, Cpu, T>,
+        x: Tensor<Image<3>, f32, D, T>,
         mode: Mode,
         trace: &mut StageTrace,
-    ) -> Result<Tensor<(usize, Const<C4>), f32, Cpu, T>, OpError> {
+    ) -> Result<Tensor<(usize, Const<C4>), f32, D, T>, OpError> {
         let y = self.conv1.conv(x)?;
         let mut y = self.bn1.run_relu(y, mode)?;
         if St::MAX_POOL {
-            y = max_pool2d(y, Pool2dConfig::new(3).stride(2).padding(1))?;
+            y = D::max_pool2d(y, Pool2dConfig::new(3).stride(2).padding(1))?;
         }
         trace.record("conv1+bn1+relu", &y, || self.conv1.num_trainable_params() + self.bn1.num_trainable_params());
         let y = self.layer1.run(y, mode)?;
@@ -230,7 +235,7 @@ where
         trace.record("layer3", &y, || self.layer3.num_trainable_params());
         let y = self.layer4.run(y, mode)?;
         trace.record("layer4", &y, || self.layer4.num_trainable_params());
-        let y = global_avg_pool2d(y)?;
+        let y = D::global_avg_pool2d(y)?;
         trace.record("avgpool", &y, || 0);
         Ok(y)
     }

@@ -25,12 +25,13 @@ use rand_distr::uniform::SampleUniform;
 use rand_distr::Uniform;
 
 use super::Backbone;
+use crate::composed::dev_err;
 use crate::layers::{AnyTape, Block, Conv2dBias, LayerNorm, Mode};
 use crate::summary::StageTrace;
-use crate::{batched_matmul, drop_path, gelu, merge_heads, residual_add, scaled_softmax, split_heads, Image, OpError};
+use crate::{Image, Kernels, OpError};
 
 /// Tokens of a batch: `[N, T, D]`.
-pub type Tokens<const D: usize, T> = Tensor<(usize, usize, Const<D>), f32, Cpu, T>;
+pub type Tokens<const D: usize, T, Dev = Cpu> = Tensor<(usize, usize, Const<D>), f32, Dev, T>;
 
 /// Multi-head self-attention with timm's fused `qkv` projection (`D → 3D`, bias) and `proj`.
 #[derive(Clone, Debug)]
@@ -106,19 +107,19 @@ pub struct Vit<
 }
 
 /// ViT-S/4 for 32 px (CIFAR): 21,338,496 parameters.
-pub type VitS32 = Vit<4, 65, 384, 6, 1536, 1152, 12>;
+pub type VitS32<Dev = Cpu> = Vit<4, 65, 384, 6, 1536, 1152, 12, f32, Dev>;
 /// ViT-S/8 for 64 px (CelebA-size).
-pub type VitS64 = Vit<8, 65, 384, 6, 1536, 1152, 12>;
+pub type VitS64<Dev = Cpu> = Vit<8, 65, 384, 6, 1536, 1152, 12, f32, Dev>;
 /// ViT-S/8 for 96 px (STL-10).
-pub type VitS96 = Vit<8, 145, 384, 6, 1536, 1152, 12>;
+pub type VitS96<Dev = Cpu> = Vit<8, 145, 384, 6, 1536, 1152, 12, f32, Dev>;
 /// ViT-S/16 for 128 px.
-pub type VitS128 = Vit<16, 65, 384, 6, 1536, 1152, 12>;
+pub type VitS128<Dev = Cpu> = Vit<16, 65, 384, 6, 1536, 1152, 12, f32, Dev>;
 /// timm `vit_small_patch16_224` without head: 21,665,664 parameters.
-pub type VitS224 = Vit<16, 197, 384, 6, 1536, 1152, 12>;
+pub type VitS224<Dev = Cpu> = Vit<16, 197, 384, 6, 1536, 1152, 12, f32, Dev>;
 /// Width/8 (D = 48, 6 heads of 8), depth 2, patch 4 at 32 px: for tests and demos.
-pub type VitTiny32 = Vit<4, 65, 48, 6, 192, 144, 2>;
+pub type VitTiny32<Dev = Cpu> = Vit<4, 65, 48, 6, 192, 144, 2, f32, Dev>;
 /// As [`VitTiny32`], patch 8 at 96 px.
-pub type VitTiny96 = Vit<8, 145, 48, 6, 192, 144, 2>;
+pub type VitTiny96<Dev = Cpu> = Vit<8, 145, 48, 6, 192, 144, 2, f32, Dev>;
 
 /// ViT-S's patch size for an input size, as the presets use it: 4 up to 32 px, 8 up to 96 px,
 /// 16 beyond.
@@ -226,9 +227,11 @@ where
     }
 }
 
-impl<const D: usize, const H: usize, const Q: usize, Tp: AnyTape> Block<Tokens<D, Tp>> for Attention<D, H, Q> {
-    type Output = Tokens<D, Tp>;
-    fn run(&mut self, x: Tokens<D, Tp>, mode: Mode) -> Result<Tokens<D, Tp>, OpError> {
+impl<const D: usize, const H: usize, const Q: usize, Dev: Kernels<f32>, Tp: AnyTape<Dev>> Block<Tokens<D, Tp, Dev>>
+    for Attention<D, H, Q, f32, Dev>
+{
+    type Output = Tokens<D, Tp, Dev>;
+    fn run(&mut self, x: Tokens<D, Tp, Dev>, mode: Mode) -> Result<Tokens<D, Tp, Dev>, OpError> {
         if Q != 3 * D || !D.is_multiple_of(H) {
             return Err(OpError::config(
                 "attention",
@@ -236,34 +239,36 @@ impl<const D: usize, const H: usize, const Q: usize, Tp: AnyTape> Block<Tokens<D
             ));
         }
         let qkv = self.qkv.run(x, mode)?;
-        let q = split_heads(qkv.retaped::<Tp>(), 0, 3, H)?;
-        let k = split_heads(qkv.retaped::<Tp>(), 1, 3, H)?;
-        let v = split_heads(qkv, 2, 3, H)?;
-        let weights = scaled_softmax(batched_matmul(q, k, true)?, 1.0 / ((D / H) as f64).sqrt())?;
-        let y = merge_heads::<D, _, _>(batched_matmul(weights, v, false)?, H)?;
+        let q = Dev::split_heads(qkv.retaped::<Tp>(), 0, 3, H)?;
+        let k = Dev::split_heads(qkv.retaped::<Tp>(), 1, 3, H)?;
+        let v = Dev::split_heads(qkv, 2, 3, H)?;
+        let weights = Dev::scaled_softmax(Dev::batched_matmul(q, k, true)?, 1.0 / ((D / H) as f64).sqrt())?;
+        let y = Dev::merge_heads::<D, _>(Dev::batched_matmul(weights, v, false)?, H)?;
         self.proj.run(y, mode)
     }
 }
 
-impl<const D: usize, const M: usize, Tp: AnyTape> Block<Tokens<D, Tp>> for Mlp<D, M> {
-    type Output = Tokens<D, Tp>;
-    fn run(&mut self, x: Tokens<D, Tp>, mode: Mode) -> Result<Tokens<D, Tp>, OpError> {
-        let y = gelu(self.fc1.run(x, mode)?)?;
+impl<const D: usize, const M: usize, Dev: Kernels<f32>, Tp: AnyTape<Dev>> Block<Tokens<D, Tp, Dev>>
+    for Mlp<D, M, f32, Dev>
+{
+    type Output = Tokens<D, Tp, Dev>;
+    fn run(&mut self, x: Tokens<D, Tp, Dev>, mode: Mode) -> Result<Tokens<D, Tp, Dev>, OpError> {
+        let y = Dev::gelu(self.fc1.run(x, mode)?)?;
         self.fc2.run(y, mode)
     }
 }
 
-impl<const D: usize, const H: usize, const M: usize, const Q: usize, Tp: AnyTape> Block<Tokens<D, Tp>>
-    for TransformerBlock<D, H, M, Q>
+impl<const D: usize, const H: usize, const M: usize, const Q: usize, Dev: Kernels<f32>, Tp: AnyTape<Dev>>
+    Block<Tokens<D, Tp, Dev>> for TransformerBlock<D, H, M, Q, f32, Dev>
 {
-    type Output = Tokens<D, Tp>;
-    fn run(&mut self, x: Tokens<D, Tp>, mode: Mode) -> Result<Tokens<D, Tp>, OpError> {
+    type Output = Tokens<D, Tp, Dev>;
+    fn run(&mut self, x: Tokens<D, Tp, Dev>, mode: Mode) -> Result<Tokens<D, Tp, Dev>, OpError> {
         let shortcut = x.retaped::<Tp>();
         let y = self.attn.run(self.norm1.run(x, mode)?, mode)?;
-        let x = residual_add(drop_path(y, self.drop_path, mode.training())?, shortcut, false)?;
+        let x = Dev::residual_add(Dev::drop_path(y, self.drop_path, mode.training())?, shortcut, false)?;
         let shortcut = x.retaped::<Tp>();
         let y = self.mlp.run(self.norm2.run(x, mode)?, mode)?;
-        residual_add(drop_path(y, self.drop_path, mode.training())?, shortcut, false)
+        Dev::residual_add(Dev::drop_path(y, self.drop_path, mode.training())?, shortcut, false)
     }
 }
 
@@ -275,7 +280,8 @@ impl<
         const M: usize,
         const Q: usize,
         const L: usize,
-    > Vit<P, T, D, H, M, Q, L>
+        Dev: Storage<f32>,
+    > Vit<P, T, D, H, M, Q, L, f32, Dev>
 {
     /// Sets timm's stochastic-depth schedule: block `i` drops its branches with probability
     /// `rate · i / (L − 1)`.
@@ -294,18 +300,19 @@ impl<
         const M: usize,
         const Q: usize,
         const L: usize,
-    > Backbone<D> for Vit<P, T, D, H, M, Q, L>
+        Dev: Kernels<f32>,
+    > Backbone<D, Dev> for Vit<P, T, D, H, M, Q, L, f32, Dev>
 {
     fn name(&self) -> String {
         format!("vit (patch {P}, {T} tokens, dim {D}, {H} heads, mlp {M}, depth {L})")
     }
 
-    fn forward_traced<Tp: AnyTape>(
+    fn forward_traced<Tp: AnyTape<Dev>>(
         &mut self,
-        x: Tensor<Image<3>, f32, Cpu, Tp>,
+        x: Tensor<Image<3>, f32, Dev, Tp>,
         mode: Mode,
         trace: &mut StageTrace,
-    ) -> Result<Tensor<(usize, Const<D>), f32, Cpu, Tp>, OpError> {
+    ) -> Result<Tensor<(usize, Const<D>), f32, Dev, Tp>, OpError> {
         let y = self.patch_embed.proj.run(x, mode)?;
         trace.record("patch_embed", &y, || self.patch_embed.num_trainable_params());
         let (n, _, gh, gw) = *y.shape();
@@ -315,26 +322,30 @@ impl<
                 format!("a {gh}x{gw} patch grid gives {} tokens, the position embedding has {T}", gh * gw + 1),
             ));
         }
-        let patches = y.try_reshape_like(&(n, Const::<D>, gh * gw))?.try_permute::<_, Axes3<0, 2, 1>>()?;
-        let cls = self
-            .cls_token
-            .retaped::<Tp>()
-            .try_reshape::<Rank1<D>>()?
-            .try_broadcast_like(&(n, Const::<1>, Const::<D>))?;
-        let tokens = (cls, patches).try_concat_along(Axis::<1>)?;
-        let shape = *tokens.shape();
-        let pos = self
-            .pos_embed
-            .retaped::<Tp>()
-            .try_reshape_like(&(T, Const::<D>))?
-            .try_broadcast_like::<_, Axis<0>>(&shape)?;
-        let tokens = tokens.try_add(pos)?;
+        let embed = || -> Result<_, Dev::Err> {
+            let patches = y.try_reshape_like(&(n, Const::<D>, gh * gw))?.try_permute::<_, Axes3<0, 2, 1>>()?;
+            let cls = self
+                .cls_token
+                .retaped::<Tp>()
+                .try_reshape::<Rank1<D>>()?
+                .try_broadcast_like(&(n, Const::<1>, Const::<D>))?;
+            let tokens = (cls, patches).try_concat_along(Axis::<1>)?;
+            let shape = *tokens.shape();
+            let pos = self
+                .pos_embed
+                .retaped::<Tp>()
+                .try_reshape_like(&(T, Const::<D>))?
+                .try_broadcast_like::<_, Axis<0>>(&shape)?;
+            tokens.try_add(pos)
+        };
+        let tokens = embed().map_err(dev_err)?;
         trace.record("cls_token+pos_embed", &tokens, || T * D + D);
         let tokens = self.blocks.run(tokens, mode)?;
         trace.record("blocks", &tokens, || self.blocks.num_trainable_params());
         let tokens = self.norm.run(tokens, mode)?;
         trace.record("norm", &tokens, || self.norm.num_trainable_params());
-        let cls = tokens.try_slice((.., 0..1, ..))?.try_reshape_like(&(n, Const::<D>))?;
+        let cls =
+            tokens.try_slice((.., 0..1, ..)).and_then(|t| t.try_reshape_like(&(n, Const::<D>))).map_err(dev_err)?;
         trace.record("class token", &cls, || 0);
         Ok(cls)
     }

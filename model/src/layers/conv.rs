@@ -11,7 +11,7 @@ use rand_distr::uniform::SampleUniform;
 use rand_distr::Uniform;
 
 use super::{AnyTape, Block, Mode};
-use crate::{conv2d, conv2d_bias, Conv2dConfig, Image, OpError};
+use crate::{Conv2dConfig, Image, Kernels, OpError};
 
 /// A convolution without bias (followed by a BatchNorm in the CNN backbones).
 #[derive(Clone, Debug)]
@@ -115,21 +115,37 @@ where
     }
 }
 
-impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const IG: usize, T: AnyTape>
-    Block<Tensor<Image<I>, f32, Cpu, T>> for Conv2d<I, O, K, S, P, IG>
+impl<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const IG: usize,
+        Dv: Kernels<f32>,
+        T: AnyTape<Dv>,
+    > Block<Tensor<Image<I>, f32, Dv, T>> for Conv2d<I, O, K, S, P, IG, f32, Dv>
 {
-    type Output = Tensor<Image<O>, f32, Cpu, T>;
-    fn run(&mut self, x: Tensor<Image<I>, f32, Cpu, T>, _: Mode) -> Result<Self::Output, OpError> {
-        conv2d(x, self.weight.retaped::<T>(), config::<I, IG, S, P>())
+    type Output = Tensor<Image<O>, f32, Dv, T>;
+    fn run(&mut self, x: Tensor<Image<I>, f32, Dv, T>, _: Mode) -> Result<Self::Output, OpError> {
+        Dv::conv2d(x, self.weight.retaped::<T>(), config::<I, IG, S, P>())
     }
 }
 
-impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const IG: usize, T: AnyTape>
-    Block<Tensor<Image<I>, f32, Cpu, T>> for Conv2dBias<I, O, K, S, P, IG>
+impl<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const IG: usize,
+        Dv: Kernels<f32>,
+        T: AnyTape<Dv>,
+    > Block<Tensor<Image<I>, f32, Dv, T>> for Conv2dBias<I, O, K, S, P, IG, f32, Dv>
 {
-    type Output = Tensor<Image<O>, f32, Cpu, T>;
-    fn run(&mut self, x: Tensor<Image<I>, f32, Cpu, T>, _: Mode) -> Result<Self::Output, OpError> {
-        conv2d_bias(x, self.weight.retaped::<T>(), self.bias.retaped::<T>(), config::<I, IG, S, P>())
+    type Output = Tensor<Image<O>, f32, Dv, T>;
+    fn run(&mut self, x: Tensor<Image<I>, f32, Dv, T>, _: Mode) -> Result<Self::Output, OpError> {
+        Dv::conv2d_bias(x, self.weight.retaped::<T>(), self.bias.retaped::<T>(), config::<I, IG, S, P>())
     }
 }
 
@@ -164,11 +180,11 @@ where
     }
 }
 
-impl<const C: usize, const K: usize, const S: usize, T: AnyTape> Block<Tensor<Image<C>, f32, Cpu, T>>
-    for DwConv2d<C, K, S>
+impl<const C: usize, const K: usize, const S: usize, Dv: Kernels<f32>, T: AnyTape<Dv>>
+    Block<Tensor<Image<C>, f32, Dv, T>> for DwConv2d<C, K, S, f32, Dv>
 {
-    type Output = Tensor<Image<C>, f32, Cpu, T>;
-    fn run(&mut self, x: Tensor<Image<C>, f32, Cpu, T>, _: Mode) -> Result<Self::Output, OpError> {
-        conv2d(x, self.weight.retaped::<T>(), Conv2dConfig::default().stride(S).padding(K / 2).groups(C))
+    type Output = Tensor<Image<C>, f32, Dv, T>;
+    fn run(&mut self, x: Tensor<Image<C>, f32, Dv, T>, _: Mode) -> Result<Self::Output, OpError> {
+        Dv::conv2d(x, self.weight.retaped::<T>(), Conv2dConfig::default().stride(S).padding(K / 2).groups(C))
     }
 }

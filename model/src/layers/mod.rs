@@ -5,7 +5,8 @@
 //! Every layer is a dfdx [`TensorCollection`](dfdx::nn::tensor_collection::TensorCollection)
 //! with its shape in const generics, so dfdx builds it (`BuildModule::build`), counts its
 //! parameters (`NumParams`), zeroes and updates it (`ZeroGrads`, `Adam`) and walks its tensors by
-//! name. Forward passes are `f32` on `Cpu`.
+//! name. Forward passes are `f32` on any device with [`Kernels`](crate::Kernels) (`Cpu`, and
+//! `Cuda` with the `cuda` feature).
 
 mod conv;
 mod linear;
@@ -16,7 +17,7 @@ pub use dfdx::nn::modules::{Linear, UnbiasedLinear};
 pub use norm::{BatchNorm1d, BatchNorm2d, LayerNorm};
 
 use dfdx::nn::modules::Repeated;
-use dfdx::prelude::{Cpu, Merge, NoneTape, Tape};
+use dfdx::prelude::{Cpu, Merge, NoneTape, Storage, Tape};
 
 use crate::OpError;
 
@@ -39,9 +40,9 @@ impl Mode {
 }
 
 /// The tapes a forward pass can carry: `NoneTape` (inference) or `OwnedTape` (training), for
-/// `f32` on [`Cpu`]; a shorthand for the bounds the ops need.
-pub trait AnyTape: Tape<f32, Cpu> + Merge<Self> + Merge<NoneTape> {}
-impl<T: Tape<f32, Cpu> + Merge<T> + Merge<NoneTape>> AnyTape for T {}
+/// `f32` on device `D` ([`Cpu`] unless named); a shorthand for the bounds the ops need.
+pub trait AnyTape<D: Storage<f32> = Cpu>: Tape<f32, D> + Merge<Self> + Merge<NoneTape> {}
+impl<D: Storage<f32>, T: Tape<f32, D> + Merge<T> + Merge<NoneTape>> AnyTape<D> for T {}
 
 /// A module run in a [`Mode`]. `&mut self` because training updates BatchNorm's running
 /// statistics; in [`Mode::Eval`] nothing is written.

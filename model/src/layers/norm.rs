@@ -1,7 +1,7 @@
 //! Normalisation layers with PyTorch's parameter names: [`BatchNorm`] (`nn.BatchNorm1d` /
 //! `nn.BatchNorm2d`: `weight`, `bias`, and the `running_mean` / `running_var` buffers, which are
-//! not trained; computed by the fused [`batch_norm`] op) and [`LayerNorm`] (`weight`, `bias`, ε = 1e-6 as in timm's ViT and PiT; the
-//! [`layer_norm`] op).
+//! not trained; computed by the fused [`batch_norm`](crate::batch_norm) op) and [`LayerNorm`] (`weight`, `bias`, ε = 1e-6 as in timm's ViT and PiT; the
+//! [`layer_norm`](crate::layer_norm) op).
 
 use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection, TensorOptions};
 use dfdx::prelude::*;
@@ -9,7 +9,7 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
 use super::{AnyTape, Block, Mode};
-use crate::{batch_norm, layer_norm, BatchNormConfig, Image, OpError};
+use crate::{BatchNormConfig, Image, Kernels, OpError};
 
 /// BatchNorm over the channel axis, PyTorch's defaults: ε = 1e-5, momentum 0.1, running
 /// variance updated with the unbiased batch variance.
@@ -59,24 +59,24 @@ impl<const C: usize, E: Dtype + Float + SampleUniform, D: Device<E>> TensorColle
     }
 }
 
-impl<const C: usize> BatchNorm<C> {
+impl<const C: usize, Dv: Kernels<f32>> BatchNorm<C, f32, Dv> {
     /// BatchNorm then ReLU, fused (one op, as `nn.Sequential(bn, nn.ReLU())` computes).
-    pub fn run_relu<S: Shape, T: AnyTape>(
+    pub fn run_relu<S: Shape, T: AnyTape<Dv>>(
         &mut self,
-        x: Tensor<S, f32, Cpu, T>,
+        x: Tensor<S, f32, Dv, T>,
         mode: Mode,
-    ) -> Result<Tensor<S, f32, Cpu, T>, OpError> {
+    ) -> Result<Tensor<S, f32, Dv, T>, OpError> {
         self.apply(x, mode, true)
     }
 
-    fn apply<S: Shape, T: AnyTape>(
+    fn apply<S: Shape, T: AnyTape<Dv>>(
         &mut self,
-        x: Tensor<S, f32, Cpu, T>,
+        x: Tensor<S, f32, Dv, T>,
         mode: Mode,
         relu: bool,
-    ) -> Result<Tensor<S, f32, Cpu, T>, OpError> {
+    ) -> Result<Tensor<S, f32, Dv, T>, OpError> {
         let cfg = BatchNormConfig { training: mode.training(), momentum: BN_MOMENTUM, eps: BN_EPS, relu };
-        batch_norm(
+        Dv::batch_norm(
             x,
             self.weight.retaped::<T>(),
             self.bias.retaped::<T>(),
@@ -87,16 +87,18 @@ impl<const C: usize> BatchNorm<C> {
     }
 }
 
-impl<const C: usize, T: AnyTape> Block<Tensor<Image<C>, f32, Cpu, T>> for BatchNorm<C> {
-    type Output = Tensor<Image<C>, f32, Cpu, T>;
-    fn run(&mut self, x: Tensor<Image<C>, f32, Cpu, T>, mode: Mode) -> Result<Self::Output, OpError> {
+impl<const C: usize, Dv: Kernels<f32>, T: AnyTape<Dv>> Block<Tensor<Image<C>, f32, Dv, T>> for BatchNorm<C, f32, Dv> {
+    type Output = Tensor<Image<C>, f32, Dv, T>;
+    fn run(&mut self, x: Tensor<Image<C>, f32, Dv, T>, mode: Mode) -> Result<Self::Output, OpError> {
         self.apply(x, mode, false)
     }
 }
 
-impl<const C: usize, T: AnyTape> Block<Tensor<(usize, Const<C>), f32, Cpu, T>> for BatchNorm<C> {
-    type Output = Tensor<(usize, Const<C>), f32, Cpu, T>;
-    fn run(&mut self, x: Tensor<(usize, Const<C>), f32, Cpu, T>, mode: Mode) -> Result<Self::Output, OpError> {
+impl<const C: usize, Dv: Kernels<f32>, T: AnyTape<Dv>> Block<Tensor<(usize, Const<C>), f32, Dv, T>>
+    for BatchNorm<C, f32, Dv>
+{
+    type Output = Tensor<(usize, Const<C>), f32, Dv, T>;
+    fn run(&mut self, x: Tensor<(usize, Const<C>), f32, Dv, T>, mode: Mode) -> Result<Self::Output, OpError> {
         self.apply(x, mode, false)
     }
 }
@@ -127,17 +129,21 @@ impl<const M: usize, E: Dtype + Float + SampleUniform, D: Device<E>> TensorColle
 }
 
 /// Tokens: `[N, L, M]`, normalised over `M`.
-impl<const M: usize, T: AnyTape> Block<Tensor<(usize, usize, Const<M>), f32, Cpu, T>> for LayerNorm<M> {
-    type Output = Tensor<(usize, usize, Const<M>), f32, Cpu, T>;
-    fn run(&mut self, x: Tensor<(usize, usize, Const<M>), f32, Cpu, T>, _: Mode) -> Result<Self::Output, OpError> {
-        layer_norm(x, self.weight.retaped::<T>(), self.bias.retaped::<T>(), LN_EPS)
+impl<const M: usize, Dv: Kernels<f32>, T: AnyTape<Dv>> Block<Tensor<(usize, usize, Const<M>), f32, Dv, T>>
+    for LayerNorm<M, f32, Dv>
+{
+    type Output = Tensor<(usize, usize, Const<M>), f32, Dv, T>;
+    fn run(&mut self, x: Tensor<(usize, usize, Const<M>), f32, Dv, T>, _: Mode) -> Result<Self::Output, OpError> {
+        Dv::layer_norm(x, self.weight.retaped::<T>(), self.bias.retaped::<T>(), LN_EPS)
     }
 }
 
 /// Features: `[N, M]`, normalised over `M`.
-impl<const M: usize, T: AnyTape> Block<Tensor<(usize, Const<M>), f32, Cpu, T>> for LayerNorm<M> {
-    type Output = Tensor<(usize, Const<M>), f32, Cpu, T>;
-    fn run(&mut self, x: Tensor<(usize, Const<M>), f32, Cpu, T>, _: Mode) -> Result<Self::Output, OpError> {
-        layer_norm(x, self.weight.retaped::<T>(), self.bias.retaped::<T>(), LN_EPS)
+impl<const M: usize, Dv: Kernels<f32>, T: AnyTape<Dv>> Block<Tensor<(usize, Const<M>), f32, Dv, T>>
+    for LayerNorm<M, f32, Dv>
+{
+    type Output = Tensor<(usize, Const<M>), f32, Dv, T>;
+    fn run(&mut self, x: Tensor<(usize, Const<M>), f32, Dv, T>, _: Mode) -> Result<Self::Output, OpError> {
+        Dv::layer_norm(x, self.weight.retaped::<T>(), self.bias.retaped::<T>(), LN_EPS)
     }
 }

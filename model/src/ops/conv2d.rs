@@ -65,7 +65,7 @@ impl Conv2dConfig {
         Some((ax(h).out_len()?, ax(w).out_len()?))
     }
 
-    fn geometry(
+    pub(crate) fn geometry(
         &self,
         (n, c, h, w): (usize, usize, usize, usize),
         o: usize,

@@ -4,6 +4,7 @@ mod activation;
 mod add;
 mod batch_norm;
 mod bmm;
+pub mod composed;
 mod conv2d;
 mod depthwise;
 mod drop_path;

@@ -56,7 +56,7 @@ impl Pool2dConfig {
     fn axis(&self, len: usize) -> Axis {
         Axis { len, kernel: self.kernel, stride: self.stride, padding: self.padding }
     }
-    fn check(&self, op: &'static str, h: usize, w: usize) -> Result<(Axis, Axis, usize, usize), OpError> {
+    pub(crate) fn check(&self, op: &'static str, h: usize, w: usize) -> Result<(Axis, Axis, usize, usize), OpError> {
         if h == 0 || w == 0 {
             return Err(OpError::config(op, format!("empty {h}x{w} input")));
         }
