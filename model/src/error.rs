@@ -33,6 +33,11 @@ impl From<dfdx::tensor::CudaError> for OpError {
 }
 
 impl OpError {
+    /// A device error (any device's error type) in its `Debug` words.
+    pub fn device(err: impl std::fmt::Debug) -> Self {
+        OpError::Device(format!("{err:?}"))
+    }
+
     pub(crate) fn config(op: &'static str, reason: impl Into<String>) -> Self {
         OpError::InvalidConfig { op, reason: reason.into() }
     }

@@ -7,6 +7,9 @@ use clap::Subcommand;
 use siamlab_datasets::sources::{Cifar, Random, RandomSpec};
 use siamlab_datasets::{ingest, synth, IngestOptions};
 use siamlab_pipeline::Pipeline;
+use siamlab_trainer::device::check_ops;
+use siamlab_trainer::speed::SimSiamBench;
+use siamlab_trainer::DeviceSpec;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -51,6 +54,42 @@ pub enum BenchCommand {
         /// Epochs to run (each reshuffles).
         #[arg(long, default_value_t = 2)]
         epochs: u64,
+    },
+    /// Every model op on a device against the CPU kernels, forward and backward; exits
+    /// non-zero when a relative error exceeds --tolerance.
+    Ops {
+        /// cpu (the compositions `cuda` runs, on dfdx's CPU kernels), cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// Largest relative error accepted.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f64,
+    },
+    /// SimSiam training steps on random data (two views of one fixed batch, Adam 1e-3): loss
+    /// per step and pairs/s, as shared/bench/peer_train_bench.py measures PyTorch. Exits
+    /// non-zero on a NaN or a loss that does not decrease.
+    Simsiam {
+        /// Backbone (see `siamlab model summary`).
+        #[arg(long, default_value = "resnet18")]
+        backbone: String,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// Pairs per step.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Input size.
+        #[arg(long, default_value_t = 32)]
+        image_size: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Projection dimension.
+        #[arg(long, default_value_t = 2048)]
+        proj_dim: usize,
     },
 }
 
@@ -120,6 +159,45 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 if epochs > 1 { " after the first" } else { "" },
                 peak_rss_mb().unwrap_or(0.0)
             );
+            Ok(())
+        }
+        BenchCommand::Ops { device, tolerance } => {
+            let rows = check_ops(device)?;
+            outln!("{:<45} {:>12} {:>12}", format!("op on {device} vs cpu kernels"), "forward", "backward");
+            let mut bad = 0;
+            for r in &rows {
+                let flag = if r.worst() > tolerance { "  FAIL" } else { "" };
+                bad += usize::from(!flag.is_empty());
+                outln!("{:<45} {:>12.2e} {:>12.2e}{flag}", r.op, r.forward, r.backward);
+            }
+            if bad > 0 {
+                anyhow::bail!("{bad} of {} ops differ from the cpu kernels by more than {tolerance:e}", rows.len());
+            }
+            outln!("all {} ops within {tolerance:e} (relative to the largest reference value)", rows.len());
+            Ok(())
+        }
+        BenchCommand::Simsiam { backbone, device, batch, image_size, steps, warmup, proj_dim } => {
+            let bench = SimSiamBench { backbone: backbone.clone(), device, batch, image_size, proj_dim, steps, warmup };
+            let every = ((steps + warmup) / 10).max(1);
+            let r = bench.run(&mut |step, loss| {
+                if step % every == 0 || step + 1 == steps + warmup {
+                    outln!("step {step:>5}  loss {loss:+.4}");
+                }
+            })?;
+            let kind = if device == DeviceSpec::Cpu { "cpu" } else { "cuda" };
+            outln!(
+                "siamlab-{kind} {backbone} B={batch} size={image_size} pairs_per_s={:.1} s_per_step={:.4}",
+                r.pairs_per_s,
+                r.s_per_step
+            );
+            if !r.decreasing() {
+                anyhow::bail!(
+                    "the loss did not decrease over {} steps (first {:+.4}, last {:+.4})",
+                    r.losses.len(),
+                    r.losses.first().copied().unwrap_or(f32::NAN),
+                    r.losses.last().copied().unwrap_or(f32::NAN)
+                );
+            }
             Ok(())
         }
         BenchCommand::Ingest { count, jobs, noise } => {

@@ -71,6 +71,9 @@ enum Command {
         /// Pipeline worker threads.
         #[arg(long)]
         workers: Option<usize>,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: siamlab_trainer::DeviceSpec,
         /// Print all metrics as JSON.
         #[arg(long)]
         json: bool,
@@ -118,7 +121,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(cmd) => train::run(cmd),
         Command::Ablate { file, work, dry_run, quiet } => ablate::ablate(&file, work, dry_run, quiet),
         Command::Demo { work, seeds, quiet } => ablate::demo(work, seeds, quiet),
-        Command::Eval { run, split, data, workers, json } => train::eval(run, split, data, workers, json),
+        Command::Eval { run, split, data, workers, device, json } => {
+            train::eval(run, split, data, workers, device, json)
+        }
         Command::Verify { dir, decode } => shards::verify(&dir, decode),
         Command::Inspect { dir, split, grid, n } => shards::inspect(&dir, split.as_deref(), grid.as_deref(), n),
         Command::Model(m) => model::run(m),

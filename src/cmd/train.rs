@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use siamlab_trainer::optim::OptimizerKind;
-use siamlab_trainer::{evaluate, finetune, pretrain, FinetuneConfig, PretrainConfig};
+use siamlab_trainer::{evaluate, finetune, pretrain, DeviceSpec, FinetuneConfig, PretrainConfig};
 
 #[derive(Debug, Subcommand)]
 pub enum TrainCommand {
@@ -75,6 +75,10 @@ pub struct PretrainArgs {
     /// Pipeline worker threads [default: all cores].
     #[arg(long)]
     workers: Option<usize>,
+    /// Where to compute: cpu, cuda or cuda:N (cuda needs a build with the `cuda` feature,
+    /// see scripts/build-cuda.sh) [default: cpu].
+    #[arg(long)]
+    device: Option<DeviceSpec>,
     /// kNN monitor every N epochs, 0 = off [default: 10].
     #[arg(long)]
     knn_every: Option<u64>,
@@ -164,6 +168,10 @@ pub struct FinetuneArgs {
     /// Pipeline worker threads [default: all cores].
     #[arg(long)]
     workers: Option<usize>,
+    /// Where to compute: cpu, cuda or cuda:N (cuda needs a build with the `cuda` feature,
+    /// see scripts/build-cuda.sh) [default: cpu].
+    #[arg(long)]
+    device: Option<DeviceSpec>,
 }
 
 macro_rules! set {
@@ -190,6 +198,9 @@ pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathB
     }
     if a.workers.is_some() {
         c.workers = a.workers;
+    }
+    if let Some(d) = a.device {
+        c.device = d;
     }
     if a.knn_data.is_some() {
         c.knn_data = a.knn_data;
@@ -231,6 +242,9 @@ pub fn finetune_config(a: FinetuneArgs) -> anyhow::Result<(FinetuneConfig, PathB
     if a.workers.is_some() {
         c.workers = a.workers;
     }
+    if let Some(d) = a.device {
+        c.device = d;
+    }
     if c.data.as_os_str().is_empty() {
         anyhow::bail!("--data is required (a labeled shard folder written by `siamlab ingest`)");
     }
@@ -259,9 +273,10 @@ pub fn eval(
     split: String,
     data: Option<PathBuf>,
     workers: Option<usize>,
+    device: DeviceSpec,
     json: bool,
 ) -> anyhow::Result<()> {
-    let m = evaluate(&run, &split, data.as_deref(), workers)?;
+    let m = evaluate(&run, &split, data.as_deref(), workers, device)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&m)?);
     } else {

@@ -81,6 +81,13 @@ impl From<dfdx::tensor::CpuError> for Error {
     }
 }
 
+#[cfg(feature = "cuda")]
+impl From<dfdx::tensor::CudaError> for Error {
+    fn from(e: dfdx::tensor::CudaError) -> Self {
+        Error::Model(e.into())
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;

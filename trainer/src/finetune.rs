@@ -15,17 +15,17 @@
 
 use std::path::{Path, PathBuf};
 
-use dfdx::losses::{binary_cross_entropy_with_logits_loss, cross_entropy_with_logits_loss};
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 use siamlab_pipeline::Subset;
 
 use crate::checkpoint::{self, append_jsonl, read_json, write_json};
 use crate::data::{for_each_batch, Dataset, Feed, Labels};
+use crate::device::DeviceSpec;
 use crate::error::{Error, IoContext, Result};
 use crate::head::{Head, Matrix};
 use crate::metrics::{multi_label_metrics, top1_accuracy, MultiLabelMetrics};
-use crate::net::{build_cls, ClsNet, Images, NetInfo};
+use crate::net::{build_cls, loss_of, ClsNet, Images, NetInfo};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind};
 use crate::params::{self, load_safetensors, save_safetensors, StateDict};
 use crate::progress::Progress;
@@ -73,6 +73,8 @@ pub struct FinetuneConfig {
     pub seed: u64,
     /// Pipeline workers.
     pub workers: Option<usize>,
+    /// Where to compute: `cpu`, `cuda`, `cuda:N` (not part of what a resumed run must match).
+    pub device: DeviceSpec,
 }
 
 impl Default for FinetuneConfig {
@@ -97,6 +99,7 @@ impl Default for FinetuneConfig {
             loss: None,
             seed: 0,
             workers: None,
+            device: DeviceSpec::Cpu,
         }
     }
 }
@@ -238,13 +241,6 @@ fn targets(loss: Loss, outputs: usize, labels: &[i64], attributes: &[i8]) -> Res
     }
     let _ = loss;
     one_hot(labels, outputs)
-}
-
-fn loss_of<T: Tape<f32, Cpu>>(loss: Loss, logits: Matrix<T>, t: Matrix) -> Tensor<Rank0, f32, Cpu, T> {
-    match loss {
-        Loss::Ce => cross_entropy_with_logits_loss(logits, t),
-        Loss::Bce => binary_cross_entropy_with_logits_loss(logits, t),
-    }
 }
 
 fn resolve(cfg: &FinetuneConfig, ds: &Dataset) -> Result<(FinetuneConfig, Loss, Vec<String>, Option<PathBuf>)> {
@@ -424,8 +420,7 @@ pub fn finetune(
     let outputs = names.len();
     let image_size = c.image_size.unwrap_or(32);
     let backbone = c.backbone.clone().unwrap_or_default();
-    let dev = Cpu::seed_from_u64(c.seed);
-    let mut net = build_cls(&dev, &backbone, image_size, outputs, c.seed)?;
+    let mut net = build_cls(c.device, c.seed, &backbone, image_size, outputs)?;
     if let Some(file) = &weights {
         let report = net.load_backbone(&load_safetensors(file)?, file)?;
         for line in report.lines() {
@@ -435,6 +430,7 @@ pub fn finetune(
     let (train, val) = splits(&c);
     let mut same = c.clone();
     same.workers = None;
+    same.device = DeviceSpec::Cpu;
     let resolved = Resolved {
         config: same,
         net: net.info().clone(),
@@ -519,12 +515,8 @@ pub fn finetune(
             for_each_batch(train_feed.open(&ds, state.epoch, None)?, |b| {
                 let n = b.len();
                 let t = targets(loss, outputs, b.labels(), b.attributes())?;
-                let tt: Matrix = dev.tensor_from_vec(t, (n, outputs));
-                let value = net.train_micro(
-                    Images { data: b.view(0), n, h: image_size, w: image_size },
-                    &|logits| Ok(loss_of(loss, logits, tt.clone())),
-                    1.0,
-                )?;
+                let value =
+                    net.train_micro(Images { data: b.view(0), n, h: image_size, w: image_size }, loss, t, 1.0)?;
                 if !value.is_finite() {
                     return Err(Error::NonFinite { value, epoch: state.epoch, step: state.step });
                 }
@@ -651,7 +643,7 @@ fn linear(
             let xt: Matrix = dev.tensor_from_vec(x, (m, dim));
             let logits = head.forward(xt.leaky_traced())?;
             let l = loss_of(loss, logits, dev.tensor_from_vec(t, (m, outputs)));
-            let value = l.array();
+            let value = l.as_vec()[0];
             if !value.is_finite() {
                 return Err(Error::NonFinite { value, epoch: state.epoch, step: state.step });
             }
@@ -689,7 +681,7 @@ fn linear(
             if rows == 0 {
                 vec![]
             } else {
-                head.forward::<NoneTape>(dev.tensor_from_vec(va.scores.clone(), (rows, dim)))?.as_vec()
+                head.forward::<Cpu, NoneTape>(dev.tensor_from_vec(va.scores.clone(), (rows, dim)))?.as_vec()
             }
         };
         let val_m = metrics_of(val_name.to_string(), loss, outputs, &logits, &va)?;
@@ -744,7 +736,13 @@ fn finish(
 
 /// `siamlab eval`: the best model of finetuning run `run` on `split` of its dataset (or of
 /// `data`, which must have the same labels).
-pub fn evaluate(run: &Path, split: &str, data: Option<&Path>, workers: Option<usize>) -> Result<EvalMetrics> {
+pub fn evaluate(
+    run: &Path,
+    split: &str,
+    data: Option<&Path>,
+    workers: Option<usize>,
+    device: DeviceSpec,
+) -> Result<EvalMetrics> {
     let config_path = run.join("config.json");
     if !config_path.is_file() {
         return Err(Error::config(format!("{}: not a finetuning run (config.json missing)", run.display())));
@@ -764,8 +762,7 @@ pub fn evaluate(run: &Path, split: &str, data: Option<&Path>, workers: Option<us
         return Err(Error::config(format!("{} has other classes than the run was trained on", ds.dir.display())));
     }
     ds.rows(split)?;
-    let dev = Cpu::default();
-    let mut net = build_cls(&dev, &r.net.backbone, r.net.image_size, r.outputs, 0)?;
+    let mut net = build_cls(device, 0, &r.net.backbone, r.net.image_size, r.outputs)?;
     let best_file = run.join("best.safetensors");
     let best = load_safetensors(&best_file)?;
     net.walk(&mut |s, v, _| params::restore_one(s, v, &best, &best_file))?;

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::params::{Slot, TensorFn};
 
 /// Features or logits `[N, M]` with both sizes at run time.
-pub type Matrix<T = NoneTape> = Tensor<(usize, usize), f32, Cpu, T>;
+pub type Matrix<T = NoneTape, D = Cpu> = Tensor<(usize, usize), f32, D, T>;
 
 #[derive(Debug, Default)]
 struct Grads {
@@ -56,58 +56,48 @@ impl Head {
         self.features
     }
 
-    /// Logits `[N, K]` of features `[N, F]`; with a tape, the backward pass accumulates the
-    /// head's gradients.
-    pub fn forward<T: Tape<f32, Cpu>>(&self, x: Matrix<T>) -> Result<Matrix<T>> {
+    /// Logits `[N, K]` of features `[N, F]` on any device (dfdx's matmul); with a tape, the
+    /// input gradient flows through dfdx and the backward pass also accumulates the head's
+    /// own weight and bias gradients (computed on the host: the head is small).
+    pub fn forward<D: Device<f32>, T: Tape<f32, D>>(&self, x: Matrix<T, D>) -> Result<Matrix<T, D>> {
         let (n, f) = *x.shape();
         if f != self.features {
             return Err(crate::Error::config(format!("head expects {} features, got {f}", self.features)));
         }
-        let (x, mut tape) = x.split_tape();
-        let xs = x.as_vec();
         let k = self.classes;
-        let mut y = vec![0f32; n * k];
-        for i in 0..n {
-            let row = &xs[i * f..(i + 1) * f];
-            for c in 0..k {
-                let w = &self.weight[c * f..(c + 1) * f];
-                y[i * k + c] = self.bias[c] + row.iter().zip(w).map(|(a, b)| a * b).sum::<f32>();
-            }
-        }
-        let y = x.device().tensor_from_vec(y, (n, k));
-        let (xg, yg) = (x.ghost(), y.ghost());
-        let weight = self.weight.clone();
-        let grads = self.grads.clone();
-        tape.add_backward_op(move |g| {
-            g.try_alloc_for(&xg)?;
-            g.try_alloc_for(&yg)?;
-            let gy = g.get_or_alloc_mut(&yg)?.clone();
-            {
-                let gx = g.get_or_alloc_mut(&xg)?;
+        let dev = x.device().clone();
+        let dev_err = siamlab_model::OpError::device;
+        let detached = x.retaped::<NoneTape>();
+        let w = dev.try_tensor_from_vec(self.weight.clone(), (k, f)).map_err(dev_err)?;
+        let b = dev.try_tensor_from_vec(self.bias.clone(), (k,)).map_err(dev_err)?;
+        let y = x
+            .try_matmul(w.try_permute::<(usize, usize), Axes2<1, 0>>().map_err(dev_err)?)
+            .and_then(|y| y.try_add(b.try_broadcast_like::<_, Axis<0>>(&(n, k))?))
+            .map_err(dev_err)?;
+        let (y, mut tape) = y.split_tape();
+        if T::OWNS_TAPE {
+            // Added after `y`'s own backward op: runs first, once `y`'s gradient is complete.
+            let yg = y.ghost();
+            let grads = self.grads.clone();
+            tape.add_backward_op(move |g| {
+                g.try_alloc_for(&yg)?;
+                let gy = g.get(&yg).as_vec();
+                let xs = detached.as_vec();
+                let mut hg = grads.lock().unwrap_or_else(|e| e.into_inner());
+                let Grads { weight: gw, bias: gb } = &mut *hg;
                 for i in 0..n {
-                    let gxi = &mut gx[i * f..(i + 1) * f];
+                    let xi = &xs[i * f..(i + 1) * f];
                     for c in 0..k {
                         let s = gy[i * k + c];
-                        for (a, w) in gxi.iter_mut().zip(&weight[c * f..(c + 1) * f]) {
-                            *a += s * w;
+                        gb[c] += s;
+                        for (a, x) in gw[c * f..(c + 1) * f].iter_mut().zip(xi) {
+                            *a += s * x;
                         }
                     }
                 }
-            }
-            let mut hg = grads.lock().unwrap_or_else(|e| e.into_inner());
-            let Grads { weight: gw, bias: gb } = &mut *hg;
-            for i in 0..n {
-                let xi = &xs[i * f..(i + 1) * f];
-                for c in 0..k {
-                    let s = gy[i * k + c];
-                    gb[c] += s;
-                    for (a, x) in gw[c * f..(c + 1) * f].iter_mut().zip(xi) {
-                        *a += s * x;
-                    }
-                }
-            }
-            Ok(())
-        });
+                Ok(())
+            });
+        }
         Ok(y.put_tape(tape))
     }
 

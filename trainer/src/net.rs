@@ -8,12 +8,15 @@ use siamlab_model::backbones::{with_backbone, Backbone, BackboneVisitor};
 use siamlab_model::layers::Mode;
 use siamlab_model::simsiam::{simsiam_loss, Predictor, Projector, SimSiam};
 use siamlab_model::weights::{import_state_dict, ImportOptions, ImportReport};
-use siamlab_model::Image;
+use siamlab_model::{Image, Kernels, OpError};
 
+use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
+use crate::finetune::Loss;
 use crate::head::{Head, Matrix};
 use crate::optim::Optimizer;
 use crate::params::{self, StateDict, TensorFn};
+use crate::prefetch::{Uploaded, Uploader};
 
 /// What was built.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -44,7 +47,7 @@ pub struct Images<'a> {
 }
 
 impl Images<'_> {
-    fn tensor(&self, dev: &Cpu) -> Result<Tensor<Image<3>, f32, Cpu>> {
+    fn tensor<D: Device<f32>>(&self, dev: &D) -> Result<Tensor<Image<3>, f32, D>> {
         if self.data.len() != self.n * 3 * self.h * self.w {
             return Err(Error::config(format!(
                 "image buffer of {} values is not [{}, 3, {}, {}]",
@@ -54,7 +57,9 @@ impl Images<'_> {
                 self.w
             )));
         }
-        Ok(dev.tensor_from_vec(self.data.to_vec(), (self.n, Const::<3>, self.h, self.w)))
+        Ok(dev
+            .try_tensor_from_vec(self.data.to_vec(), (self.n, Const::<3>, self.h, self.w))
+            .map_err(OpError::device)?)
     }
 }
 
@@ -77,6 +82,12 @@ pub trait SslNet {
     /// Forward and backward of one micro-batch of two views; gradients of `scale · loss`
     /// accumulate until [`step`](Self::step).
     fn train_micro(&mut self, v1: Images<'_>, v2: Images<'_>, scale: f32) -> Result<MicroStats>;
+    /// What moves batches to this net's device (for [`crate::prefetch::DevicePrefetch`]).
+    fn uploader(&self) -> Box<dyn Uploader>;
+    /// [`train_micro`](Self::train_micro) on two views already on the device; `meanwhile`
+    /// runs once the step's work is queued on the device and before its loss is read (the
+    /// time to upload the next batch: [`crate::prefetch::DevicePrefetch::fill`]).
+    fn train_uploaded(&mut self, views: Uploaded, scale: f32, meanwhile: &mut dyn FnMut()) -> Result<MicroStats>;
     /// Applies the accumulated gradients with `opt` at learning rate `lr`, then zeroes them.
     fn step(&mut self, opt: &mut Optimizer, lr: f64) -> Result<()>;
     /// Backbone features `[n, F]` in evaluation mode.
@@ -90,8 +101,17 @@ pub trait SslNet {
     fn backbone_state(&mut self) -> Result<StateDict>;
 }
 
-/// A loss on logits, for [`ClsNet::train_micro`].
-pub type LossFn<'a> = dyn Fn(Matrix<OwnedTape<f32, Cpu>>) -> Result<Tensor<Rank0, f32, Cpu, OwnedTape<f32, Cpu>>> + 'a;
+/// `loss(logits, targets)`, mean over the batch: softmax cross-entropy or per-output BCE.
+pub(crate) fn loss_of<D: Device<f32>, T: Tape<f32, D>>(
+    loss: Loss,
+    logits: Matrix<T, D>,
+    t: Matrix<NoneTape, D>,
+) -> Tensor<Rank0, f32, D, T> {
+    match loss {
+        Loss::Ce => cross_entropy_with_logits_loss(logits, t),
+        Loss::Bce => binary_cross_entropy_with_logits_loss(logits, t),
+    }
+}
 
 /// A backbone and a linear head, for finetuning and evaluation.
 pub trait ClsNet {
@@ -101,8 +121,9 @@ pub trait ClsNet {
     fn head(&self) -> &Head;
     /// Freezes the backbone (linear evaluation): only the head trains, BatchNorm statistics stay.
     fn freeze_backbone(&mut self, frozen: bool);
-    /// Forward and backward of a micro-batch with `loss(logits)`; returns the loss.
-    fn train_micro(&mut self, x: Images<'_>, loss: &LossFn<'_>, scale: f32) -> Result<f32>;
+    /// Forward and backward of a micro-batch with `loss` against `targets` (`[n, K]`, one-hot
+    /// classes or 0/1 attributes); returns the loss.
+    fn train_micro(&mut self, x: Images<'_>, loss: Loss, targets: Vec<f32>, scale: f32) -> Result<f32>;
     /// Applies the accumulated gradients, then zeroes them.
     fn step(&mut self, opt: &mut Optimizer, lr: f64) -> Result<()>;
     /// Logits `[n, K]` in evaluation mode.
@@ -140,14 +161,68 @@ pub fn normalized_std(z: &[f32], d: usize) -> f32 {
     stds as f32
 }
 
-struct Ssl<B, const F: usize, const D: usize, const H: usize> {
-    model: SimSiam<B, F, D, H>,
-    grads: Option<Gradients<f32, Cpu>>,
-    dev: Cpu,
+/// A device error as the trainer's error.
+fn dev_err(e: impl std::fmt::Debug) -> Error {
+    Error::Model(OpError::device(e))
+}
+
+struct Ssl<B, const F: usize, const D: usize, const H: usize, Dv: Kernels<f32>> {
+    model: SimSiam<B, F, D, H, f32, Dv>,
+    grads: Option<Gradients<f32, Dv>>,
+    dev: Dv,
     info: NetInfo,
 }
 
-impl<B: Backbone<F> + 'static, const F: usize, const D: usize, const H: usize> SslNet for Ssl<B, F, D, H> {
+/// Two views of a batch on device `Dv`.
+type Pair<Dv> = (Tensor<Image<3>, f32, Dv>, Tensor<Image<3>, f32, Dv>);
+
+/// Uploads to device `Dv` (a clone of the net's device).
+struct DevUploader<Dv>(Dv);
+
+impl<Dv: Kernels<f32>> Uploader for DevUploader<Dv> {
+    fn upload(&self, views: &[&[f32]], n: usize, h: usize, w: usize) -> Result<Uploaded> {
+        let [v1, v2] = views else {
+            return Err(Error::config(format!("SimSiam takes 2 views, the batch has {}", views.len())));
+        };
+        let x1 = Images { data: v1, n, h, w }.tensor(&self.0)?;
+        let x2 = Images { data: v2, n, h, w }.tensor(&self.0)?;
+        Ok(Uploaded(Box::new((x1, x2))))
+    }
+}
+
+impl<B, const F: usize, const D: usize, const H: usize, Dv> Ssl<B, F, D, H, Dv>
+where
+    B: Backbone<F, Dv> + 'static,
+    Dv: Kernels<f32> + 'static,
+{
+    fn train_pair(
+        &mut self,
+        x1: Tensor<Image<3>, f32, Dv>,
+        x2: Tensor<Image<3>, f32, Dv>,
+        scale: f32,
+        meanwhile: &mut dyn FnMut(),
+    ) -> Result<MicroStats> {
+        let grads = match self.grads.take() {
+            Some(g) => g,
+            None => self.model.try_alloc_grads().map_err(dev_err)?,
+        };
+        let out = self.model.forward_pair(x1.traced(grads), x2.leaky_traced(), Mode::Train)?;
+        let z1 = out.z1.clone();
+        let loss = simsiam_loss(out.p1, out.p2, out.z1, out.z2)?;
+        let value = loss.retaped::<NoneTape>();
+        self.grads = Some(loss.try_mul(scale).and_then(|l| l.try_backward()).map_err(dev_err)?);
+        // The step is queued (on a GPU still running): prepare the next batch, then read.
+        meanwhile();
+        let z_std = normalized_std(&z1.as_vec(), D);
+        Ok(MicroStats { loss: value.as_vec()[0], z_std })
+    }
+}
+
+impl<B, const F: usize, const D: usize, const H: usize, Dv> SslNet for Ssl<B, F, D, H, Dv>
+where
+    B: Backbone<F, Dv> + 'static,
+    Dv: Kernels<f32> + 'static,
+{
     fn info(&self) -> &NetInfo {
         &self.info
     }
@@ -159,16 +234,19 @@ impl<B: Backbone<F> + 'static, const F: usize, const D: usize, const H: usize> S
     fn train_micro(&mut self, v1: Images<'_>, v2: Images<'_>, scale: f32) -> Result<MicroStats> {
         let x1 = v1.tensor(&self.dev)?;
         let x2 = v2.tensor(&self.dev)?;
-        let grads = match self.grads.take() {
-            Some(g) => g,
-            None => self.model.try_alloc_grads()?,
-        };
-        let out = self.model.forward_pair(x1.traced(grads), x2.leaky_traced(), Mode::Train)?;
-        let z_std = normalized_std(&out.z1.as_vec(), D);
-        let loss = simsiam_loss(out.p1, out.p2, out.z1, out.z2)?;
-        let value = loss.array();
-        self.grads = Some(loss.try_mul(scale)?.try_backward()?);
-        Ok(MicroStats { loss: value, z_std })
+        self.train_pair(x1, x2, scale, &mut || {})
+    }
+
+    fn uploader(&self) -> Box<dyn Uploader> {
+        Box::new(DevUploader(self.dev.clone()))
+    }
+
+    fn train_uploaded(&mut self, views: Uploaded, scale: f32, meanwhile: &mut dyn FnMut()) -> Result<MicroStats> {
+        let (x1, x2) = *views
+            .0
+            .downcast::<Pair<Dv>>()
+            .map_err(|_| Error::config("a batch uploaded for another device or view count"))?;
+        self.train_pair(x1, x2, scale, meanwhile)
     }
 
     fn step(&mut self, opt: &mut Optimizer, lr: f64) -> Result<()> {
@@ -183,7 +261,7 @@ impl<B: Backbone<F> + 'static, const F: usize, const D: usize, const H: usize> S
             }
             None => Ok(false),
         })?;
-        self.model.try_zero_grads(&mut grads)?;
+        self.model.try_zero_grads(&mut grads).map_err(dev_err)?;
         self.grads = Some(grads);
         Ok(())
     }
@@ -195,7 +273,7 @@ impl<B: Backbone<F> + 'static, const F: usize, const D: usize, const H: usize> S
 
     fn similarity(&mut self, v1: Images<'_>, v2: Images<'_>) -> Result<f32> {
         let out = self.model.forward_pair(v1.tensor(&self.dev)?, v2.tensor(&self.dev)?, Mode::Eval)?;
-        Ok(-simsiam_loss(out.p1, out.p2, out.z1, out.z2)?.array())
+        Ok(-simsiam_loss(out.p1, out.p2, out.z1, out.z2)?.as_vec()[0])
     }
 
     fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()> {
@@ -209,71 +287,100 @@ impl<B: Backbone<F> + 'static, const F: usize, const D: usize, const H: usize> S
     }
 }
 
-fn count_params<M: dfdx::nn::tensor_collection::TensorCollection<f32, Cpu>>(m: &M) -> usize {
-    siamlab_model::named_tensors(m).iter().filter(|t| t.trainable).map(|t| t.shape.iter().product::<usize>()).sum()
+fn count_params<Dv: Device<f32>, M: dfdx::nn::tensor_collection::TensorCollection<f32, Dv>>(m: &M) -> usize {
+    siamlab_model::named_tensors::<Dv, M>(m)
+        .iter()
+        .filter(|t| t.trainable)
+        .map(|t| t.shape.iter().product::<usize>())
+        .sum()
 }
 
-fn info_of<B: Backbone<F>, const F: usize>(b: &B, name: &str, image_size: usize) -> NetInfo {
+fn info_of<B: Backbone<F, Dv>, const F: usize, Dv: Kernels<f32>>(b: &B, name: &str, image_size: usize) -> NetInfo {
     NetInfo {
         backbone: name.to_string(),
         architecture: b.name(),
         image_size,
         features: F,
-        backbone_params: count_params(b),
+        backbone_params: count_params::<Dv, B>(b),
     }
 }
 
-struct SslBuilder<'a> {
-    dev: &'a Cpu,
+struct SslBuilder<'a, Dv> {
+    dev: &'a Dv,
     name: &'a str,
     image_size: usize,
     proj_dim: usize,
 }
 
-impl BackboneVisitor for SslBuilder<'_> {
+impl<Dv: Kernels<f32> + 'static> BackboneVisitor<Dv> for SslBuilder<'_, Dv> {
     type Output = Result<Box<dyn SslNet>>;
-    fn visit<B: Backbone<F> + BuildModule<Cpu, f32> + 'static, const F: usize>(self, backbone: B) -> Self::Output {
-        fn make<B: Backbone<F> + 'static, const F: usize, const D: usize, const H: usize>(
+    fn visit<B: Backbone<F, Dv> + BuildModule<Dv, f32> + 'static, const F: usize>(self, backbone: B) -> Self::Output {
+        fn make<
+            B: Backbone<F, Dv> + 'static,
+            const F: usize,
+            const D: usize,
+            const H: usize,
+            Dv: Kernels<f32> + 'static,
+        >(
             b: B,
-            dev: &Cpu,
+            dev: &Dv,
             info: NetInfo,
         ) -> Result<Box<dyn SslNet>> {
             let model = SimSiam {
                 backbone: b,
-                projector: Projector::<F, D>::try_build(dev)?,
-                predictor: Predictor::<D, H>::try_build(dev)?,
+                projector: Projector::<F, D, f32, Dv>::try_build(dev).map_err(dev_err)?,
+                predictor: Predictor::<D, H, f32, Dv>::try_build(dev).map_err(dev_err)?,
             };
             Ok(Box::new(Ssl { model, grads: None, dev: dev.clone(), info }))
         }
-        let info = info_of(&backbone, self.name, self.image_size);
+        let info = info_of::<B, F, Dv>(&backbone, self.name, self.image_size);
         match self.proj_dim {
-            2048 => make::<B, F, 2048, 512>(backbone, self.dev, info),
-            1024 => make::<B, F, 1024, 256>(backbone, self.dev, info),
-            512 => make::<B, F, 512, 128>(backbone, self.dev, info),
-            256 => make::<B, F, 256, 64>(backbone, self.dev, info),
-            128 => make::<B, F, 128, 32>(backbone, self.dev, info),
+            2048 => make::<B, F, 2048, 512, Dv>(backbone, self.dev, info),
+            1024 => make::<B, F, 1024, 256, Dv>(backbone, self.dev, info),
+            512 => make::<B, F, 512, 128, Dv>(backbone, self.dev, info),
+            256 => make::<B, F, 256, 64, Dv>(backbone, self.dev, info),
+            128 => make::<B, F, 128, 32, Dv>(backbone, self.dev, info),
             d => Err(Error::config(format!("projection dim {d} is not one of 2048, 1024, 512, 256, 128"))),
         }
     }
 }
 
 /// SimSiam on the backbone `name` at `image_size` with projection dim `proj_dim` (2048, 1024,
-/// 512, 256 or 128; the predictor's hidden layer is `proj_dim / 4`), initialised from `dev`'s
-/// RNG.
-pub fn build_ssl(dev: &Cpu, name: &str, image_size: usize, proj_dim: usize) -> Result<Box<dyn SslNet>> {
-    with_backbone(name, image_size, dev, SslBuilder { dev, name, image_size, proj_dim })?
+/// 512, 256 or 128; the predictor's hidden layer is `proj_dim / 4`), on `device`, initialised
+/// from an RNG seeded with `seed`.
+pub fn build_ssl(
+    device: DeviceSpec,
+    seed: u64,
+    name: &str,
+    image_size: usize,
+    proj_dim: usize,
+) -> Result<Box<dyn SslNet>> {
+    crate::device::check_available(device)?;
+    match device {
+        DeviceSpec::Cpu => {
+            let dev = Cpu::seed_from_u64(seed);
+            with_backbone(name, image_size, &dev, SslBuilder { dev: &dev, name, image_size, proj_dim })?
+        }
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => {
+            let dev = crate::device::cuda_device(n, seed)?;
+            with_backbone(name, image_size, &dev, SslBuilder { dev: &dev, name, image_size, proj_dim })?
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => unreachable!("check_available refuses cuda without the feature"),
+    }
 }
 
-struct Cls<B, const F: usize> {
+struct Cls<B, const F: usize, Dv: Kernels<f32>> {
     backbone: B,
     head: Head,
-    grads: Option<Gradients<f32, Cpu>>,
+    grads: Option<Gradients<f32, Dv>>,
     frozen: bool,
-    dev: Cpu,
+    dev: Dv,
     info: NetInfo,
 }
 
-impl<B: Backbone<F> + 'static, const F: usize> ClsNet for Cls<B, F> {
+impl<B: Backbone<F, Dv> + 'static, const F: usize, Dv: Kernels<f32> + 'static> ClsNet for Cls<B, F, Dv> {
     fn info(&self) -> &NetInfo {
         &self.info
     }
@@ -286,24 +393,29 @@ impl<B: Backbone<F> + 'static, const F: usize> ClsNet for Cls<B, F> {
         self.frozen = frozen;
     }
 
-    fn train_micro(&mut self, x: Images<'_>, loss: &LossFn<'_>, scale: f32) -> Result<f32> {
+    fn train_micro(&mut self, x: Images<'_>, loss: Loss, targets: Vec<f32>, scale: f32) -> Result<f32> {
         let n = x.n;
+        let k = self.head.classes();
+        if targets.len() != n * k {
+            return Err(Error::config(format!("{} targets for {n} images of {k} outputs", targets.len())));
+        }
+        let t = self.dev.try_tensor_from_vec(targets, (n, k)).map_err(dev_err)?;
         let x = x.tensor(&self.dev)?;
         let f = if self.frozen {
             let f = self.backbone.forward_features(x, Mode::Eval)?;
-            f.try_reshape_like(&(n, F))?.leaky_traced()
+            f.try_reshape_like(&(n, F)).map_err(dev_err)?.leaky_traced()
         } else {
             let grads = match self.grads.take() {
                 Some(g) => g,
-                None => self.backbone.try_alloc_grads()?,
+                None => self.backbone.try_alloc_grads().map_err(dev_err)?,
             };
             let f = self.backbone.forward_features(x.traced(grads), Mode::Train)?;
-            f.try_reshape_like(&(n, F))?
+            f.try_reshape_like(&(n, F)).map_err(dev_err)?
         };
         let logits = self.head.forward(f)?;
-        let l = loss(logits)?;
-        let value = l.array();
-        let grads = l.try_mul(scale)?.try_backward()?;
+        let l = loss_of(loss, logits, t);
+        let value = l.as_vec()[0];
+        let grads = l.try_mul(scale).and_then(|l| l.try_backward()).map_err(dev_err)?;
         if !self.frozen {
             self.grads = Some(grads);
         }
@@ -324,7 +436,7 @@ impl<B: Backbone<F> + 'static, const F: usize> ClsNet for Cls<B, F> {
         if !self.frozen {
             if let Some(mut grads) = self.grads.take() {
                 params::walk(&mut self.backbone, "backbone.", Some(&mut grads), &mut update)?;
-                self.backbone.try_zero_grads(&mut grads)?;
+                self.backbone.try_zero_grads(&mut grads).map_err(dev_err)?;
                 self.grads = Some(grads);
             }
         }
@@ -336,7 +448,7 @@ impl<B: Backbone<F> + 'static, const F: usize> ClsNet for Cls<B, F> {
     fn logits(&mut self, x: Images<'_>) -> Result<Vec<f32>> {
         let n = x.n;
         let f = self.backbone.forward_features(x.tensor(&self.dev)?, Mode::Eval)?;
-        Ok(self.head.forward(f.try_reshape_like(&(n, F))?)?.as_vec())
+        Ok(self.head.forward(f.try_reshape_like(&(n, F)).map_err(dev_err)?)?.as_vec())
     }
 
     fn features(&mut self, x: Images<'_>) -> Result<Vec<f32>> {
@@ -354,19 +466,19 @@ impl<B: Backbone<F> + 'static, const F: usize> ClsNet for Cls<B, F> {
     }
 }
 
-struct ClsBuilder<'a> {
-    dev: &'a Cpu,
+struct ClsBuilder<'a, Dv> {
+    dev: &'a Dv,
     name: &'a str,
     image_size: usize,
     classes: usize,
     seed: u64,
 }
 
-impl BackboneVisitor for ClsBuilder<'_> {
+impl<Dv: Kernels<f32> + 'static> BackboneVisitor<Dv> for ClsBuilder<'_, Dv> {
     type Output = Box<dyn ClsNet>;
-    fn visit<B: Backbone<F> + BuildModule<Cpu, f32> + 'static, const F: usize>(self, backbone: B) -> Self::Output {
-        let info = info_of(&backbone, self.name, self.image_size);
-        Box::new(Cls::<B, F> {
+    fn visit<B: Backbone<F, Dv> + BuildModule<Dv, f32> + 'static, const F: usize>(self, backbone: B) -> Self::Output {
+        let info = info_of::<B, F, Dv>(&backbone, self.name, self.image_size);
+        Box::new(Cls::<B, F, Dv> {
             backbone,
             head: Head::new(F, self.classes, self.seed),
             grads: None,
@@ -377,9 +489,29 @@ impl BackboneVisitor for ClsBuilder<'_> {
     }
 }
 
-/// The backbone `name` at `image_size` with a fresh linear head of `classes` outputs.
-pub fn build_cls(dev: &Cpu, name: &str, image_size: usize, classes: usize, seed: u64) -> Result<Box<dyn ClsNet>> {
-    Ok(with_backbone(name, image_size, dev, ClsBuilder { dev, name, image_size, classes, seed })?)
+/// The backbone `name` at `image_size` with a fresh linear head of `classes` outputs, on
+/// `device`; backbone and head initialised from `seed`.
+pub fn build_cls(
+    device: DeviceSpec,
+    seed: u64,
+    name: &str,
+    image_size: usize,
+    classes: usize,
+) -> Result<Box<dyn ClsNet>> {
+    crate::device::check_available(device)?;
+    match device {
+        DeviceSpec::Cpu => {
+            let dev = Cpu::seed_from_u64(seed);
+            Ok(with_backbone(name, image_size, &dev, ClsBuilder { dev: &dev, name, image_size, classes, seed })?)
+        }
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => {
+            let dev = crate::device::cuda_device(n, seed)?;
+            Ok(with_backbone(name, image_size, &dev, ClsBuilder { dev: &dev, name, image_size, classes, seed })?)
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => unreachable!("check_available refuses cuda without the feature"),
+    }
 }
 
 /// Model state of a net as a dict (every tensor).

@@ -26,53 +26,57 @@ pub struct Slot<'a> {
 /// returns `true`) and, when the walk carries gradients, the gradient of a trainable tensor.
 pub type TensorFn<'f> = dyn FnMut(Slot<'_>, &mut Vec<f32>, Option<&mut Vec<f32>>) -> Result<bool> + 'f;
 
-struct Walk<'g, 'f, 'h> {
-    grads: Option<&'g mut Gradients<f32, Cpu>>,
+struct Walk<'g, 'f, 'h, D: Storage<f32>> {
+    grads: Option<&'g mut Gradients<f32, D>>,
     f: &'h mut TensorFn<'f>,
 }
 
-impl TensorVisitor<f32, Cpu> for Walk<'_, '_, '_> {
+impl<D: Device<f32>> TensorVisitor<f32, D> for Walk<'_, '_, '_, D> {
     type Viewer = (ViewTensorName, ViewTensorMut);
     type Err = Error;
     type E2 = f32;
-    type D2 = Cpu;
+    type D2 = D;
 
     fn visit<S: Shape>(
         &mut self,
-        opts: TensorOptions<S, f32, Cpu>,
-        (name, t): (String, &mut Tensor<S, f32, Cpu>),
-    ) -> Result<Option<Tensor<S, f32, Cpu>>> {
+        opts: TensorOptions<S, f32, D>,
+        (name, t): (String, &mut Tensor<S, f32, D>),
+    ) -> Result<Option<Tensor<S, f32, D>>> {
         let shape: Vec<usize> = t.shape().concrete().into_iter().collect();
         visit_tensor(&mut self.grads, self.f, &name, &shape, opts.do_gradient_update, t)?;
         Ok(None)
     }
 }
 
-/// Visits one tensor that is not part of a `TensorCollection` (a run-time sized head).
-pub(crate) fn visit_tensor<S: Shape>(
-    grads: &mut Option<&mut Gradients<f32, Cpu>>,
+/// Visits one tensor: its values (and gradient) copied to the host, written back when `f`
+/// says so. On `Cpu` the copies are memcpys; on `Cuda` they are transfers.
+pub(crate) fn visit_tensor<S: Shape, D: Device<f32>>(
+    grads: &mut Option<&mut Gradients<f32, D>>,
     f: &mut TensorFn<'_>,
     name: &str,
     shape: &[usize],
     trainable: bool,
-    t: &mut Tensor<S, f32, Cpu>,
+    t: &mut Tensor<S, f32, D>,
 ) -> Result<()> {
     let mut values = t.as_vec();
-    let grad = match grads {
-        Some(g) if trainable => Some(&mut **g.get_or_alloc_mut(t)?),
+    let mut grad = match grads {
+        Some(g) if trainable => {
+            g.try_alloc_for(t).map_err(siamlab_model::OpError::device)?;
+            Some(g.get(t).as_vec())
+        }
         _ => None,
     };
-    if f(Slot { name, shape, trainable }, &mut values, grad)? {
+    if f(Slot { name, shape, trainable }, &mut values, grad.as_mut())? {
         t.copy_from(&values);
     }
     Ok(())
 }
 
 /// Walks every tensor of `model` (names prefixed with `prefix`), with gradients if given.
-pub fn walk<M: TensorCollection<f32, Cpu>>(
+pub fn walk<D: Device<f32>, M: TensorCollection<f32, D>>(
     model: &mut M,
     prefix: &str,
-    grads: Option<&mut Gradients<f32, Cpu>>,
+    grads: Option<&mut Gradients<f32, D>>,
     f: &mut TensorFn<'_>,
 ) -> Result<()> {
     let mut walk = Walk { grads, f };
@@ -141,7 +145,11 @@ fn f16_to_f32(h: u16) -> f32 {
 }
 
 /// The state of `model` (names prefixed with `prefix`) added to `out`.
-pub fn collect<M: TensorCollection<f32, Cpu>>(model: &mut M, prefix: &str, out: &mut StateDict) -> Result<()> {
+pub fn collect<D: Device<f32>, M: TensorCollection<f32, D>>(
+    model: &mut M,
+    prefix: &str,
+    out: &mut StateDict,
+) -> Result<()> {
     walk(model, prefix, None, &mut |slot, values, _| {
         out.insert(slot.name.to_string(), (slot.shape.to_vec(), std::mem::take(values)));
         Ok(false)
@@ -150,7 +158,7 @@ pub fn collect<M: TensorCollection<f32, Cpu>>(model: &mut M, prefix: &str, out: 
 
 /// Loads `model` (names prefixed with `prefix`) from `dict`, which must hold every tensor with
 /// the same shape; `file` names the source in errors.
-pub fn restore<M: TensorCollection<f32, Cpu>>(
+pub fn restore<D: Device<f32>, M: TensorCollection<f32, D>>(
     model: &mut M,
     prefix: &str,
     dict: &StateDict,

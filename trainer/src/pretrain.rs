@@ -6,18 +6,19 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 use siamlab_pipeline::{PipelineState, Subset};
 
 use crate::chart::{save_line_chart, Series};
 use crate::checkpoint::{self, append_jsonl, read_json, write_json};
 use crate::data::{for_each_batch, Dataset, Feed, Labels};
+use crate::device::DeviceSpec;
 use crate::error::{Error, IoContext, Result};
 use crate::metrics::knn_accuracy;
 use crate::net::{build_ssl, Images, SslNet};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind};
 use crate::params::{self, save_safetensors};
+use crate::prefetch::DevicePrefetch;
 use crate::progress::Progress;
 use crate::schedule::{group_len, steps_per_epoch, Schedule};
 
@@ -56,6 +57,8 @@ pub struct PretrainConfig {
     pub seed: u64,
     /// Pipeline worker threads (default: all cores).
     pub workers: Option<usize>,
+    /// Where to compute: `cpu`, `cuda`, `cuda:N` (not part of what a resumed run must match).
+    pub device: DeviceSpec,
     /// kNN monitor every N epochs (0: off; the last epoch always when on).
     pub knn_every: u64,
     /// Labeled shard folder for the kNN monitor (default: `data`).
@@ -98,6 +101,7 @@ impl Default for PretrainConfig {
             proj_dim: 2048,
             seed: 0,
             workers: None,
+            device: DeviceSpec::Cpu,
             knn_every: 10,
             knn_data: None,
             knn_bank_split: "train".into(),
@@ -159,6 +163,10 @@ pub struct EpochRecord {
     pub pairs_per_sec: f64,
     /// Mean fill of the pipeline's prefetch queue when the trainer asked for a batch.
     pub queue_fill: f64,
+    /// Batches after the first of the epoch that were not yet on the compute device when the
+    /// step wanted them (0 when the device prefetch keeps up).
+    #[serde(default)]
+    pub device_waits: usize,
     /// Seconds of the epoch spent outside forward/backward/optimizer (waiting on data,
     /// bookkeeping), as a fraction of the training time.
     pub overhead: f64,
@@ -250,8 +258,7 @@ pub fn pretrain(
     let image_size = cfg.image_size.unwrap_or(32);
     let monitor = Monitors::new(&cfg, &ds, image_size)?;
     std::fs::create_dir_all(run).at(run)?;
-    let dev = Cpu::seed_from_u64(cfg.seed);
-    let mut net = build_ssl(&dev, &cfg.backbone, image_size, cfg.proj_dim)?;
+    let mut net = build_ssl(cfg.device, cfg.seed, &cfg.backbone, image_size, cfg.proj_dim)?;
     let feed = Feed {
         split: cfg.split.clone(),
         subset: fraction_subset(cfg.seed, cfg.fraction),
@@ -286,6 +293,7 @@ pub fn pretrain(
     // What a resumed run must share with the original (not how it is run: workers, max_steps).
     let mut same = cfg.clone();
     same.workers = None;
+    same.device = DeviceSpec::Cpu;
     same.max_steps = None;
     let resolved = Resolved { config: same, optim, batches_per_epoch: batches, schedule, net: net.info().clone() };
     let config_path = run.join("config.json");
@@ -324,22 +332,24 @@ pub fn pretrain(
     let bar = Progress::new(quiet, total, state.step, "pretrain");
     while state.epoch < cfg.epochs {
         let epoch = state.epoch;
-        let mut pipeline = feed.open(&ds, epoch, state.pipeline)?;
+        let pipeline = feed.open(&ds, epoch, state.pipeline)?;
         let mut micro = (state.pipeline.map_or(0, |p| p.next_sample) / cfg.batch as u64) as usize;
+        let mut stage = DevicePrefetch::new(pipeline, net.uploader(), 2, (image_size, image_size));
         let t0 = Instant::now();
         let mut busy = 0f64;
         let mut fill = (0f64, 0u64);
         let mut pairs = 0usize;
         let mut stopped = false;
         loop {
-            fill.0 += pipeline.queue_fill() as f64;
-            fill.1 += 1;
-            let Some(b) = pipeline.next_blocking() else { break };
+            let Some(b) = stage.next_batch() else { break };
             let b = b?;
+            fill.0 += b.host_queue as f64;
+            fill.1 += 1;
             let tb = Instant::now();
-            let [n, _, h, w] = [b.len(), 3, image_size, image_size];
+            let n = b.len;
+            let position = b.state;
             let scale = 1.0 / group_len(micro, batches, cfg.accum) as f32;
-            let s = net.train_micro(Images { data: b.view(0), n, h, w }, Images { data: b.view(1), n, h, w }, scale)?;
+            let s = net.train_uploaded(b.views, scale, &mut || stage.fill())?;
             if !s.loss.is_finite() {
                 return Err(Error::NonFinite { value: s.loss, epoch, step: state.step });
             }
@@ -360,7 +370,7 @@ pub fn pretrain(
                 let stop = cfg.max_steps.is_some_and(|m| steps_this_run >= m);
                 if mid_epoch && (stop || (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)))
                 {
-                    state.pipeline = Some(pipeline.state());
+                    state.pipeline = Some(position);
                     save_checkpoint(run, &state, &mut *net, &opt)?;
                 }
                 if stop && mid_epoch {
@@ -371,7 +381,8 @@ pub fn pretrain(
             }
             busy += tb.elapsed().as_secs_f64();
         }
-        drop(pipeline);
+        let (taken, waits) = stage.waits();
+        drop(stage);
         if stopped {
             bar.finish();
             return Ok(Outcome { run: run.to_path_buf(), losses, history: state.history, finished: false });
@@ -391,6 +402,7 @@ pub fn pretrain(
             knn_top1: if knn_due { monitor.knn(&mut *net)? } else { None },
             pairs_per_sec: pairs as f64 / train_secs,
             queue_fill: fill.0 / fill.1.max(1) as f64,
+            device_waits: waits.saturating_sub(1).min(taken),
             overhead: ((train_secs - busy) / train_secs).max(0.0),
         };
         let mut line = format!(

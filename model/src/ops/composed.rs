@@ -27,7 +27,7 @@ type Tokens<const W: usize, E, D, T> = Tensor<(usize, usize, Const<W>), E, D, T>
 
 /// A device error as an [`OpError`].
 pub(crate) fn dev_err<Er: std::fmt::Debug>(e: Er) -> OpError {
-    OpError::Device(format!("{e:?}"))
+    OpError::device(e)
 }
 
 /// `e` as the element type.

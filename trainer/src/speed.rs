@@ -1,0 +1,135 @@
+//! Training-step benchmarks on random data, on any device: what `siamlab bench simsiam` runs
+//! (and `scripts/gpu-smoke.sh` on a GPU, beside `scripts/peer_gpu_bench.py`).
+
+use std::time::Instant;
+
+use crate::device::DeviceSpec;
+use crate::error::{Error, Result};
+use crate::net::{build_ssl, Images};
+use crate::optim::{OptimConfig, Optimizer};
+
+/// A SimSiam step benchmark.
+#[derive(Debug, Clone)]
+pub struct SimSiamBench {
+    /// Backbone name.
+    pub backbone: String,
+    /// Where it ran.
+    pub device: DeviceSpec,
+    /// Pairs per step.
+    pub batch: usize,
+    /// Input size.
+    pub image_size: usize,
+    /// Projection dim.
+    pub proj_dim: usize,
+    /// Optimizer steps timed.
+    pub steps: usize,
+    /// Steps run before timing (allocations, kernel compilation).
+    pub warmup: usize,
+}
+
+/// What it measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimSiamResult {
+    /// Loss of every step (warm-up included), in order.
+    pub losses: Vec<f32>,
+    /// Timed pairs per second.
+    pub pairs_per_s: f64,
+    /// Seconds per timed step.
+    pub s_per_step: f64,
+}
+
+impl SimSiamResult {
+    /// `true` when every loss is finite and the mean of the last tenth of the steps is below
+    /// the mean of the first tenth (the net fits its fixed random batch).
+    pub fn decreasing(&self) -> bool {
+        let n = self.losses.len();
+        if n < 4 || self.losses.iter().any(|l| !l.is_finite()) {
+            return false;
+        }
+        let k = (n / 10).max(2);
+        let mean = |s: &[f32]| s.iter().map(|&v| v as f64).sum::<f64>() / s.len() as f64;
+        mean(&self.losses[n - k..]) < mean(&self.losses[..k])
+    }
+}
+
+impl SimSiamBench {
+    /// Runs `warmup + steps` SimSiam steps (two views of one fixed random batch, Adam at 1e-3,
+    /// weight decay 1e-5, as `shared/bench/peer_train_bench.py`); `on_step(step, loss)` sees
+    /// every loss. Reading each step's loss waits for the device, so the timing is honest.
+    pub fn run(&self, on_step: &mut dyn FnMut(usize, f32)) -> Result<SimSiamResult> {
+        let mut net = build_ssl(self.device, 0, &self.backbone, self.image_size, self.proj_dim)?;
+        let (n, s) = (self.batch, self.image_size);
+        if n < 2 {
+            return Err(Error::config("--batch must be at least 2 (BatchNorm needs two images)"));
+        }
+        let len = n * 3 * s * s;
+        let x1 = normal(1, len);
+        let x2 = normal(2, len);
+        let mut opt = Optimizer::new(OptimConfig::adam(1e-5));
+        let mut losses = Vec::with_capacity(self.warmup + self.steps);
+        let mut start = Instant::now();
+        for step in 0..self.warmup + self.steps {
+            if step == self.warmup {
+                start = Instant::now();
+            }
+            let v1 = Images { data: &x1, n, h: s, w: s };
+            let v2 = Images { data: &x2, n, h: s, w: s };
+            let stats = net.train_micro(v1, v2, 1.0)?;
+            net.step(&mut opt, 1e-3)?;
+            losses.push(stats.loss);
+            on_step(step, stats.loss);
+            if !stats.loss.is_finite() {
+                return Err(Error::NonFinite { value: stats.loss, epoch: 0, step: step as u64 });
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let steps = self.steps.max(1) as f64;
+        Ok(SimSiamResult { losses, pairs_per_s: n as f64 * steps / secs, s_per_step: secs / steps })
+    }
+}
+
+/// `len` values of a standard normal (Box–Muller on a splitmix64 stream).
+fn normal(seed: u64, len: usize) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..len)
+        .map(|_| {
+            let (u, v) = (next(), next());
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tiny_simsiam_fits_its_random_batch_and_reports_speed() {
+        let b = SimSiamBench {
+            backbone: "resnet18_tiny".into(),
+            device: DeviceSpec::Cpu,
+            batch: 8,
+            image_size: 16,
+            proj_dim: 128,
+            steps: 20,
+            warmup: 1,
+        };
+        let mut seen = 0;
+        let r = b.run(&mut |_, _| seen += 1).unwrap();
+        assert_eq!((seen, r.losses.len()), (21, 21));
+        assert!(r.pairs_per_s > 0.0 && r.s_per_step > 0.0);
+        assert!(r.decreasing(), "{:?}", r.losses);
+        let flat = SimSiamResult { losses: vec![-0.5; 20], ..r.clone() };
+        assert!(!flat.decreasing());
+        let nan = SimSiamResult { losses: vec![-0.1, f32::NAN, -0.3, -0.4, -0.9], ..r };
+        assert!(!nan.decreasing());
+    }
+}
