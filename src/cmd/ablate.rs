@@ -3,26 +3,41 @@
 use std::path::{Path, PathBuf};
 
 use siamlab_trainer::ablate::{estimate_hours, run, Experiment, Plan, DEMO};
+use siamlab_trainer::DeviceSpec;
 
-pub fn ablate(file: &Path, work: Option<PathBuf>, dry_run: bool, quiet: bool) -> anyhow::Result<()> {
+pub fn ablate(
+    file: &Path,
+    work: Option<PathBuf>,
+    dry_run: bool,
+    quiet: bool,
+    device: DeviceSpec,
+) -> anyhow::Result<()> {
     let e = Experiment::from_file(file)?;
     let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let work = work.unwrap_or_else(|| PathBuf::from("runs").join(&e.name));
-    execute(e, &work, base, dry_run, quiet)
+    execute(e, &work, base, dry_run, quiet, device)
 }
 
-pub fn demo(work: PathBuf, seeds: Option<Vec<u64>>, quiet: bool) -> anyhow::Result<()> {
+pub fn demo(work: PathBuf, seeds: Option<Vec<u64>>, quiet: bool, device: DeviceSpec) -> anyhow::Result<()> {
     let mut e = Experiment::from_toml(DEMO)?;
     if let Some(s) = seeds {
         e.seeds = s;
     }
     outln!("{}", e.title);
     outln!("work folder: {} (rerun to continue; delete it to start over)", work.display());
-    execute(e, &work, Path::new("."), false, quiet)
+    execute(e, &work, Path::new("."), false, quiet, device)
 }
 
-fn execute(e: Experiment, work: &Path, base: &Path, dry_run: bool, quiet: bool) -> anyhow::Result<()> {
-    let plan = Plan::new(e, work, base)?;
+fn execute(
+    e: Experiment,
+    work: &Path,
+    base: &Path,
+    dry_run: bool,
+    quiet: bool,
+    device: DeviceSpec,
+) -> anyhow::Result<()> {
+    let mut plan = Plan::new(e, work, base)?;
+    plan.set_device(device);
     if dry_run {
         for line in plan.describe() {
             outln!("{line}");

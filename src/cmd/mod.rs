@@ -91,6 +91,9 @@ enum Command {
         /// No progress bars.
         #[arg(long, short)]
         quiet: bool,
+        /// Where every training step computes: cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: siamlab_trainer::DeviceSpec,
     },
     /// A few minutes on any machine: generate data, pretrain, finetune, print Table 1 in small.
     Demo {
@@ -103,6 +106,9 @@ enum Command {
         /// No progress bars.
         #[arg(long, short)]
         quiet: bool,
+        /// Where to train: cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: siamlab_trainer::DeviceSpec,
     },
     /// Benchmarks.
     #[command(subcommand)]
@@ -119,8 +125,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(args) => ingest::run(args),
         Command::Train(cmd) => train::run(cmd),
-        Command::Ablate { file, work, dry_run, quiet } => ablate::ablate(&file, work, dry_run, quiet),
-        Command::Demo { work, seeds, quiet } => ablate::demo(work, seeds, quiet),
+        Command::Ablate { file, work, dry_run, quiet, device } => ablate::ablate(&file, work, dry_run, quiet, device),
+        Command::Demo { work, seeds, quiet, device } => ablate::demo(work, seeds, quiet, device),
         Command::Eval { run, split, data, workers, device, json } => {
             train::eval(run, split, data, workers, device, json)
         }

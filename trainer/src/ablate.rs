@@ -190,6 +190,17 @@ fn slug(s: &str) -> String {
 }
 
 impl Plan {
+    /// Runs every pretraining and finetuning step on `device` (`--device`).
+    pub fn set_device(&mut self, device: crate::DeviceSpec) {
+        for step in &mut self.steps {
+            match step {
+                Step::Pretrain { config, .. } => config.device = device,
+                Step::Finetune { config, .. } => config.device = device,
+                Step::Ingest { .. } => {}
+            }
+        }
+    }
+
     /// Resolves `e` under `work`; `base` is the folder relative paths (`src`, `imagenet:`) are
     /// relative to.
     pub fn new(e: Experiment, work: &Path, base: &Path) -> Result<Plan> {
