@@ -73,10 +73,9 @@ pub fn cuda_device(ordinal: usize, seed: u64) -> Result<dfdx::tensor::Cuda> {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown failure".into());
-            Err(Error::config(format!(
-                "cuda:{ordinal}: no usable GPU (the CUDA driver says: {}); use --device cpu",
-                why.lines().next().unwrap_or_default()
-            )))
+            let why = why.lines().next().unwrap_or_default();
+            let why = why.strip_prefix("called `Result::unwrap()` on an `Err` value: ").unwrap_or(why);
+            Err(Error::config(format!("cuda:{ordinal}: no usable GPU (the CUDA driver says: {why}); use --device cpu")))
         }
     }
 }
