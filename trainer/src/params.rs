@@ -49,7 +49,7 @@ impl<D: Device<f32>> TensorVisitor<f32, D> for Walk<'_, '_, '_, D> {
 }
 
 /// Visits one tensor: its values (and gradient) copied to the host, written back when `f`
-/// says so. On `Cpu` the copies are memcpys; on `Cuda` they are transfers.
+/// says so. On `Cpu` the gradient is lent in place; on other devices both are transfers.
 pub(crate) fn visit_tensor<S: Shape, D: Device<f32>>(
     grads: &mut Option<&mut Gradients<f32, D>>,
     f: &mut TensorFn<'_>,
@@ -58,15 +58,23 @@ pub(crate) fn visit_tensor<S: Shape, D: Device<f32>>(
     trainable: bool,
     t: &mut Tensor<S, f32, D>,
 ) -> Result<()> {
+    use std::any::Any;
     let mut values = t.as_vec();
-    let mut grad = match grads {
+    let mut copied: Option<Vec<f32>> = None;
+    let grad: Option<&mut Vec<f32>> = match grads {
         Some(g) if trainable => {
-            g.try_alloc_for(t).map_err(siamlab_model::OpError::device)?;
-            Some(g.get(t).as_vec())
+            let on_cpu = (&mut **g as &mut dyn Any).downcast_mut::<Gradients<f32, Cpu>>();
+            match (on_cpu, (&*t as &dyn Any).downcast_ref::<Tensor<S, f32, Cpu>>()) {
+                (Some(g), Some(tc)) => Some(&mut **g.get_or_alloc_mut(tc)?),
+                _ => {
+                    g.try_alloc_for(t).map_err(siamlab_model::OpError::device)?;
+                    copied.insert(g.get(t).as_vec()).into()
+                }
+            }
         }
         _ => None,
     };
-    if f(Slot { name, shape, trainable }, &mut values, grad.as_mut())? {
+    if f(Slot { name, shape, trainable }, &mut values, grad)? {
         t.copy_from(&values);
     }
     Ok(())
