@@ -1,5 +1,6 @@
 """GPU peer for `siamlab bench simsiam --device cuda`: PyTorch SimSiam training-step throughput (pairs/s),
-fp32 eager (TF32 off), same model as shared/bench/peer_train_bench.py (CIFAR ResNet-18 stem, projector
+fp32 eager (TF32 off), the architectures of siamlab's presets at that size (CIFAR ResNet-18 stem; EfficientNet-B0
+with a stride-1 stem up to 64 px; ViT-S patch 4 at 32 px; PiT-Ti patch/stride 4/2 at 32 px), projector
 3x2048 with BN, predictor 2048->512->2048, Adam lr 1e-3 wd 1e-5), random inputs already on the device.
 usage: python3 peer_gpu_bench.py BACKBONE B STEPS [SIZE]   (BACKBONE: resnet18 efficientnet_b0 vit_s pit_ti;
 PEER_DEVICE=cpu runs it without a GPU; PEER_WARMUP=3 untimed steps first)"""
@@ -11,8 +12,9 @@ torch.manual_seed(0); torch.backends.cuda.matmul.allow_tf32 = False; torch.backe
 if bb == "resnet18":
     net = torchvision.models.resnet18(); dim = 512
     net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False); net.maxpool = nn.Identity(); net.fc = nn.Identity()
-elif bb == "efficientnet_b0":
+elif bb == "efficientnet_b0":   # siamlab's preset: stride-1 stem up to 64 px (timm's stride 2 above)
     net = torchvision.models.efficientnet_b0(); net.classifier = nn.Identity(); dim = 1280
+    if size <= 64: net.features[0][0].stride = (1, 1)
 elif bb == "vit_s":
     from torchvision.models.vision_transformer import VisionTransformer
     net = VisionTransformer(image_size=size, patch_size=4 if size == 32 else 8, num_layers=12, num_heads=6,
@@ -22,7 +24,9 @@ elif bb == "pit_ti":
         import timm
     except ImportError:
         print(f"{tag} skipped: timm is not importable"); sys.exit(0)
-    net = timm.create_model("pit_ti_224", img_size=size, num_classes=0); dim = net.num_features
+    # siamlab's presets: patch/stride 4/2 at 32 px, 8/4 at 64 and 96 px, 16/8 above
+    p, st = (4, 2) if size <= 32 else (8, 4) if size <= 96 else (16, 8)
+    net = timm.create_model("pit_ti_224", img_size=size, patch_size=p, stride=st, num_classes=0); dim = net.num_features
 else:
     sys.exit(f"unknown backbone {bb!r} (resnet18 efficientnet_b0 vit_s pit_ti)")
 D = 2048

@@ -117,7 +117,14 @@ enum Command {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    if matches!(cli.command, Command::Train(_) | Command::Ablate { .. } | Command::Demo { .. } | Command::Eval { .. }) {
+    if matches!(
+        cli.command,
+        Command::Train(_)
+            | Command::Ablate { .. }
+            | Command::Demo { .. }
+            | Command::Eval { .. }
+            | Command::Bench(bench::BenchCommand::Simsiam { .. })
+    ) {
         // The model allocates and frees tens of MB per op and step: keep that memory in the
         // process (before any thread starts). Ingest and the pipeline keep glibc's defaults.
         siamlab_model::memory::retain_freed_memory();
