@@ -99,10 +99,4 @@ impl DevicePrefetch {
     pub fn waits(&self) -> (usize, usize) {
         (self.taken, self.waits)
     }
-
-    /// The pipeline behind the stage (its position is one batch ahead of the trainer when a
-    /// batch is waiting on the device).
-    pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
-    }
 }

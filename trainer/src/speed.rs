@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use dfdx::prelude::{Const, Cpu, SampleTensor};
+
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::net::{build_ssl, Images};
@@ -62,9 +64,8 @@ impl SimSiamBench {
         if n < 2 {
             return Err(Error::config("--batch must be at least 2 (BatchNorm needs two images)"));
         }
-        let len = n * 3 * s * s;
-        let x1 = normal(1, len);
-        let x2 = normal(2, len);
+        let x1 = normal(1, (n, s));
+        let x2 = normal(2, (n, s));
         let mut opt = Optimizer::new(OptimConfig::adam(1e-5));
         let mut losses = Vec::with_capacity(self.warmup + self.steps);
         let mut start = Instant::now();
@@ -88,23 +89,9 @@ impl SimSiamBench {
     }
 }
 
-/// `len` values of a standard normal (Box–Muller on a splitmix64 stream).
-fn normal(seed: u64, len: usize) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    (0..len)
-        .map(|_| {
-            let (u, v) = (next(), next());
-            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-        })
-        .collect()
+/// `[n, 3, s, s]` standard-normal values drawn by dfdx's seeded CPU generator.
+fn normal(seed: u64, (n, s): (usize, usize)) -> Vec<f32> {
+    Cpu::seed_from_u64(seed).sample_normal_like(&(n, Const::<3>, s, s)).as_vec()
 }
 
 #[cfg(test)]
