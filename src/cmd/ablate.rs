@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use siamlab_trainer::ablate::{estimate_hours, run, Experiment, Plan, DEMO};
+use siamlab_trainer::ablate::{duration, estimate_hours, run, Experiment, Plan, DEMO};
 use siamlab_trainer::DeviceSpec;
 
 pub fn ablate(
@@ -43,9 +43,9 @@ fn execute(
             outln!("{line}");
         }
         outln!(
-            "{} steps; estimated {:.1} h on a 2-core CPU (ResNet-18 at 32 px ≈ 25 images/s trained)",
+            "{} steps; estimated {} on a 2-core CPU (from measured throughputs of each backbone)",
             plan.steps.len(),
-            estimate_hours(&plan)
+            duration(estimate_hours(&plan) * 3600.0)
         );
         return Ok(());
     }
