@@ -85,7 +85,7 @@ enum Command {
         /// Work folder [default: runs/<experiment name>].
         #[arg(long)]
         work: Option<PathBuf>,
-        /// List the steps with epochs and an estimated cost; run nothing.
+        /// List the steps with their epochs and estimated time on a 2-core CPU; run nothing.
         #[arg(long)]
         dry_run: bool,
         /// No progress bars.

@@ -236,3 +236,108 @@ fn experiment_files_parse_and_plan() {
         }
     }
 }
+
+#[test]
+fn ablate_shares_steps_writes_tables_and_skips_what_is_finished() {
+    let t = tempfile::tempdir().unwrap();
+    // The publisher's archive, relative to the experiment file as in experiments/.
+    let src = synth::cifar_binary(&t.path().join("src"), 20, 40, false).unwrap();
+    std::fs::create_dir_all(t.path().join("data")).unwrap();
+    synth::tar_gz(&src, &t.path().join("data/cifar-10-binary.tar.gz")).unwrap();
+    std::fs::create_dir_all(t.path().join("exp")).unwrap();
+    let file = t.path().join("exp/grid.toml");
+    std::fs::write(
+        &file,
+        r#"
+name = "grid"
+title = "A small grid"
+metrics = ["top1"]
+seeds = [0, 1]
+
+[datasets.cifar]
+source = "cifar10"
+src = "../data/cifar-10-binary.tar.gz"
+
+[datasets.noise]
+source = "random"
+count = 48
+size = 32
+
+[pretrain_defaults]
+backbone = "resnet18_tiny"
+epochs = 1
+batch = 16
+accum = 1
+proj_dim = 128
+knn_every = 0
+
+[pretrain.cifar]
+data = "cifar"
+
+[pretrain.noise]
+data = "noise"
+
+[finetune_defaults]
+data = "cifar"
+backbone = "resnet18_tiny"
+epochs = 1
+batch = 16
+
+[[cells]]
+row = "tiny"
+column = "scratch"
+init = "scratch"
+
+[[cells]]
+row = "tiny"
+column = "noise SSL"
+init = "ssl:noise"
+
+[[cells]]
+row = "tiny"
+column = "CIFAR SSL"
+init = "ssl:cifar"
+"#,
+    )
+    .unwrap();
+    let work = t.path().join("work");
+    let (f, w) = (file.to_str().unwrap(), work.to_str().unwrap());
+    let out = ok(&["ablate", f, "--work", w, "-q"]);
+    // 2 ingests, 4 pretrainings (one per dataset and seed, shared by the cells), 6 finetunings.
+    assert!(out.contains("[12/12] finetune"), "{out}");
+    let mut pre: Vec<String> = std::fs::read_dir(work.join("pretrain"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pre.sort();
+    assert_eq!(pre, ["cifar--s0", "cifar--s1", "noise--s0", "noise--s1"]);
+    let md = std::fs::read_to_string(work.join("results.md")).unwrap();
+    assert!(md.contains("# A small grid") && md.contains("| tiny |") && md.contains(" ± "), "{md}");
+    assert!(md.contains("| backbone | scratch | noise SSL | CIFAR SSL |"), "{md}");
+    let cells: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join("results.json")).unwrap()).unwrap();
+    let cells = cells.as_array().unwrap();
+    assert_eq!(cells.len(), 6, "3 cells × val and test top1");
+    for c in cells {
+        assert_eq!(c["values"].as_array().unwrap().len(), 2, "{c}");
+        for run in c["runs"].as_array().unwrap() {
+            assert!(Path::new(run.as_str().unwrap()).join("summary.json").is_file(), "{c}");
+        }
+    }
+
+    // A rerun does nothing but rewrite the tables.
+    let again = ok(&["ablate", f, "--work", w, "-q"]);
+    assert_eq!(again.lines().filter(|l| l.ends_with(": done")).count(), 12, "{again}");
+    let same: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join("results.json")).unwrap()).unwrap();
+    assert_eq!(same.as_array().unwrap(), cells);
+
+    // A lost cell is run again, alone, and gives the same numbers (runs are deterministic).
+    std::fs::remove_dir_all(work.join("cells/tiny--CIFAR_SSL--s1")).unwrap();
+    let redo = ok(&["ablate", f, "--work", w, "-q"]);
+    assert_eq!(redo.lines().filter(|l| l.contains("] finetune ")).count(), 1, "{redo}");
+    assert!(redo.contains("] finetune tiny--CIFAR_SSL--s1"), "{redo}");
+    let redone: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join("results.json")).unwrap()).unwrap();
+    assert_eq!(redone.as_array().unwrap(), cells);
+}
