@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use siamlab_trainer::ablate::{duration, estimate_hours, run, Experiment, Plan, DEMO};
+use siamlab_trainer::ablate::{duration, run, Experiment, Plan, DEMO};
 use siamlab_trainer::DeviceSpec;
 
 pub fn ablate(
@@ -45,7 +45,7 @@ fn execute(
         outln!(
             "{} steps; estimated {} on a 2-core CPU (from measured throughputs of each backbone)",
             plan.steps.len(),
-            duration(estimate_hours(&plan) * 3600.0)
+            duration(plan.estimate_secs().iter().sum())
         );
         return Ok(());
     }

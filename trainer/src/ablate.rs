@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use siamlab_datasets::ingest::{ingest, IngestOptions};
 use siamlab_datasets::sources::{CelebA, Cifar, Folder, Random, RandomSpec, Shapes, ShapesSpec, Stl10};
 use siamlab_datasets::Source;
+use siamlab_model::backbones::vit_s_patch_size;
 
 use crate::checkpoint::write_json;
 use crate::error::{write_atomic, Error, IoContext, Result};
@@ -291,7 +292,8 @@ impl Plan {
             .collect()
     }
 
-    /// Estimated seconds of each step on a 2-core CPU (see [`estimate_hours`]).
+    /// Estimated seconds of each step on a 2-core CPU, from measured throughputs (see
+    /// `seconds_per_image` and `DataShape`).
     pub fn estimate_secs(&self) -> Vec<f64> {
         let mut data = BTreeMap::new();
         for s in &self.steps {
@@ -304,8 +306,8 @@ impl Plan {
         self.steps
             .iter()
             .map(|s| match s {
-                Step::Ingest { spec, .. } => {
-                    let d = DataShape::of(spec);
+                Step::Ingest { id, .. } => {
+                    let d = shape(&self.work.join("data").join(id));
                     d.splits.iter().map(|(_, n)| n).sum::<f64>() * d.ingest_per_image
                 }
                 Step::Pretrain { config, .. } => {
@@ -396,14 +398,11 @@ fn seconds_per_image(backbone: &str, size: usize) -> f64 {
         let g = (s.saturating_sub(patch) / stride + 1) as f64;
         g * g
     };
-    let (patch, stride) = match size {
-        0..=32 => (4, 2),
-        33..=96 => (8, 4),
-        _ => (16, 8),
-    };
+    // The ViT and PiT presets share the patch sizes; PiT's stride is half its patch.
+    let patch = vit_s_patch_size(size);
     let scale = match backbone {
         "vit_s" | "vit_tiny" => tokens(size, patch, patch) / tokens(32, 4, 4),
-        "pit_ti" | "pit_tiny" => tokens(size, patch, stride) / tokens(32, 4, 2),
+        "pit_ti" | "pit_tiny" => tokens(size, patch, patch / 2) / tokens(32, 4, 2),
         // A stride-4 ImageNet stem (ResNet-18 above 96 px) or EfficientNet's stride-2 stem (above
         // 64 px) costs what the CIFAR / stride-1 stem costs at a quarter / half the side.
         "resnet18_imagenet" => (size as f64 / 128.0).powi(2),
@@ -412,11 +411,6 @@ fn seconds_per_image(backbone: &str, size: usize) -> f64 {
         _ => (size as f64 / 32.0).powi(2),
     };
     per_32 * scale
-}
-
-/// Estimated hours of the whole plan on a 2-core CPU: the sum of [`Plan::estimate_secs`].
-pub fn estimate_hours(plan: &Plan) -> f64 {
-    plan.estimate_secs().iter().sum::<f64>() / 3600.0
 }
 
 fn open_source(spec: &DatasetSpec) -> Result<Box<dyn Source>> {
