@@ -204,8 +204,8 @@ fi
 exec "$@"
 EOF
 chmod +x "$DIST/run-on-gpu.sh"
-for s in gpu-smoke.sh peer_gpu_bench.py; do
-  if [ -f "$REPO/scripts/$s" ]; then cp "$REPO/scripts/$s" "$DIST/"; else echo "note: scripts/$s missing, not packed"; fi
+for s in scripts/gpu-smoke.sh benches/peer_train.py; do
+  if [ -f "$REPO/$s" ]; then cp "$REPO/$s" "$DIST/"; else echo "note: $s missing, not packed"; fi
 done
 [ -f "$DIST/gpu-smoke.sh" ] && chmod +x "$DIST/gpu-smoke.sh"
 

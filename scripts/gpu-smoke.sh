@@ -100,7 +100,7 @@ main() {
     local bs=64; [ "$b" = resnet18 ] && bs=256
     step "tput-siamlab-$b" 60 ./run-on-gpu.sh "$SIAMLAB" bench simsiam --device cuda --backbone "$b" \
       --image-size 32 --batch "$bs" --steps 30
-    step "tput-torch-$b" 60 "$PY" peer_gpu_bench.py "$b" "$bs" 30 32
+    step "tput-torch-$b" 60 "$PY" peer_train.py "$b" "$bs" 30 32
   done
 
   echo; echo "##### summary"

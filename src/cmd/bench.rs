@@ -8,7 +8,7 @@ use siamlab_datasets::sources::{Cifar, Random, RandomSpec};
 use siamlab_datasets::{ingest, synth, IngestOptions};
 use siamlab_pipeline::Pipeline;
 use siamlab_trainer::device::check_ops;
-use siamlab_trainer::speed::SimSiamBench;
+use siamlab_trainer::speed::{FinetuneBench, SimSiamBench};
 use siamlab_trainer::DeviceSpec;
 
 #[derive(Debug, Subcommand)]
@@ -66,7 +66,7 @@ pub enum BenchCommand {
         tolerance: f64,
     },
     /// SimSiam training steps on random data (two views of one fixed batch, Adam 1e-3): loss
-    /// per step and pairs/s, as shared/bench/peer_train_bench.py measures PyTorch. Exits
+    /// per step and pairs/s, as `benches/peer_train.py` measures PyTorch. Exits
     /// non-zero on a NaN or a loss that does not decrease.
     Simsiam {
         /// Backbone (see `siamlab model summary`).
@@ -91,6 +91,56 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2048)]
         proj_dim: usize,
     },
+    /// Finetuning steps on random data (the backbone and a linear head, one view of one fixed
+    /// batch with fixed random labels, cross-entropy, Adam 1e-3): loss per step and images/s,
+    /// as `benches/peer_train.py BACKBONE B STEPS SIZE finetune` measures PyTorch. Exits
+    /// non-zero on a NaN or a loss that does not decrease.
+    Finetune {
+        /// Backbone (see `siamlab model summary`).
+        #[arg(long, default_value = "resnet18")]
+        backbone: String,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// Images per step.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Input size.
+        #[arg(long, default_value_t = 32)]
+        image_size: usize,
+        /// Classes of the head.
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+    },
+}
+
+/// Prints about ten of the `total` steps' losses (and the last).
+fn loss_printer(total: usize) -> impl FnMut(usize, f32) {
+    let every = (total / 10).max(1);
+    move |step, loss| {
+        if step % every == 0 || step + 1 == total {
+            outln!("step {step:>5}  loss {loss:+.4}");
+        }
+    }
+}
+
+/// Fails when `losses` did not fall over the run.
+fn check_decreasing(decreasing: bool, losses: &[f32]) -> anyhow::Result<()> {
+    if !decreasing {
+        anyhow::bail!(
+            "the loss did not decrease over {} steps (first {:+.4}, last {:+.4})",
+            losses.len(),
+            losses.first().copied().unwrap_or(f32::NAN),
+            losses.last().copied().unwrap_or(f32::NAN)
+        );
+    }
+    Ok(())
 }
 
 /// Peak resident set size of this process in MB (Linux), from /proc/self/status.
@@ -178,27 +228,25 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Simsiam { backbone, device, batch, image_size, steps, warmup, proj_dim } => {
             let bench = SimSiamBench { backbone: backbone.clone(), device, batch, image_size, proj_dim, steps, warmup };
-            let every = ((steps + warmup) / 10).max(1);
-            let r = bench.run(&mut |step, loss| {
-                if step % every == 0 || step + 1 == steps + warmup {
-                    outln!("step {step:>5}  loss {loss:+.4}");
-                }
-            })?;
+            let r = bench.run(&mut loss_printer(steps + warmup))?;
             let kind = if device == DeviceSpec::Cpu { "cpu" } else { "cuda" };
             outln!(
                 "siamlab-{kind} {backbone} B={batch} size={image_size} pairs_per_s={:.1} s_per_step={:.4}",
                 r.pairs_per_s,
                 r.s_per_step
             );
-            if !r.decreasing() {
-                anyhow::bail!(
-                    "the loss did not decrease over {} steps (first {:+.4}, last {:+.4})",
-                    r.losses.len(),
-                    r.losses.first().copied().unwrap_or(f32::NAN),
-                    r.losses.last().copied().unwrap_or(f32::NAN)
-                );
-            }
-            Ok(())
+            check_decreasing(r.decreasing(), &r.losses)
+        }
+        BenchCommand::Finetune { backbone, device, batch, image_size, classes, steps, warmup } => {
+            let bench = FinetuneBench { backbone: backbone.clone(), device, batch, image_size, classes, steps, warmup };
+            let r = bench.run(&mut loss_printer(steps + warmup))?;
+            let kind = if device == DeviceSpec::Cpu { "cpu" } else { "cuda" };
+            outln!(
+                "siamlab-{kind} finetune {backbone} B={batch} size={image_size} classes={classes} images_per_s={:.1} s_per_step={:.4}",
+                r.images_per_s,
+                r.s_per_step
+            );
+            check_decreasing(r.decreasing(), &r.losses)
         }
         BenchCommand::Ingest { count, jobs, noise } => {
             let tmp = tempfile::tempdir()?;

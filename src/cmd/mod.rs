@@ -123,7 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             | Command::Ablate { .. }
             | Command::Demo { .. }
             | Command::Eval { .. }
-            | Command::Bench(bench::BenchCommand::Simsiam { .. })
+            | Command::Bench(bench::BenchCommand::Simsiam { .. } | bench::BenchCommand::Finetune { .. })
     ) {
         // The model allocates and frees tens of MB per op and step: keep that memory in the
         // process (before any thread starts). Ingest and the pipeline keep glibc's defaults.
