@@ -1,7 +1,7 @@
 """PyTorch peer of benches/conv.rs: the same convolution shapes, f32, batch 64, CPU.
 
 usage: python model/benches/conv_peer.py [FILTER]   (e.g. /tmp/peer/bin/python)
-Prints the median of timed repetitions in milliseconds, forward and forward+backward
+Prints the fastest of timed repetitions in milliseconds, forward and forward+backward
 (input and weight gradients, loss = y.sum()).
 """
 import sys
@@ -30,15 +30,21 @@ SHAPES = [
 ]
 
 
+import os
+clock = time.process_time if os.environ.get("SIAMLAB_BENCH_CLOCK") == "cpu" else time.perf_counter
+if os.environ.get("RAYON_NUM_THREADS"):
+    torch.set_num_threads(int(os.environ["RAYON_NUM_THREADS"]))
+
+
 def median_ms(f):
     f()
     times, start = [], time.perf_counter()
     while len(times) < 3 or (time.perf_counter() - start < 2 and len(times) < 20):
-        t = time.perf_counter()
+        t = clock()
         f()
-        times.append((time.perf_counter() - t) * 1e3)
+        times.append((clock() - t) * 1e3)
     times.sort()
-    return times[len(times) // 2]
+    return times[0]  # the fastest: robust to other processes on a shared machine
 
 
 def main():

@@ -6,7 +6,71 @@ use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
 use crate::element::view;
+use crate::simd::multiversion;
 use crate::{Element, OpError};
+
+/// Lanes of the partial maxima and sums: independent accumulators let the compiler keep the
+/// row loops in vector registers (one running sum would be a serial chain of additions).
+const LANES: usize = 16;
+
+/// The largest of `x` (NaNs ignored; `-∞` for an empty row), over [`LANES`] running maxima.
+#[inline(always)]
+fn row_max<E: Element>(x: &[E]) -> E {
+    let mut m = [E::neg_infinity(); LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &v) in m.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    chunks.remainder().iter().chain(&m).fold(E::neg_infinity(), |a, &v| if v > a { v } else { a })
+}
+
+/// `Σ a·b` over [`LANES`] running sums.
+#[inline(always)]
+fn row_dot<E: Element>(a: &[E], b: &[E]) -> E {
+    let mut acc = [E::zero(); LANES];
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for ((s, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    let tail = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| x * y).sum::<E>();
+    acc.iter().copied().sum::<E>() + tail
+}
+
+multiversion! {
+    /// One row: `y = softmax(scale · x)`.
+    fn softmax_row<E: Element>(y: &mut [E], x: &[E], scale: E) {
+        let max = row_max(x);
+        // `scale > 0` (an attention scale), so the largest of `scale · x` is `scale · max`.
+        let shift = if scale > E::zero() { scale * max } else { x.iter().map(|&v| v * scale).fold(E::neg_infinity(), E::max) };
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = (x * scale - shift).exp_fast();
+        }
+        let mut acc = [E::zero(); LANES];
+        let mut chunks = y.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (s, &v) in acc.iter_mut().zip(c) {
+                *s += v;
+            }
+        }
+        let sum = acc.iter().copied().sum::<E>() + chunks.remainder().iter().copied().sum::<E>();
+        let inv = E::one() / sum;
+        y.iter_mut().for_each(|y| *y *= inv);
+    }
+}
+
+multiversion! {
+    /// One row of the gradient: `dx += scale · y ⊙ (g − ⟨y, g⟩)`.
+    fn softmax_row_backward<E: Element>(dx: &mut [E], y: &[E], g: &[E], scale: E) {
+        let dot = row_dot(y, g);
+        for ((d, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+            *d += scale * y * (g - dot);
+        }
+    }
+}
 
 /// Elements per rayon task (whole rows).
 const CHUNK: usize = 1 << 13;
@@ -39,14 +103,7 @@ pub fn scaled_softmax<S: Shape, E: Element, T: Tape<E, Cpu>>(
     let chunk = (CHUNK / len).max(1) * len;
     y.par_chunks_mut(chunk).zip(view(&x).par_chunks(chunk)).for_each(|(yc, xc)| {
         for (yr, xr) in yc.chunks_exact_mut(len).zip(xc.chunks_exact(len)) {
-            let max = xr.iter().map(|&x| x * scale).fold(E::neg_infinity(), E::max);
-            let mut sum = E::zero();
-            for (y, &x) in yr.iter_mut().zip(xr) {
-                *y = (x * scale - max).exp_fast();
-                sum += *y;
-            }
-            let inv = E::one() / sum;
-            yr.iter_mut().for_each(|y| *y *= inv);
+            softmax_row(yr, xr, scale);
         }
     });
     let y = x.device().clone().try_tensor_from_vec(y, shape)?;
@@ -62,10 +119,7 @@ pub fn scaled_softmax<S: Shape, E: Element, T: Tape<E, Cpu>>(
                 .zip(gy.par_chunks(chunk))
                 .for_each(|((dc, yc), gc)| {
                     for ((dr, yr), gr) in dc.chunks_exact_mut(len).zip(yc.chunks_exact(len)).zip(gc.chunks_exact(len)) {
-                        let dot = yr.iter().zip(gr).map(|(&y, &g)| y * g).sum::<E>();
-                        for ((d, &y), &g) in dr.iter_mut().zip(yr).zip(gr) {
-                            *d += scale * y * (g - dot);
-                        }
+                        softmax_row_backward(dr, yr, gr, scale);
                     }
                 });
             put_grad!(grads, &yg, gy);

@@ -1,0 +1,61 @@
+//! GEMM throughput of the `gemm` crate on the shapes the backbones run (f32, row-major),
+//! single- and multi-threaded, in GFLOP/s; `benches/gemm_peer.py` times `torch.mm` on the same
+//! shapes. `cargo bench -p siamlab-model --bench gemm`.
+
+use std::time::Instant;
+
+fn time_gemm(m: usize, n: usize, k: usize, ta: bool, tb: bool, threads: usize) -> f64 {
+    let a = vec![1.0f32; m * k];
+    let b = vec![1.0f32; k * n];
+    let mut c = vec![0.0f32; m * n];
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // a: m×k (row-major, or stored k×m when ta); b: k×n (or n×k when tb)
+    let (a_cs, a_rs) = if ta { (m as isize, 1) } else { (1, k as isize) };
+    let (b_cs, b_rs) = if tb { (k as isize, 1) } else { (1, n as isize) };
+    let mut run = || unsafe {
+        gemm::gemm(
+            m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), a_cs, a_rs, b.as_ptr(), b_cs, b_rs, 1.0f32,
+            1.0f32, false, false, false, par,
+        )
+    };
+    run();
+    let mut reps = 0;
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < 0.5 || reps < 3 {
+        run();
+        reps += 1;
+    }
+    let dt = start.elapsed().as_secs_f64() / reps as f64;
+    2.0 * (m * n * k) as f64 / dt / 1e9
+}
+
+fn main() {
+    let shapes: &[(&str, usize, usize, usize, bool, bool)] = &[
+        ("r18 l1 fwd (o×kk · kk×cols)", 64, 1024, 576, false, false),
+        ("r18 l2 fwd", 128, 1024, 1152, false, false),
+        ("r18 l3 fwd", 256, 1024, 2304, false, false),
+        ("r18 l4 fwd", 512, 1024, 4608, false, false),
+        ("r18 l1 dW (og×cols · colsᵀ)", 64, 576, 1024, false, true),
+        ("r18 l4 dW", 512, 4608, 1024, false, true),
+        ("vit qkv (4160×384 · 384×1152)", 4160, 1152, 384, false, true),
+        ("vit mlp1 (4160×384 · 384×1536)", 4160, 1536, 384, false, true),
+        ("vit mlp2 (4160×1536 · 1536×384)", 4160, 384, 1536, false, true),
+        ("proj 64×2048×2048", 64, 2048, 2048, false, true),
+        ("dW nn", 64, 576, 1024, false, false),
+        ("dW tn", 64, 576, 1024, true, false),
+        ("dW tt", 64, 576, 1024, true, true),
+        ("dWt nn 576x64x1024", 576, 64, 1024, false, false),
+        ("dWt nt", 576, 64, 1024, false, true),
+        ("dW nt k=8192", 64, 576, 8192, false, true),
+        ("dWt nt k=8192", 576, 64, 8192, false, true),
+        ("dWt nn k=8192", 576, 64, 8192, false, false),
+        ("big square 1024", 1024, 1024, 1024, false, false),
+    ];
+    let threads = rayon::current_num_threads();
+    println!("{:<36} {:>10} {:>10}", "shape m×n×k", "1 thread", format!("{threads} threads"));
+    for &(name, m, n, k, ta, tb) in shapes {
+        let one = time_gemm(m, n, k, ta, tb, 1);
+        let all = time_gemm(m, n, k, ta, tb, threads);
+        println!("{name:<36} {one:>10.1} {all:>10.1}   ({m}×{n}×{k})");
+    }
+}
