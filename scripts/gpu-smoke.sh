@@ -88,10 +88,12 @@ main() {
   DEADLINE=$(( BUDGET - RESERVE ))
   step ops 90 ./run-on-gpu.sh "$SIAMLAB" bench ops --device cuda
 
-  echo; echo "##### c. SimSiam runs on random data (200 steps, B=64, 32 px): loss must decrease, no NaN"
+  echo; echo "##### c. SimSiam runs on random data (200 steps, B=64, 32 px): loss must decrease, no NaN;"
+  echo "#####    each ends with its GPU time per op, forward and backward (SIAMLAB_PROFILE=1: every op"
+  echo "#####    waits for the GPU, so these runs are a little slower than section d's)"
   for b in "${BACKBONES[@]}"; do
-    step "simsiam-$b" 90 ./run-on-gpu.sh "$SIAMLAB" bench simsiam --device cuda --backbone "$b" \
-      --image-size 32 --batch 64 --steps 200
+    step "simsiam-$b" 90 env SIAMLAB_PROFILE=1 ./run-on-gpu.sh "$SIAMLAB" bench simsiam --device cuda \
+      --backbone "$b" --image-size 32 --batch 64 --steps 200
   done
 
   echo; echo "##### d. throughput: siamlab (dfdx CUDA) vs PyTorch eager fp32, 30 steps, 32 px"

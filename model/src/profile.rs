@@ -2,6 +2,10 @@
 //! enabled (`profile::enable(true)`, or `SIAMLAB_PROFILE=1` for the benchmarks). Off, an op
 //! pays one relaxed atomic load. Time outside these ops (dfdx's own ops, the optimizer, the
 //! loss) is what a step takes beyond their sum.
+//!
+//! On a GPU an op only queues kernels; with a [`set_sync`] hook (the trainer installs one for
+//! its CUDA device) each timed op waits for the device before and after, so the times are the
+//! device's (profiling then serialises the step, which costs a little).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +14,24 @@ use std::time::{Duration, Instant};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static TIMES: Mutex<BTreeMap<&'static str, (u64, Duration)>> = Mutex::new(BTreeMap::new());
+
+std::thread_local! {
+    static SYNC: std::cell::RefCell<Option<Box<dyn Fn()>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sets (or clears) what waits for the device of this thread's ops, called around each timed
+/// op while profiling is on.
+pub fn set_sync(sync: Option<Box<dyn Fn()>>) {
+    SYNC.with(|s| *s.borrow_mut() = sync);
+}
+
+fn sync() {
+    SYNC.with(|s| {
+        if let Some(f) = s.borrow().as_ref() {
+            f();
+        }
+    });
+}
 
 /// Turns timing on or off (off by default).
 pub fn enable(on: bool) {
@@ -53,12 +75,17 @@ pub(crate) struct Scope {
 
 /// Starts timing `name` (a no-op when profiling is off).
 pub(crate) fn scope(name: &'static str) -> Scope {
-    Scope { name, start: enabled().then(Instant::now) }
+    let start = enabled().then(|| {
+        sync();
+        Instant::now()
+    });
+    Scope { name, start }
 }
 
 impl Drop for Scope {
     fn drop(&mut self) {
         if let Some(start) = self.start {
+            sync();
             let dt = start.elapsed();
             let mut times = TIMES.lock().unwrap_or_else(|e| e.into_inner());
             let entry = times.entry(self.name).or_insert((0, Duration::ZERO));
@@ -87,5 +114,19 @@ mod tests {
         assert_eq!(on.calls, 3);
         assert!(on.total >= Duration::from_millis(3));
         assert!(r.iter().all(|t| t.name != "test.off"));
+
+        // A sync hook (this thread's) runs before and after each timed op, only while on.
+        use std::cell::Cell;
+        use std::rc::Rc;
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        set_sync(Some(Box::new(move || c.set(c.get() + 1))));
+        drop(scope("test.sync.off"));
+        assert_eq!(calls.get(), 0, "not while profiling is off");
+        enable(true);
+        drop(scope("test.sync"));
+        enable(false);
+        set_sync(None);
+        assert_eq!(calls.get(), 2, "before and after the op");
     }
 }

@@ -143,6 +143,21 @@ fn check_decreasing(decreasing: bool, losses: &[f32]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The per-op table of `siamlab_model::profile` over `steps` steps of `s_per_step` seconds.
+fn print_profile(steps: usize, s_per_step: f64) {
+    let ops = siamlab_model::profile::report();
+    let steps = steps.max(1);
+    let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / steps as f64;
+    let step_ms = s_per_step * 1e3;
+    outln!("  {:<26} {:>8} {:>10} {:>7}", "op", "calls", "ms/step", "share");
+    for op in &ops {
+        let ms = per_step(op.total);
+        outln!("  {:<26} {:>8} {:>10.2} {:>6.1}%", op.name, op.calls / steps as u64, ms, 100.0 * ms / step_ms);
+    }
+    let rest = step_ms - ops.iter().map(|op| per_step(op.total)).sum::<f64>();
+    outln!("  {:<26} {:>8} {:>10.2} {:>6.1}%", "rest (dfdx ops, optimizer, loss)", "", rest, 100.0 * rest / step_ms);
+}
+
 /// Peak resident set size of this process in MB (Linux), from /proc/self/status.
 pub fn peak_rss_mb() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -228,7 +243,20 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Simsiam { backbone, device, batch, image_size, steps, warmup, proj_dim } => {
             let bench = SimSiamBench { backbone: backbone.clone(), device, batch, image_size, proj_dim, steps, warmup };
-            let r = bench.run(&mut loss_printer(steps + warmup))?;
+            // SIAMLAB_PROFILE=1: time per op over the timed steps (on a GPU each op waits for it).
+            let profiling = std::env::var("SIAMLAB_PROFILE").is_ok_and(|v| v == "1");
+            siamlab_model::profile::enable(profiling);
+            siamlab_model::profile::reset();
+            let mut print = loss_printer(steps + warmup);
+            let r = bench.run(&mut |step, loss| {
+                print(step, loss);
+                if step + 1 == warmup {
+                    siamlab_model::profile::reset();
+                }
+            })?;
+            if profiling {
+                print_profile(steps, r.s_per_step);
+            }
             let kind = if device == DeviceSpec::Cpu { "cpu" } else { "cuda" };
             outln!(
                 "siamlab-{kind} {backbone} B={batch} size={image_size} pairs_per_s={:.1} s_per_step={:.4}",

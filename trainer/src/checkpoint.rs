@@ -21,21 +21,28 @@ const DIR: &str = "checkpoint";
 const OLD: &str = "checkpoint.old";
 const STATE: &str = "state.json";
 
-/// Optimizer state by parameter name, from the slots of `opt` in walking order.
+/// The checkpoint names of an optimizer's two moments (PyTorch's state keys).
+fn moment_names(kind: OptimizerKind) -> (&'static str, Option<&'static str>) {
+    match kind {
+        OptimizerKind::Adam => ("exp_avg", Some("exp_avg_sq")),
+        OptimizerKind::Sgd => ("momentum_buffer", None),
+    }
+}
+
+/// Optimizer state by parameter name, from the slots of `opt` in walking order (copied from
+/// the device where it lives there).
 pub fn optimizer_state(opt: &Optimizer, walk: &mut dyn FnMut(&mut TensorFn<'_>) -> Result<()>) -> Result<StateDict> {
     let mut out = StateDict::new();
     let mut slot = 0usize;
-    walk(&mut |s, _, _| {
+    let (a, b) = moment_names(opt.cfg.kind);
+    walk(&mut |s, _| {
         if s.trainable {
-            let (a, b) = match opt.cfg.kind {
-                OptimizerKind::Adam => ("exp_avg", Some("exp_avg_sq")),
-                OptimizerKind::Sgd => ("momentum_buffer", None),
-            };
-            if let Some(v) = opt.first.get(slot).filter(|v| !v.is_empty()) {
-                out.insert(format!("{a}.{}", s.name), (s.shape.to_vec(), v.clone()));
+            let (first, second) = opt.moments(slot);
+            if !first.is_empty() {
+                out.insert(format!("{a}.{}", s.name), (s.shape.to_vec(), first));
             }
-            if let (Some(b), Some(v)) = (b, opt.second.get(slot).filter(|v| !v.is_empty())) {
-                out.insert(format!("{b}.{}", s.name), (s.shape.to_vec(), v.clone()));
+            if let (Some(b), false) = (b, second.is_empty()) {
+                out.insert(format!("{b}.{}", s.name), (s.shape.to_vec(), second));
             }
             slot += 1;
         }
@@ -44,27 +51,49 @@ pub fn optimizer_state(opt: &Optimizer, walk: &mut dyn FnMut(&mut TensorFn<'_>) 
     Ok(out)
 }
 
-/// Puts optimizer state read from `dict` back into `opt`'s slots.
+/// Puts optimizer state read from `dict` (the file `file`) back into `opt`'s slots; a moment
+/// of another shape than its parameter, or Adam's `exp_avg` without its `exp_avg_sq`, is an
+/// error naming the tensor.
 pub fn restore_optimizer(
     opt: &mut Optimizer,
     dict: &StateDict,
+    file: &Path,
     walk: &mut dyn FnMut(&mut TensorFn<'_>) -> Result<()>,
 ) -> Result<()> {
-    let (a, b) = match opt.cfg.kind {
-        OptimizerKind::Adam => ("exp_avg", "exp_avg_sq"),
-        OptimizerKind::Sgd => ("momentum_buffer", ""),
-    };
-    let mut first = Vec::new();
-    let mut second = Vec::new();
-    walk(&mut |s, _, _| {
-        if s.trainable {
-            first.push(dict.get(&format!("{a}.{}", s.name)).map(|t| t.1.clone()).unwrap_or_default());
-            second.push(dict.get(&format!("{b}.{}", s.name)).map(|t| t.1.clone()).unwrap_or_default());
+    let (a, b) = moment_names(opt.cfg.kind);
+    let mut slots = Vec::new();
+    walk(&mut |s, _| {
+        if !s.trainable {
+            return Ok(false);
         }
+        let get = |key: String| -> Result<Vec<f32>> {
+            match dict.get(&key) {
+                None => Ok(Vec::new()),
+                Some((shape, data)) if shape.as_slice() == s.shape => Ok(data.clone()),
+                Some((shape, _)) => Err(Error::bad_file(
+                    file,
+                    format!("tensor {key} has shape {shape:?}, the parameter {} has {:?}", s.name, s.shape),
+                )),
+            }
+        };
+        let first = get(format!("{a}.{}", s.name))?;
+        let second = match b {
+            Some(b) => {
+                let second = get(format!("{b}.{}", s.name))?;
+                if first.is_empty() != second.is_empty() {
+                    return Err(Error::bad_file(
+                        file,
+                        format!("holds only one of {a}.{0} and {b}.{0} (incomplete optimizer state)", s.name),
+                    ));
+                }
+                second
+            }
+            None => Vec::new(),
+        };
+        slots.push((first, second));
         Ok(false)
     })?;
-    opt.first = first;
-    opt.second = second;
+    opt.set_moments(slots);
     Ok(())
 }
 

@@ -58,8 +58,23 @@ pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 
 /// dfdx's CUDA device on GPU `ordinal`, its RNG seeded with `seed`. cudarc panics instead of
 /// returning an error when no driver or GPU is present; that panic becomes a one-line error.
+/// With op profiling on ([`siamlab_model::profile`]), each timed op waits for this device, so
+/// the per-op times are GPU times.
 #[cfg(feature = "cuda")]
 pub fn cuda_device(ordinal: usize, seed: u64) -> Result<dfdx::tensor::Cuda> {
+    let dev = start_cuda(ordinal, seed)?;
+    if siamlab_model::profile::enabled() {
+        use dfdx::tensor::Synchronize;
+        let d = dev.clone();
+        siamlab_model::profile::set_sync(Some(Box::new(move || {
+            let _ = d.try_synchronize();
+        })));
+    }
+    Ok(dev)
+}
+
+#[cfg(feature = "cuda")]
+fn start_cuda(ordinal: usize, seed: u64) -> Result<dfdx::tensor::Cuda> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let built = std::panic::catch_unwind(|| dfdx::tensor::Cuda::try_build(ordinal, seed));

@@ -4,11 +4,15 @@
 //! weight decay 1e-5, batch 64 by default. The best epoch by validation is kept
 //! (`best.safetensors`) and evaluated on the validation and test splits.
 //!
+//! Finetuning batches come through [`DevicePrefetch`]: the next batch is uploaded while the
+//! device runs the current step, as in pretraining.
+//!
 //! **Linear evaluation** (`linear = true`): the backbone is frozen, its features (evaluation
 //! mode, no augmentation) are computed once per split, and only the linear head trains on
 //! them — the cheap protocol of kNN/linear-probe monitors; with augmented views the head
 //! would see different features each epoch, at the cost of a backbone forward per image and
-//! epoch.
+//! epoch. The features and targets are copied to the device once; each step gathers its rows
+//! there, and the head, its gradients and the optimizer's moments stay on the device.
 //!
 //! **Validation**: the dataset's `valid` / `val` split when it has one (CelebA), otherwise a
 //! seeded hold-out of `val_fraction` of the train split (the rest trains).
@@ -23,11 +27,11 @@ use crate::checkpoint::{self, append_jsonl, read_json, write_json};
 use crate::data::{for_each_batch, Dataset, Feed, Labels};
 use crate::device::DeviceSpec;
 use crate::error::{Error, IoContext, Result};
-use crate::head::{Head, Matrix};
 use crate::metrics::{multi_label_metrics, top1_accuracy, MultiLabelMetrics};
 use crate::net::{build_cls, loss_of, ClsNet, Images, NetInfo};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind};
 use crate::params::{self, load_safetensors, save_safetensors, StateDict};
+use crate::prefetch::DevicePrefetch;
 use crate::progress::Progress;
 use crate::schedule::Schedule;
 
@@ -455,8 +459,8 @@ pub fn finetune(
                 return Err(Error::bad_file(&config_path, "the run was started with a different configuration"));
             }
             let file = l.dir.join("model.safetensors");
-            net.walk(&mut |s, v, _| params::restore_one(s, v, &l.model, &file))?;
-            restore_opt(&mut opt, &l.optimizer, &mut *net, c.linear)?;
+            net.walk(&mut |s, v| params::restore_one(s, v, &l.model, &file))?;
+            restore_opt(&mut opt, &l.optimizer, &l.dir.join("optimizer.safetensors"), &mut *net, c.linear)?;
             opt.t = l.state.optimizer_t;
             state = l.state;
             log(&format!("resuming {} at epoch {}", run.display(), state.epoch));
@@ -512,11 +516,13 @@ pub fn finetune(
         while state.epoch < c.epochs {
             let t0 = std::time::Instant::now();
             let (mut sum, mut count, mut images) = (0f64, 0usize, 0usize);
-            for_each_batch(train_feed.open(&ds, state.epoch, None)?, |b| {
-                let n = b.len();
-                let t = targets(loss, outputs, b.labels(), b.attributes())?;
-                let value =
-                    net.train_micro(Images { data: b.view(0), n, h: image_size, w: image_size }, loss, t, 1.0)?;
+            let pipeline = train_feed.open(&ds, state.epoch, None)?;
+            let mut stage = DevicePrefetch::new(pipeline, net.uploader(), 1, (image_size, image_size));
+            while let Some(b) = stage.next_batch() {
+                let b = b?;
+                let n = b.len;
+                let t = targets(loss, outputs, &b.labels, &b.attributes)?;
+                let value = net.train_uploaded(b.views, loss, t, 1.0, &mut || stage.fill())?;
                 if !value.is_finite() {
                     return Err(Error::NonFinite { value, epoch: state.epoch, step: state.step });
                 }
@@ -527,8 +533,8 @@ pub fn finetune(
                 count += 1;
                 images += n;
                 bar.step(state.step, value, lr, images as f64 / t0.elapsed().as_secs_f64());
-                Ok(())
-            })?;
+            }
+            drop(stage);
             let secs = t0.elapsed().as_secs_f64();
             let o = collect_outputs(&ds, &val_feed, |x| net.logits(x))?;
             let val_m = metrics_of(val_name.clone(), loss, outputs, &o.scores, &o)?;
@@ -584,13 +590,13 @@ fn end_epoch(
 /// Optimizer state names: the head only for linear evaluation, else backbone and head.
 fn opt_state(opt: &Optimizer, net: &mut dyn ClsNet, linear: bool) -> Result<StateDict> {
     checkpoint::optimizer_state(opt, &mut |f| {
-        net.walk(&mut |s, v, g| if linear && !s.name.starts_with("fc.") { Ok(false) } else { f(s, v, g) })
+        net.walk(&mut |s, v| if linear && !s.name.starts_with("fc.") { Ok(false) } else { f(s, v) })
     })
 }
 
-fn restore_opt(opt: &mut Optimizer, dict: &StateDict, net: &mut dyn ClsNet, linear: bool) -> Result<()> {
-    checkpoint::restore_optimizer(opt, dict, &mut |f| {
-        net.walk(&mut |s, v, g| if linear && !s.name.starts_with("fc.") { Ok(false) } else { f(s, v, g) })
+fn restore_opt(opt: &mut Optimizer, dict: &StateDict, file: &Path, net: &mut dyn ClsNet, linear: bool) -> Result<()> {
+    checkpoint::restore_optimizer(opt, dict, file, &mut |f| {
+        net.walk(&mut |s, v| if linear && !s.name.starts_with("fc.") { Ok(false) } else { f(s, v) })
     })
 }
 
@@ -619,9 +625,17 @@ fn linear(
         return Err(Error::config("the training split is empty"));
     }
     let t_all = targets(loss, outputs, &tr.labels, &tr.attributes)?;
-    let mut head = net.head().clone();
-    // The head's current state (fresh, or resumed from the checkpoint through `net`).
-    let dev = Cpu::default();
+    // Features and targets on the device once; the head (fresh, or resumed from the
+    // checkpoint) is the net's, on the device too.
+    net.freeze_backbone(true);
+    let train_set = net.upload_features(&tr.scores, &t_all, n)?;
+    let val_rows = va.labels.len();
+    let val_set = if val_rows == 0 {
+        None
+    } else {
+        let t_val = targets(loss, outputs, &va.labels, &va.attributes)?;
+        Some(net.upload_features(&va.scores, &t_val, val_rows)?)
+    };
     let batch = c.batch.max(1);
     let steps_per_epoch = n.div_ceil(batch) as u64;
     let schedule = Schedule { base_lr: c.lr, warmup: 0, total: steps_per_epoch * c.epochs, cosine: c.cosine };
@@ -636,53 +650,19 @@ fn linear(
         }
         let mut sum = 0f64;
         for chunk in order.chunks(batch) {
-            let m = chunk.len();
-            let x: Vec<f32> = chunk.iter().flat_map(|&i| tr.scores[i * dim..(i + 1) * dim].iter().copied()).collect();
-            let t: Vec<f32> =
-                chunk.iter().flat_map(|&i| t_all[i * outputs..(i + 1) * outputs].iter().copied()).collect();
-            let xt: Matrix = dev.tensor_from_vec(x, (m, dim));
-            let logits = head.forward(xt.leaky_traced())?;
-            let l = loss_of(loss, logits, dev.tensor_from_vec(t, (m, outputs)));
-            let value = l.as_vec()[0];
+            let value = net.train_head(&train_set, chunk, loss)?;
             if !value.is_finite() {
                 return Err(Error::NonFinite { value, epoch: state.epoch, step: state.step });
             }
-            let _ = l.backward();
             let lr = schedule.lr(state.step);
-            opt.begin_step();
-            let mut slot = 0;
-            head.walk("fc.", true, &mut |_, v, g| {
-                if let Some(g) = g {
-                    opt.update(slot, lr, v, g);
-                    slot += 1;
-                }
-                Ok(true)
-            })?;
-            head.zero_grads();
+            net.step(opt, lr)?;
             state.step += 1;
-            sum += value as f64 * m as f64;
+            sum += value as f64 * chunk.len() as f64;
             bar.step(state.step, value, lr, n as f64 / t0.elapsed().as_secs_f64());
         }
-        // Copy the head into the net so checkpoints and best.safetensors hold it.
-        let mut dict = StateDict::new();
-        head.walk("fc.", false, &mut |s, v, _| {
-            dict.insert(s.name.to_string(), (s.shape.to_vec(), v.clone()));
-            Ok(false)
-        })?;
-        net.walk(&mut |s, v, _| match dict.get(s.name) {
-            Some((_, d)) => {
-                v.copy_from_slice(d);
-                Ok(true)
-            }
-            None => Ok(false),
-        })?;
-        let logits: Vec<f32> = {
-            let rows = va.labels.len();
-            if rows == 0 {
-                vec![]
-            } else {
-                head.forward::<Cpu, NoneTape>(dev.tensor_from_vec(va.scores.clone(), (rows, dim)))?.as_vec()
-            }
+        let logits = match &val_set {
+            Some(set) => net.head_logits(set)?,
+            None => vec![],
         };
         let val_m = metrics_of(val_name.to_string(), loss, outputs, &logits, &va)?;
         let record = EpochRecord {
@@ -712,7 +692,7 @@ fn finish(
 ) -> Result<Summary> {
     let best_file = run.join("best.safetensors");
     let best = load_safetensors(&best_file)?;
-    net.walk(&mut |s, v, _| params::restore_one(s, v, &best, &best_file))?;
+    net.walk(&mut |s, v| params::restore_one(s, v, &best, &best_file))?;
     let o = collect_outputs(ds, val_feed, |x| net.logits(x))?;
     let val = metrics_of(val_name.to_string(), loss, outputs, &o.scores, &o)?;
     let test = match &c.test_split {
@@ -765,13 +745,10 @@ pub fn evaluate(
     let mut net = build_cls(device, 0, &r.net.backbone, r.net.image_size, r.outputs)?;
     let best_file = run.join("best.safetensors");
     let best = load_safetensors(&best_file)?;
-    net.walk(&mut |s, v, _| params::restore_one(s, v, &best, &best_file))?;
+    net.walk(&mut |s, v| params::restore_one(s, v, &best, &best_file))?;
     let mut c = r.config.clone();
     c.workers = workers.or(c.workers);
     let feed = eval_feed(&c, &(split.to_string(), None));
     let o = collect_outputs(&ds, &feed, |x| net.logits(x))?;
     metrics_of(split.to_string(), r.loss, r.outputs, &o.scores, &o)
 }
-
-#[allow(dead_code)]
-fn _head_is_object_safe(_: &Head) {}

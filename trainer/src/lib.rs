@@ -5,7 +5,8 @@
 //!
 //! A backbone is chosen by name at run time and wrapped in an object-safe [`net::SslNet`] /
 //! [`net::ClsNet`], so the loops compile once for all architectures. Optimizers ([`optim`])
-//! keep their state in plain buffers that [`checkpoint`] writes next to the model.
+//! step on the model's device with their moments there; [`checkpoint`] writes them next to the
+//! model.
 //!
 //! This crate reads shards only through the pipeline and knows no command line: `siamlab
 //! train ...` parses flags into [`PretrainConfig`] / [`FinetuneConfig`] and calls it.

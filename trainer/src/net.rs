@@ -117,19 +117,39 @@ pub(crate) fn loss_of<D: Device<f32>, T: Tape<f32, D>>(
 pub trait ClsNet {
     /// What was built.
     fn info(&self) -> &NetInfo;
-    /// The head.
-    fn head(&self) -> &Head;
+    /// Number of outputs of the head.
+    fn classes(&self) -> usize;
     /// Freezes the backbone (linear evaluation): only the head trains, BatchNorm statistics stay.
     fn freeze_backbone(&mut self, frozen: bool);
     /// Forward and backward of a micro-batch with `loss` against `targets` (`[n, K]`, one-hot
     /// classes or 0/1 attributes); returns the loss.
     fn train_micro(&mut self, x: Images<'_>, loss: Loss, targets: Vec<f32>, scale: f32) -> Result<f32>;
+    /// What moves batches (one view) to this net's device (for [`crate::prefetch::DevicePrefetch`]).
+    fn uploader(&self) -> Box<dyn Uploader>;
+    /// [`train_micro`](Self::train_micro) on a batch already on the device; `meanwhile` runs once
+    /// the step's work is queued and before its loss is read (the time to upload the next batch).
+    fn train_uploaded(
+        &mut self,
+        x: Uploaded,
+        loss: Loss,
+        targets: Vec<f32>,
+        scale: f32,
+        meanwhile: &mut dyn FnMut(),
+    ) -> Result<f32>;
     /// Applies the accumulated gradients, then zeroes them.
     fn step(&mut self, opt: &mut Optimizer, lr: f64) -> Result<()>;
     /// Logits `[n, K]` in evaluation mode.
     fn logits(&mut self, x: Images<'_>) -> Result<Vec<f32>>;
     /// Backbone features `[n, F]` in evaluation mode.
     fn features(&mut self, x: Images<'_>) -> Result<Vec<f32>>;
+    /// Linear evaluation: features `[n, F]` and targets `[n, K]` copied to the device once, for
+    /// [`train_head`](Self::train_head) and [`head_logits`](Self::head_logits).
+    fn upload_features(&self, features: &[f32], targets: &[f32], n: usize) -> Result<Uploaded>;
+    /// Forward and backward of the head alone on the rows `rows` of a feature set (gathered on
+    /// the device); gradients accumulate until [`step`](Self::step). Returns the loss.
+    fn train_head(&mut self, set: &Uploaded, rows: &[usize], loss: Loss) -> Result<f32>;
+    /// The head's logits `[n, K]` on every row of a feature set.
+    fn head_logits(&mut self, set: &Uploaded) -> Result<Vec<f32>>;
     /// Walks every tensor (`backbone.*`, `fc.*`).
     fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()>;
     /// Loads the backbone from a state dict with the backbone's own names, which are the
@@ -173,20 +193,38 @@ struct Ssl<B, const F: usize, const D: usize, const H: usize, Dv: Kernels<f32>> 
     info: NetInfo,
 }
 
-/// Two views of a batch on device `Dv`.
-type Pair<Dv> = (Tensor<Image<3>, f32, Dv>, Tensor<Image<3>, f32, Dv>);
+/// The views of a batch on device `Dv`, as [`DevUploader`] uploads them.
+type Views<Dv> = Vec<Tensor<Image<3>, f32, Dv>>;
 
-/// Uploads to device `Dv` (a clone of the net's device).
-struct DevUploader<Dv>(Dv);
+/// Uploads batches of `views` views to device `Dv` (a clone of the net's device) for `what`.
+struct DevUploader<Dv> {
+    dev: Dv,
+    views: usize,
+    what: &'static str,
+}
 
 impl<Dv: Kernels<f32>> Uploader for DevUploader<Dv> {
     fn upload(&self, views: &[&[f32]], n: usize, h: usize, w: usize) -> Result<Uploaded> {
-        let [v1, v2] = views else {
-            return Err(Error::config(format!("SimSiam takes 2 views, the batch has {}", views.len())));
-        };
-        let x1 = Images { data: v1, n, h, w }.tensor(&self.0)?;
-        let x2 = Images { data: v2, n, h, w }.tensor(&self.0)?;
-        Ok(Uploaded(Box::new((x1, x2))))
+        if views.len() != self.views {
+            let s = if self.views == 1 { "" } else { "s" };
+            return Err(Error::config(format!(
+                "{} takes {} view{s}, the batch has {}",
+                self.what,
+                self.views,
+                views.len()
+            )));
+        }
+        let x: Views<Dv> =
+            views.iter().map(|&v| Images { data: v, n, h, w }.tensor(&self.dev)).collect::<Result<_>>()?;
+        Ok(Uploaded(Box::new(x)))
+    }
+}
+
+/// The views inside an [`Uploaded`] batch, `count` of them on device `Dv`.
+fn views_of<Dv: Kernels<f32>>(up: Uploaded, count: usize) -> Result<Views<Dv>> {
+    match up.0.downcast::<Views<Dv>>() {
+        Ok(v) if v.len() == count => Ok(*v),
+        _ => Err(Error::config("a batch uploaded for another device or view count")),
     }
 }
 
@@ -238,29 +276,18 @@ where
     }
 
     fn uploader(&self) -> Box<dyn Uploader> {
-        Box::new(DevUploader(self.dev.clone()))
+        Box::new(DevUploader { dev: self.dev.clone(), views: 2, what: "SimSiam" })
     }
 
     fn train_uploaded(&mut self, views: Uploaded, scale: f32, meanwhile: &mut dyn FnMut()) -> Result<MicroStats> {
-        let (x1, x2) = *views
-            .0
-            .downcast::<Pair<Dv>>()
-            .map_err(|_| Error::config("a batch uploaded for another device or view count"))?;
+        let [x1, x2]: [_; 2] = views_of::<Dv>(views, 2)?.try_into().map_err(|_| Error::config("two views"))?;
         self.train_pair(x1, x2, scale, meanwhile)
     }
 
     fn step(&mut self, opt: &mut Optimizer, lr: f64) -> Result<()> {
         let Some(mut grads) = self.grads.take() else { return Ok(()) };
         opt.begin_step();
-        let mut slot = 0;
-        params::walk(&mut self.model, "", Some(&mut grads), &mut |_, values, g| match g {
-            Some(g) => {
-                opt.update(slot, lr, values, g);
-                slot += 1;
-                Ok(true)
-            }
-            None => Ok(false),
-        })?;
+        opt.step_module(&mut self.model, &mut grads, lr, 0)?;
         self.model.try_zero_grads(&mut grads).map_err(dev_err)?;
         self.grads = Some(grads);
         Ok(())
@@ -277,7 +304,7 @@ where
     }
 
     fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()> {
-        params::walk(&mut self.model, "", None, f)
+        params::walk(&mut self.model, "", f)
     }
 
     fn backbone_state(&mut self) -> Result<StateDict> {
@@ -373,11 +400,79 @@ pub fn build_ssl(
 
 struct Cls<B, const F: usize, Dv: Kernels<f32>> {
     backbone: B,
-    head: Head,
+    head: Head<Dv>,
     grads: Option<Gradients<f32, Dv>>,
     frozen: bool,
     dev: Dv,
     info: NetInfo,
+}
+
+/// A linear-evaluation feature set on device `Dv`: features `[n, F]`, targets `[n, K]`.
+type FeatureSet<Dv> = (Matrix<NoneTape, Dv>, Matrix<NoneTape, Dv>);
+
+impl<B: Backbone<F, Dv> + 'static, const F: usize, Dv: Kernels<f32> + 'static> Cls<B, F, Dv> {
+    /// The backbone's gradients to accumulate into (the head keeps its own).
+    fn take_grads(&mut self) -> Result<Gradients<f32, Dv>> {
+        match self.grads.take() {
+            Some(g) => Ok(g),
+            None => self.backbone.try_alloc_grads().map_err(dev_err),
+        }
+    }
+
+    /// Targets `[n, K]` on the device, checked against the batch size.
+    fn targets(&self, n: usize, targets: Vec<f32>) -> Result<Matrix<NoneTape, Dv>> {
+        let k = self.head.classes();
+        if targets.len() != n * k {
+            return Err(Error::config(format!("{} targets for {n} images of {k} outputs", targets.len())));
+        }
+        self.dev.try_tensor_from_vec(targets, (n, k)).map_err(dev_err)
+    }
+
+    /// Head, loss and backward on features `f` that carry the tape (the backbone's gradients
+    /// are kept when it trains); `meanwhile` runs before the loss is read.
+    fn head_backward(
+        &mut self,
+        f: Matrix<OwnedTape<f32, Dv>, Dv>,
+        loss: Loss,
+        t: Matrix<NoneTape, Dv>,
+        scale: f32,
+        meanwhile: &mut dyn FnMut(),
+    ) -> Result<f32> {
+        let logits = self.head.forward(f)?;
+        let l = loss_of(loss, logits, t);
+        let value = l.retaped::<NoneTape>();
+        let grads = l.try_mul(scale).and_then(|l| l.try_backward()).map_err(dev_err)?;
+        if !self.frozen {
+            self.grads = Some(grads);
+        }
+        meanwhile();
+        Ok(value.as_vec()[0])
+    }
+
+    fn train_images(
+        &mut self,
+        x: Tensor<Image<3>, f32, Dv>,
+        loss: Loss,
+        targets: Vec<f32>,
+        scale: f32,
+        meanwhile: &mut dyn FnMut(),
+    ) -> Result<f32> {
+        let n = x.shape().0;
+        let t = self.targets(n, targets)?;
+        let f = if self.frozen {
+            let f = self.backbone.forward_features(x, Mode::Eval)?;
+            f.try_reshape_like(&(n, F)).map_err(dev_err)?.leaky_traced()
+        } else {
+            let grads = self.take_grads()?;
+            let f = self.backbone.forward_features(x.traced(grads), Mode::Train)?;
+            f.try_reshape_like(&(n, F)).map_err(dev_err)?
+        };
+        self.head_backward(f, loss, t, scale, meanwhile)
+    }
+
+    fn feature_set<'a>(&self, set: &'a Uploaded) -> Result<&'a FeatureSet<Dv>> {
+        set.0.downcast_ref::<FeatureSet<Dv>>().ok_or_else(|| Error::config("a feature set of another device"))
+    }
 }
 
 impl<B: Backbone<F, Dv> + 'static, const F: usize, Dv: Kernels<f32> + 'static> ClsNet for Cls<B, F, Dv> {
@@ -385,62 +480,49 @@ impl<B: Backbone<F, Dv> + 'static, const F: usize, Dv: Kernels<f32> + 'static> C
         &self.info
     }
 
-    fn head(&self) -> &Head {
-        &self.head
+    fn classes(&self) -> usize {
+        self.head.classes()
     }
 
     fn freeze_backbone(&mut self, frozen: bool) {
+        if frozen != self.frozen {
+            self.grads = None;
+        }
         self.frozen = frozen;
     }
 
     fn train_micro(&mut self, x: Images<'_>, loss: Loss, targets: Vec<f32>, scale: f32) -> Result<f32> {
-        let n = x.n;
-        let k = self.head.classes();
-        if targets.len() != n * k {
-            return Err(Error::config(format!("{} targets for {n} images of {k} outputs", targets.len())));
-        }
-        let t = self.dev.try_tensor_from_vec(targets, (n, k)).map_err(dev_err)?;
         let x = x.tensor(&self.dev)?;
-        let f = if self.frozen {
-            let f = self.backbone.forward_features(x, Mode::Eval)?;
-            f.try_reshape_like(&(n, F)).map_err(dev_err)?.leaky_traced()
-        } else {
-            let grads = match self.grads.take() {
-                Some(g) => g,
-                None => self.backbone.try_alloc_grads().map_err(dev_err)?,
-            };
-            let f = self.backbone.forward_features(x.traced(grads), Mode::Train)?;
-            f.try_reshape_like(&(n, F)).map_err(dev_err)?
-        };
-        let logits = self.head.forward(f)?;
-        let l = loss_of(loss, logits, t);
-        let value = l.as_vec()[0];
-        let grads = l.try_mul(scale).and_then(|l| l.try_backward()).map_err(dev_err)?;
-        if !self.frozen {
-            self.grads = Some(grads);
-        }
-        Ok(value)
+        self.train_images(x, loss, targets, scale, &mut || {})
+    }
+
+    fn uploader(&self) -> Box<dyn Uploader> {
+        Box::new(DevUploader { dev: self.dev.clone(), views: 1, what: "finetuning" })
+    }
+
+    fn train_uploaded(
+        &mut self,
+        x: Uploaded,
+        loss: Loss,
+        targets: Vec<f32>,
+        scale: f32,
+        meanwhile: &mut dyn FnMut(),
+    ) -> Result<f32> {
+        let x = views_of::<Dv>(x, 1)?.remove(0);
+        self.train_images(x, loss, targets, scale, meanwhile)
     }
 
     fn step(&mut self, opt: &mut Optimizer, lr: f64) -> Result<()> {
         opt.begin_step();
         let mut slot = 0;
-        let mut update = |_: params::Slot<'_>, values: &mut Vec<f32>, g: Option<&mut Vec<f32>>| match g {
-            Some(g) => {
-                opt.update(slot, lr, values, g);
-                slot += 1;
-                Ok(true)
-            }
-            None => Ok(false),
-        };
         if !self.frozen {
             if let Some(mut grads) = self.grads.take() {
-                params::walk(&mut self.backbone, "backbone.", Some(&mut grads), &mut update)?;
+                slot = opt.step_module(&mut self.backbone, &mut grads, lr, 0)?;
                 self.backbone.try_zero_grads(&mut grads).map_err(dev_err)?;
                 self.grads = Some(grads);
             }
         }
-        self.head.walk("fc.", true, &mut update)?;
+        self.head.step(opt, lr, slot)?;
         self.head.zero_grads();
         Ok(())
     }
@@ -455,9 +537,35 @@ impl<B: Backbone<F, Dv> + 'static, const F: usize, Dv: Kernels<f32> + 'static> C
         Ok(self.backbone.forward_features(x.tensor(&self.dev)?, Mode::Eval)?.as_vec())
     }
 
+    fn upload_features(&self, features: &[f32], targets: &[f32], n: usize) -> Result<Uploaded> {
+        if features.len() != n * F {
+            return Err(Error::config(format!("{} feature values for {n} rows of {F}", features.len())));
+        }
+        let x = self.dev.try_tensor_from_vec(features.to_vec(), (n, F)).map_err(dev_err)?;
+        let t = self.targets(n, targets.to_vec())?;
+        Ok(Uploaded(Box::new((x, t))))
+    }
+
+    fn train_head(&mut self, set: &Uploaded, rows: &[usize], loss: Loss) -> Result<f32> {
+        let (x, t) = self.feature_set(set)?;
+        let n = x.shape().0;
+        if let Some(&r) = rows.iter().find(|&&r| r >= n) {
+            return Err(Error::config(format!("row {r} of a feature set of {n} rows")));
+        }
+        let idx = self.dev.try_tensor_from_vec(rows.to_vec(), (rows.len(),)).map_err(dev_err)?;
+        let x: Matrix<NoneTape, Dv> = x.clone().try_gather(idx.clone()).map_err(dev_err)?;
+        let t: Matrix<NoneTape, Dv> = t.clone().try_gather(idx).map_err(dev_err)?;
+        self.head_backward(x.leaky_traced(), loss, t, 1.0, &mut || {})
+    }
+
+    fn head_logits(&mut self, set: &Uploaded) -> Result<Vec<f32>> {
+        let (x, _) = self.feature_set(set)?;
+        Ok(self.head.forward(x.clone())?.as_vec())
+    }
+
     fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()> {
-        params::walk(&mut self.backbone, "backbone.", None, f)?;
-        self.head.walk("fc.", false, f)
+        params::walk(&mut self.backbone, "backbone.", f)?;
+        self.head.walk("fc.", f)
     }
 
     fn load_backbone(&mut self, dict: &StateDict, file: &std::path::Path) -> Result<ImportReport> {
@@ -475,17 +583,17 @@ struct ClsBuilder<'a, Dv> {
 }
 
 impl<Dv: Kernels<f32> + 'static> BackboneVisitor<Dv> for ClsBuilder<'_, Dv> {
-    type Output = Box<dyn ClsNet>;
+    type Output = Result<Box<dyn ClsNet>>;
     fn visit<B: Backbone<F, Dv> + BuildModule<Dv, f32> + 'static, const F: usize>(self, backbone: B) -> Self::Output {
         let info = info_of::<B, F, Dv>(&backbone, self.name, self.image_size);
-        Box::new(Cls::<B, F, Dv> {
+        Ok(Box::new(Cls::<B, F, Dv> {
             backbone,
-            head: Head::new(F, self.classes, self.seed),
+            head: Head::new(F, self.classes, self.seed, self.dev)?,
             grads: None,
             frozen: false,
             dev: self.dev.clone(),
             info,
-        })
+        }))
     }
 }
 
@@ -502,12 +610,12 @@ pub fn build_cls(
     match device {
         DeviceSpec::Cpu => {
             let dev = Cpu::seed_from_u64(seed);
-            Ok(with_backbone(name, image_size, &dev, ClsBuilder { dev: &dev, name, image_size, classes, seed })?)
+            with_backbone(name, image_size, &dev, ClsBuilder { dev: &dev, name, image_size, classes, seed })?
         }
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => {
             let dev = crate::device::cuda_device(n, seed)?;
-            Ok(with_backbone(name, image_size, &dev, ClsBuilder { dev: &dev, name, image_size, classes, seed })?)
+            with_backbone(name, image_size, &dev, ClsBuilder { dev: &dev, name, image_size, classes, seed })?
         }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("check_available refuses cuda without the feature"),
@@ -517,7 +625,7 @@ pub fn build_cls(
 /// Model state of a net as a dict (every tensor).
 pub fn state_of(walker: &mut dyn FnMut(&mut TensorFn<'_>) -> Result<()>) -> Result<StateDict> {
     let mut out = StateDict::new();
-    walker(&mut |slot, values, _| {
+    walker(&mut |slot, values| {
         out.insert(slot.name.to_string(), (slot.shape.to_vec(), values.clone()));
         Ok(false)
     })?;

@@ -1,6 +1,6 @@
-//! Walking a model's tensors by their PyTorch `state_dict` names: reading and writing values
-//! (checkpoints, `backbone.safetensors`) and applying an optimizer step with each tensor's
-//! gradient, through one dfdx tensor visitor.
+//! Walking a model's tensors by their PyTorch `state_dict` names, reading and writing their
+//! values on the host (checkpoints, `backbone.safetensors`), through one dfdx tensor visitor.
+//! (The optimizer walks the same tensors on their device: [`crate::optim::Optimizer::step_module`].)
 
 use std::path::Path;
 
@@ -22,16 +22,15 @@ pub struct Slot<'a> {
     pub trainable: bool,
 }
 
-/// What to do with each tensor: gets its values (a copy, written back when the function
-/// returns `true`) and, when the walk carries gradients, the gradient of a trainable tensor.
-pub type TensorFn<'f> = dyn FnMut(Slot<'_>, &mut Vec<f32>, Option<&mut Vec<f32>>) -> Result<bool> + 'f;
+/// What to do with each tensor: gets a host copy of its values, written back when the
+/// function returns `true`.
+pub type TensorFn<'f> = dyn FnMut(Slot<'_>, &mut Vec<f32>) -> Result<bool> + 'f;
 
-struct Walk<'g, 'f, 'h, D: Storage<f32>> {
-    grads: Option<&'g mut Gradients<f32, D>>,
+struct Walk<'f, 'h> {
     f: &'h mut TensorFn<'f>,
 }
 
-impl<D: Device<f32>> TensorVisitor<f32, D> for Walk<'_, '_, '_, D> {
+impl<D: Device<f32>> TensorVisitor<f32, D> for Walk<'_, '_> {
     type Viewer = (ViewTensorName, ViewTensorMut);
     type Err = Error;
     type E2 = f32;
@@ -43,51 +42,22 @@ impl<D: Device<f32>> TensorVisitor<f32, D> for Walk<'_, '_, '_, D> {
         (name, t): (String, &mut Tensor<S, f32, D>),
     ) -> Result<Option<Tensor<S, f32, D>>> {
         let shape: Vec<usize> = t.shape().concrete().into_iter().collect();
-        visit_tensor(&mut self.grads, self.f, &name, &shape, opts.do_gradient_update, t)?;
+        let mut values = t.as_vec();
+        if (self.f)(Slot { name: &name, shape: &shape, trainable: opts.do_gradient_update }, &mut values)? {
+            t.copy_from(&values);
+        }
         Ok(None)
     }
 }
 
-/// Visits one tensor: its values (and gradient) copied to the host, written back when `f`
-/// says so. On `Cpu` the gradient is lent in place; on other devices both are transfers.
-pub(crate) fn visit_tensor<S: Shape, D: Device<f32>>(
-    grads: &mut Option<&mut Gradients<f32, D>>,
-    f: &mut TensorFn<'_>,
-    name: &str,
-    shape: &[usize],
-    trainable: bool,
-    t: &mut Tensor<S, f32, D>,
-) -> Result<()> {
-    use std::any::Any;
-    let mut values = t.as_vec();
-    let mut copied: Option<Vec<f32>> = None;
-    let grad: Option<&mut Vec<f32>> = match grads {
-        Some(g) if trainable => {
-            let on_cpu = (&mut **g as &mut dyn Any).downcast_mut::<Gradients<f32, Cpu>>();
-            match (on_cpu, (&*t as &dyn Any).downcast_ref::<Tensor<S, f32, Cpu>>()) {
-                (Some(g), Some(tc)) => Some(&mut **g.get_or_alloc_mut(tc)?),
-                _ => {
-                    g.try_alloc_for(t).map_err(siamlab_model::OpError::device)?;
-                    copied.insert(g.get(t).as_vec()).into()
-                }
-            }
-        }
-        _ => None,
-    };
-    if f(Slot { name, shape, trainable }, &mut values, grad)? {
-        t.copy_from(&values);
-    }
-    Ok(())
-}
-
-/// Walks every tensor of `model` (names prefixed with `prefix`), with gradients if given.
+/// Walks every tensor of `model` as a module named `prefix` (names `{prefix}.{field}…`, or
+/// without the prefix when it is empty).
 pub fn walk<D: Device<f32>, M: TensorCollection<f32, D>>(
     model: &mut M,
     prefix: &str,
-    grads: Option<&mut Gradients<f32, D>>,
     f: &mut TensorFn<'_>,
 ) -> Result<()> {
-    let mut walk = Walk { grads, f };
+    let mut walk = Walk { f };
     M::iter_tensors(&mut RecursiveWalker { m: (prefix.to_string(), model), f: &mut walk })?;
     Ok(())
 }
@@ -158,7 +128,7 @@ pub fn collect<D: Device<f32>, M: TensorCollection<f32, D>>(
     prefix: &str,
     out: &mut StateDict,
 ) -> Result<()> {
-    walk(model, prefix, None, &mut |slot, values, _| {
+    walk(model, prefix, &mut |slot, values| {
         out.insert(slot.name.to_string(), (slot.shape.to_vec(), std::mem::take(values)));
         Ok(false)
     })
@@ -172,7 +142,7 @@ pub fn restore<D: Device<f32>, M: TensorCollection<f32, D>>(
     dict: &StateDict,
     file: &Path,
 ) -> Result<()> {
-    walk(model, prefix, None, &mut |slot, values, _| restore_one(slot, values, dict, file))
+    walk(model, prefix, &mut |slot, values| restore_one(slot, values, dict, file))
 }
 
 pub(crate) fn restore_one(slot: Slot<'_>, values: &mut [f32], dict: &StateDict, file: &Path) -> Result<bool> {

@@ -16,12 +16,15 @@ use siamlab_pipeline::{Pipeline, PipelineState};
 
 use crate::error::Result;
 
-/// Views of a batch already on the compute device, for
-/// [`SslNet::train_uploaded`](crate::net::SslNet::train_uploaded); what is inside depends on
-/// the device.
+/// Data already on the compute device: the views of a batch, for
+/// [`SslNet::train_uploaded`](crate::net::SslNet::train_uploaded) /
+/// [`ClsNet::train_uploaded`](crate::net::ClsNet::train_uploaded), or a linear-evaluation
+/// feature set ([`ClsNet::upload_features`](crate::net::ClsNet::upload_features)); what is
+/// inside depends on the device.
 pub struct Uploaded(pub(crate) Box<dyn std::any::Any>);
 
-/// Moves host views to the compute device; made by the net ([`SslNet::uploader`](crate::net::SslNet::uploader)).
+/// Moves host views to the compute device; made by the net
+/// ([`SslNet::uploader`](crate::net::SslNet::uploader), [`ClsNet::uploader`](crate::net::ClsNet::uploader)).
 pub trait Uploader {
     /// Copies the `views` (each `[n, 3, h, w]`) to the device (queues the copy on a GPU).
     fn upload(&self, views: &[&[f32]], n: usize, h: usize, w: usize) -> Result<Uploaded>;
@@ -37,6 +40,10 @@ pub struct DeviceBatch {
     pub state: PipelineState,
     /// Host batches that were ready in the pipeline's queue when this one was taken.
     pub host_queue: usize,
+    /// The batch's class labels (host; finetuning turns them into targets).
+    pub labels: Vec<i64>,
+    /// The batch's attributes, row-major (empty without attributes).
+    pub attributes: Vec<i8>,
 }
 
 /// The stage: a pipeline, an uploader and the batch already uploaded.
@@ -77,6 +84,8 @@ impl DevicePrefetch {
                     len: b.len(),
                     state: self.pipeline.state(),
                     host_queue,
+                    labels: b.labels().to_vec(),
+                    attributes: b.attributes().to_vec(),
                 }))
             }
         };

@@ -310,8 +310,9 @@ pub fn pretrain(
             ));
         }
         let file = l.dir.join("model.safetensors");
-        net.walk(&mut |slot, values, _| params::restore_one(slot, values, &l.model, &file))?;
-        checkpoint::restore_optimizer(&mut opt, &l.optimizer, &mut |f| net.walk(f))?;
+        net.walk(&mut |slot, values| params::restore_one(slot, values, &l.model, &file))?;
+        let opt_file = l.dir.join("optimizer.safetensors");
+        checkpoint::restore_optimizer(&mut opt, &l.optimizer, &opt_file, &mut |f| net.walk(f))?;
         opt.t = l.state.optimizer_t;
         state = l.state;
         log(&format!("resuming {} at epoch {}, step {}", run.display(), state.epoch, state.step));
@@ -455,7 +456,7 @@ pub fn pretrain(
 
 fn save_checkpoint(run: &Path, state: &State, net: &mut dyn SslNet, opt: &Optimizer) -> Result<()> {
     let mut model = params::StateDict::new();
-    net.walk(&mut |s, v, _| {
+    net.walk(&mut |s, v| {
         model.insert(s.name.to_string(), (s.shape.to_vec(), v.clone()));
         Ok(false)
     })?;
