@@ -564,7 +564,7 @@ impl<B: Backbone<F, Dv> + 'static, const F: usize, Dv: Kernels<f32> + 'static> C
     }
 
     fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()> {
-        params::walk(&mut self.backbone, "backbone.", f)?;
+        params::walk(&mut self.backbone, "backbone", f)?;
         self.head.walk("fc.", f)
     }
 
@@ -630,4 +630,25 @@ pub fn state_of(walker: &mut dyn FnMut(&mut TensorFn<'_>) -> Result<()>) -> Resu
         Ok(false)
     })?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the walk's module prefix was `"backbone."`, and dfdx's walker adds the dot
+    /// itself, so finetuning checkpoints and `best.safetensors` held `backbone..conv1.weight`.
+    #[test]
+    fn finetuning_tensors_have_the_pytorch_names() {
+        let mut net = build_cls(DeviceSpec::Cpu, 0, "resnet18_tiny", 16, 3).unwrap();
+        let mut names = Vec::new();
+        net.walk(&mut |s, _| {
+            names.push(s.name.to_string());
+            Ok(false)
+        })
+        .unwrap();
+        assert!(names.contains(&"backbone.conv1.weight".to_string()), "{:?}", &names[..3]);
+        assert!(names.contains(&"fc.weight".to_string()));
+        assert!(names.iter().all(|n| !n.contains("..")), "{names:?}");
+    }
 }
