@@ -13,9 +13,9 @@ use std::sync::mpsc::sync_channel;
 
 use rayon::prelude::*;
 
-use crate::encode::{prepare, PixelSums};
 use crate::decode::check_resize;
 use crate::diff::differences;
+use crate::encode::{prepare, PixelSums};
 use crate::error::{sync_dir, write_atomic, Error, IoContext, Result};
 use crate::record::{ImageData, Record, Source};
 use crate::shard::{self, ChannelStats, Columns, Layout, Manifest, Row, SplitInfo, SplitWriter, SCHEMA_VERSION};

@@ -395,8 +395,23 @@ fn a_second_training_into_a_held_run_folder_fails_at_once() {
     ok(&["ingest", "random", "--count", "64", "--size", "16", "--out", s(&data), "-q"]);
     let run = t.path().join("run");
     let args = [
-        "train", "pretrain", "--data", s(&data), "--backbone", "resnet18_tiny", "--batch", "16", "--proj-dim", "128",
-        "--epochs", "1000", "--knn-every", "0", "--out", s(&run), "-q",
+        "train",
+        "pretrain",
+        "--data",
+        s(&data),
+        "--backbone",
+        "resnet18_tiny",
+        "--batch",
+        "16",
+        "--proj-dim",
+        "128",
+        "--epochs",
+        "1000",
+        "--knn-every",
+        "0",
+        "--out",
+        s(&run),
+        "-q",
     ];
     let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_siamlab"))
         .args(args)
@@ -424,16 +439,27 @@ fn a_damaged_parquet_footer_names_the_shard() {
     ok(&["ingest", "random", "--count", "16", "--size", "8", "--out", s(&data), "-q"]);
     let shard = data.join("train/part-00000-of-00001.parquet");
     let mut b = std::fs::read(&shard).unwrap();
-    // Invalid UTF-8 in the footer's key-value metadata (the `huggingface` schema entry).
-    let key = b"huggingface";
+    // Invalid UTF-8 in the footer's key-value metadata (the `ARROW:schema` key).
+    let key = b"ARROW:schema";
     let at = b.windows(key.len()).rposition(|w| w == key).unwrap();
     b[at + 2] = 0xFF;
     std::fs::write(&shard, b).unwrap();
     let err = fails(&["inspect", s(&data)]);
     assert!(err.contains("part-00000-of-00001.parquet") && err.contains("Parquet footer"), "{err}");
     let err = fails(&[
-        "train", "pretrain", "--data", s(&data), "--backbone", "resnet18_tiny", "--knn-every", "0", "--epochs", "1",
-        "--out", s(&t.path().join("run")), "-q",
+        "train",
+        "pretrain",
+        "--data",
+        s(&data),
+        "--backbone",
+        "resnet18_tiny",
+        "--knn-every",
+        "0",
+        "--epochs",
+        "1",
+        "--out",
+        s(&t.path().join("run")),
+        "-q",
     ]);
     assert!(err.contains("part-00000-of-00001.parquet") && err.contains("Parquet footer"), "{err}");
     let err = fails(&["verify", s(&data)]);

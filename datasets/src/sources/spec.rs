@@ -59,7 +59,9 @@ impl SourceSpec<'_> {
     }
 
     fn src(&self) -> Result<&Path> {
-        self.src.ok_or_else(|| Error::Usage(format!("source {} needs a path: --src PATH (src = PATH in an experiment file)", self.kind)))
+        self.src.ok_or_else(|| {
+            Error::Usage(format!("source {} needs a path: --src PATH (src = PATH in an experiment file)", self.kind))
+        })
     }
 
     /// Checks what can be checked without reading the source: a known kind, a `src` for file
