@@ -2,6 +2,10 @@
 //!
 //! Archives are read as streams and never extracted: a tar.gz is decompressed on the fly,
 //! members are visited in archive order, and a member wanted out of order costs one more scan.
+//!
+//! Every compressed stream is read to its end, so that its checksum is checked: a tar.gz to the
+//! gzip trailer (CRC-32 and length) even when the members wanted come earlier, and each zip
+//! member read to its end (CRC-32). A flipped bit in an archive is an error, never other pixels.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -123,6 +127,8 @@ impl Container {
                         zip.by_name(name).map_err(|e| Error::corrupt_file(self.display(name), e.to_string()))?;
                     let size = entry.size();
                     f(&Member { name: name.clone(), size }, &mut entry)?;
+                    // The member's CRC-32 is checked once it is read to its end.
+                    std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| self.read_error(name, e))?;
                 }
                 Ok(())
             }
@@ -184,6 +190,7 @@ impl Container {
                         .trim_start_matches("./")
                         .to_string();
                     let size = entry.size();
+                    // `scan` reads a member whole (its CRC-32 is checked at its end) or not at all.
                     if let Visit::Stop = f(&Member { name, size }, &mut entry)? {
                         break;
                     }
@@ -208,6 +215,12 @@ impl Container {
                     if let Visit::Stop = f(&Member { name, size }, &mut entry)? {
                         break;
                     }
+                }
+                // Read the stream to its end: gzip checks its CRC-32 and length only there, and
+                // tar stops reading at the end-of-archive blocks, before the trailer.
+                if *gz {
+                    let mut rest = archive.into_inner();
+                    std::io::copy(&mut rest, &mut std::io::sink()).map_err(corrupt)?;
                 }
                 Ok(())
             }

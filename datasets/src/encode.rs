@@ -5,6 +5,7 @@ use fast_image_resize as fr;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};
 
+use crate::decode::{check_pixels, decode_rgb};
 use crate::record::ImageData;
 
 /// Exact integer pixel sums of one image (or a set of images), per channel.
@@ -81,13 +82,6 @@ pub fn encode_png(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Decodes an encoded image to interleaved RGB8.
-pub fn decode_rgb(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
-    let img = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
-    let rgb = img.into_rgb8();
-    Ok((rgb.width(), rgb.height(), rgb.into_raw()))
-}
-
 /// Target size when the shorter side becomes `side` (torchvision `Resize(int)` rounding).
 pub fn shorter_side_size(width: u32, height: u32, side: u32) -> (u32, u32) {
     if width <= height {
@@ -97,38 +91,49 @@ pub fn shorter_side_size(width: u32, height: u32, side: u32) -> (u32, u32) {
     }
 }
 
-/// Resizes interleaved RGB so that the shorter side is `side` (bilinear, antialiased).
-pub fn resize_shorter(width: u32, height: u32, rgb: Vec<u8>, side: u32) -> (u32, u32, Vec<u8>) {
+/// Resizes interleaved RGB so that the shorter side is `side` (bilinear, antialiased). `Err`
+/// when `side` is 0 or the result would exceed [`crate::decode::MAX_PIXELS`] (checked before
+/// allocating).
+pub fn resize_shorter(width: u32, height: u32, rgb: Vec<u8>, side: u32) -> Result<(u32, u32, Vec<u8>), String> {
+    if side == 0 {
+        return Err("cannot resize to 0 pixels".into());
+    }
     let (w, h) = shorter_side_size(width, height, side);
     if (w, h) == (width, height) {
-        return (width, height, rgb);
+        return Ok((width, height, rgb));
     }
+    check_pixels(w, h).map_err(|e| format!("resized to {e}"))?;
     let src = fr::images::Image::from_vec_u8(width, height, rgb, fr::PixelType::U8x3).expect("buffer matches its size");
     let mut dst = fr::images::Image::new(w, h, fr::PixelType::U8x3);
     let opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
     fr::Resizer::new().resize(&src, &mut dst, &opts).expect("same pixel type on both sides");
-    (w, h, dst.into_vec())
+    Ok((w, h, dst.into_vec()))
 }
 
 /// Turns a source image into what a shard stores. Raw pixels become PNG; encoded files are
-/// kept as they are unless `resize` asks for a new size. `Err` means the file does not decode.
+/// kept as they are unless `resize` asks for a new size. `Err` means the file does not decode
+/// (or is truncated), or the image or its resized size has more than
+/// [`crate::decode::MAX_PIXELS`] pixels.
 pub fn prepare(image: ImageData, resize: Option<u32>) -> Result<Prepared, String> {
+    let resized = |width: u32, height: u32, pixels: Vec<u8>, side: u32| {
+        resize_shorter(width, height, pixels, side).map_err(|e| format!("image {width}x{height} {e}"))
+    };
     match image {
         ImageData::Rgb { width, height, pixels } => {
             if pixels.len() != width as usize * height as usize * 3 {
-                return Err(format!("{} bytes for a {width}x{height} RGB image", pixels.len()));
+                return Err(format!("image has {} bytes for a {width}x{height} RGB image", pixels.len()));
             }
             let (width, height, pixels) = match resize {
-                Some(s) => resize_shorter(width, height, pixels, s),
+                Some(s) => resized(width, height, pixels, s)?,
                 None => (width, height, pixels),
             };
             Ok(Prepared { bytes: encode_png(width, height, &pixels), width, height, sums: PixelSums::of(&pixels) })
         }
         ImageData::Encoded { bytes, .. } => {
-            let (width, height, pixels) = decode_rgb(&bytes)?;
+            let (width, height, pixels) = decode_rgb(&bytes).map_err(|e| format!("image does not decode: {e}"))?;
             match resize {
                 Some(s) => {
-                    let (width, height, pixels) = resize_shorter(width, height, pixels, s);
+                    let (width, height, pixels) = resized(width, height, pixels, s)?;
                     Ok(Prepared {
                         bytes: encode_png(width, height, &pixels),
                         width,

@@ -89,17 +89,24 @@ impl<T> IoContext<T> for std::io::Result<T> {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename,
+/// fsync of the folder. On failure the temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp: PathBuf = tmp_name(path);
-    let mut f = std::fs::File::create(&tmp).at(&tmp)?;
-    f.write_all(bytes).at(&tmp)?;
-    f.sync_all().at(&tmp)?;
-    drop(f);
-    std::fs::rename(&tmp, path).at(path)?;
+    let write = || -> Result<()> {
+        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        drop(f);
+        std::fs::rename(&tmp, path).at(path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Some(dir) = path.parent() {
-        sync_dir(dir);
+        sync_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir });
     }
     Ok(())
 }

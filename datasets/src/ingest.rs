@@ -3,7 +3,9 @@
 //!
 //! Nothing half-written is left behind: shards carry temporary names until every split is
 //! complete, a failure removes them, and `manifest.json` (written atomically, last) is the mark
-//! of a complete folder. A folder without a manifest is an interrupted run and is cleaned first.
+//! of a complete folder. A folder with siamlab's marker but no manifest is an interrupted run
+//! and is cleaned first; a non-empty folder without either is refused. A complete folder is
+//! replaced (`overwrite`) only once its replacement, written beside it, is complete.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,8 +13,10 @@ use std::sync::mpsc::sync_channel;
 
 use rayon::prelude::*;
 
+use crate::decode::check_resize;
+use crate::diff::differences;
 use crate::encode::{prepare, PixelSums};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{sync_dir, write_atomic, Error, IoContext, Result};
 use crate::record::{ImageData, Record, Source};
 use crate::shard::{self, ChannelStats, Columns, Layout, Manifest, Row, SplitInfo, SplitWriter, SCHEMA_VERSION};
 
@@ -75,17 +79,105 @@ impl Outcome {
     }
 }
 
-/// Checks `out` before any work: an existing file is an error; a complete shard folder is
-/// returned (unless `overwrite`); otherwise leftovers of an interrupted run are removed.
-pub fn prepare_out(out: &Path, overwrite: bool) -> Result<Option<Manifest>> {
+/// Checks `out` before any work, deleting nothing that is not siamlab's:
+///
+/// - an existing file is an error;
+/// - a complete shard folder is returned when it was made with the same `arguments` (then there
+///   is nothing to do), an error naming the arguments that differ otherwise; with `overwrite` it
+///   is left as it is (the new dataset is written beside it and replaces it once complete);
+/// - a folder siamlab was writing into (its [`shard::MARKER`]) is an interrupted run: its
+///   leftovers are removed;
+/// - any other non-empty folder is refused: it is not siamlab's to clean.
+///
+/// Leftovers of an interrupted replacement (`--overwrite`) are settled first: the complete
+/// dataset of the two is kept.
+pub fn prepare_out(out: &Path, overwrite: bool, arguments: &serde_json::Value) -> Result<Option<Manifest>> {
     if out.exists() && !out.is_dir() {
         return Err(Error::Usage(format!("--out {}: is an existing file, not a folder", out.display())));
     }
-    if out.join(shard::MANIFEST).exists() && !overwrite {
-        return Manifest::load(out).map(Some);
+    recover_replacement(out)?;
+    if out.join(shard::MANIFEST).exists() {
+        let m = Manifest::load(out)?;
+        if overwrite {
+            return Ok(None);
+        }
+        let diff = differences(&m.arguments, arguments, &["src"]);
+        if !diff.is_empty() {
+            return Err(Error::Usage(format!(
+                "--out {}: holds a complete dataset made with other arguments ({}); use --overwrite to replace it, or another --out",
+                out.display(),
+                diff.join(", ")
+            )));
+        }
+        return Ok(Some(m));
+    }
+    if !out.exists() || is_empty(out)? {
+        return Ok(None);
+    }
+    if !out.join(shard::MARKER).exists() {
+        return Err(Error::Usage(format!(
+            "--out {}: the folder is not empty and was not written by siamlab (no {} or {}); choose an empty or new folder",
+            out.display(),
+            shard::MANIFEST,
+            shard::MARKER
+        )));
     }
     shard::clean(out)?;
     Ok(None)
+}
+
+fn is_empty(dir: &Path) -> Result<bool> {
+    Ok(std::fs::read_dir(dir).at(dir)?.next().is_none())
+}
+
+/// Where a replacement of `out` is written (`.NAME.siamlab-new` beside it), and where the
+/// replaced dataset waits while the two are swapped (`.NAME.siamlab-old`).
+fn replacement_paths(out: &Path) -> Result<(PathBuf, PathBuf)> {
+    let name = out
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("--out {}: needs a folder name", out.display())))?
+        .to_string_lossy();
+    Ok((out.with_file_name(format!(".{name}.siamlab-new")), out.with_file_name(format!(".{name}.siamlab-old"))))
+}
+
+/// Settles what an interrupted replacement left: if the swap stopped between its two renames,
+/// the complete dataset (the new one if it was finished, else the old) becomes `out` again;
+/// an unfinished new one is removed, as is a replaced one whose swap completed.
+fn recover_replacement(out: &Path) -> Result<()> {
+    let (new, old) = replacement_paths(out)?;
+    let ours = |p: &Path| p.join(shard::MARKER).exists() || p.join(shard::MANIFEST).exists();
+    if old.is_dir() && ours(&old) {
+        if !out.exists() {
+            let from = if new.join(shard::MANIFEST).exists() { &new } else { &old };
+            std::fs::rename(from, out).at(out)?;
+        }
+        if old.exists() {
+            remove_replaced(&old, out)?;
+        }
+    }
+    if new.is_dir() && ours(&new) {
+        std::fs::remove_dir_all(&new).at(&new)?;
+    }
+    Ok(())
+}
+
+/// Removes a replaced dataset: its shards, manifest and marker. Files that are not siamlab's
+/// (a user's notes) move into the new folder when nothing there has their name, and otherwise
+/// stay where they are.
+fn remove_replaced(old: &Path, out: &Path) -> Result<()> {
+    shard::clean(old)?;
+    let marker = old.join(shard::MARKER);
+    if marker.exists() {
+        std::fs::remove_file(&marker).at(&marker)?;
+    }
+    for e in std::fs::read_dir(old).at(old)?.flatten() {
+        let dest = out.join(e.file_name());
+        if !dest.exists() {
+            std::fs::rename(e.path(), &dest).at(&dest)?;
+        }
+    }
+    let _ = std::fs::remove_dir(old);
+    Ok(())
 }
 
 struct SplitState {
@@ -97,26 +189,75 @@ struct SplitState {
 }
 
 /// Reads `source` into shards under `opts.out`.
+///
+/// Into a new, empty or interrupted folder the shards are written in place (under temporary
+/// names until complete). A complete folder being replaced (`overwrite`) stays whole until the
+/// new dataset is: that is written beside it and the two are swapped at the end, so a source
+/// that fails halfway loses nothing.
 pub fn ingest(mut source: Box<dyn Source>, opts: &IngestOptions) -> Result<Outcome> {
-    if let Some(m) = prepare_out(&opts.out, opts.overwrite)? {
+    check_resize(opts.resize)?;
+    if let Some(m) = prepare_out(&opts.out, opts.overwrite, &opts.arguments)? {
+        if m.source != source.info().name {
+            return Err(Error::Usage(format!(
+                "--out {}: holds a complete {} dataset, not {}; use --overwrite to replace it, or another --out",
+                opts.out.display(),
+                m.source,
+                source.info().name
+            )));
+        }
         return Ok(Outcome::AlreadyComplete(m));
     }
-    let created = !opts.out.exists();
-    std::fs::create_dir_all(&opts.out).at(&opts.out)?;
-    let result = run(source.as_mut(), opts);
+    let replacing = opts.out.join(shard::MANIFEST).exists();
+    let dir = if replacing { replacement_paths(&opts.out)?.0 } else { opts.out.clone() };
+    let created = !dir.exists();
+    std::fs::create_dir_all(&dir).at(&dir)?;
+    let result = write_atomic(&dir.join(shard::MARKER), shard::MARKER_TEXT.as_bytes())
+        .and_then(|()| run(source.as_mut(), opts, &dir))
+        .and_then(|m| {
+            if replacing {
+                swap_in(&dir, &opts.out)?;
+            }
+            Ok(m)
+        });
     match result {
         Ok(m) => Ok(Outcome::Written(m)),
         Err(e) => {
-            let _ = shard::clean(&opts.out);
-            if created {
-                let _ = std::fs::remove_dir(&opts.out);
+            if replacing {
+                let _ = std::fs::remove_dir_all(&dir);
+            } else {
+                let _ = shard::clean(&dir);
+                // Leave the folder as it was found: gone if this run made it, else as empty as it was.
+                let marker = dir.join(shard::MARKER);
+                if std::fs::read_dir(&dir).map(|d| d.count() == 1).unwrap_or(false) && marker.exists() {
+                    let _ = std::fs::remove_file(&marker);
+                }
+                if created {
+                    let _ = std::fs::remove_dir(&dir);
+                }
             }
             Err(e)
         }
     }
 }
 
-fn run(source: &mut dyn Source, opts: &IngestOptions) -> Result<Manifest> {
+/// Replaces the complete dataset `out` by the complete dataset `new`: two renames (a crash
+/// between them is settled by the next run, see `recover_replacement`), then the old one goes.
+fn swap_in(new: &Path, out: &Path) -> Result<()> {
+    let (_, old) = replacement_paths(out)?;
+    std::fs::rename(out, &old).at(out)?;
+    if let Err(e) = std::fs::rename(new, out) {
+        let _ = std::fs::rename(&old, out);
+        return Err(Error::io(out, e));
+    }
+    if let Some(parent) = out.parent() {
+        sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
+    }
+    // The new dataset is in place; should this fail, the next run finishes it.
+    let _ = remove_replaced(&old, out);
+    Ok(())
+}
+
+fn run(source: &mut dyn Source, opts: &IngestOptions, dir: &Path) -> Result<Manifest> {
     let info = source.info().clone();
     let cols = Columns::of(&info);
     let schema = shard::schema(&info, cols);
@@ -125,7 +266,7 @@ fn run(source: &mut dyn Source, opts: &IngestOptions) -> Result<Manifest> {
         .splits
         .iter()
         .map(|s| SplitState {
-            writer: SplitWriter::new(&opts.out, s, schema.clone(), cols, layout),
+            writer: SplitWriter::new(dir, s, schema.clone(), cols, layout),
             sums: PixelSums::default(),
             rows: 0,
             skipped: 0,
@@ -187,13 +328,7 @@ fn run(source: &mut dyn Source, opts: &IngestOptions) -> Result<Manifest> {
                             s.skipped += 1;
                             continue;
                         }
-                        Err(msg) => {
-                            return Err(Error::corrupt(
-                                &rec.origin.file,
-                                rec.origin.record.clone(),
-                                format!("image does not decode: {msg}"),
-                            ))
-                        }
+                        Err(msg) => return Err(Error::corrupt(&rec.origin.file, rec.origin.record.clone(), msg)),
                     };
                     s.sums.add(&p.sums);
                     s.rows += 1;
@@ -229,6 +364,11 @@ fn run(source: &mut dyn Source, opts: &IngestOptions) -> Result<Manifest> {
         }
     });
     consumed?;
+    if splits.iter().all(|s| s.rows == 0) {
+        let skipped: u64 = splits.iter().map(|s| s.skipped).sum();
+        let why = if skipped > 0 { format!(" ({skipped} skipped: they did not decode)") } else { String::new() };
+        return Err(Error::Missing(format!("{} source: no images to write{why}", info.name)));
+    }
 
     let mut split_infos = BTreeMap::new();
     for (name, s) in info.splits.iter().zip(splits) {
@@ -256,6 +396,6 @@ fn run(source: &mut dyn Source, opts: &IngestOptions) -> Result<Manifest> {
         stats,
         extra: info.extra.clone(),
     };
-    manifest.store(&opts.out)?;
+    manifest.store(dir)?;
     Ok(manifest)
 }

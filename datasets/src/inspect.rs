@@ -4,7 +4,8 @@ use std::path::Path;
 
 use font8x8::UnicodeFonts;
 
-use crate::encode::{decode_rgb, encode_png};
+use crate::decode::decode_rgb;
+use crate::encode::encode_png;
 use crate::error::{write_atomic, Error, Result};
 use crate::shard::{Manifest, ShardReader};
 

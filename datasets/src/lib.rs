@@ -19,6 +19,9 @@
 #![deny(missing_docs)]
 
 pub mod container;
+pub mod decode;
+pub mod diff;
+pub mod digest;
 pub mod encode;
 mod error;
 pub mod ingest;

@@ -89,17 +89,52 @@ impl Value {
     }
 }
 
+/// Deepest nesting of lists, tuples, dicts and objects accepted. CIFAR's files nest 4 deep; a
+/// deeper pickle is refused (50,000 nested lists would overflow the stack when dropped).
+pub const MAX_DEPTH: usize = 100;
+
 /// Parses one pickle. The error is a short description with the byte offset.
+///
+/// Nesting is bounded by [`MAX_DEPTH`], and what the memo copies (`PUT`, `GET`, `DUP`) by a
+/// small multiple of the input's size, so that a hostile pickle cannot exhaust the stack or memory.
 pub fn parse(data: &[u8]) -> Result<Value, String> {
-    Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() }.run()
+    Machine {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        copy_budget: data.len().saturating_mul(4).saturating_add(1 << 20),
+    }
+    .run()
 }
+
+/// A value on the machine's stack with its nesting depth (1 for a scalar or an empty container).
+type Entry = (Value, usize);
 
 struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
-    stack: Vec<Value>,
+    stack: Vec<Entry>,
     marks: Vec<usize>,
-    memo: HashMap<u32, Value>,
+    memo: HashMap<u32, Entry>,
+    /// Bytes and items the memo may still copy.
+    copy_budget: usize,
+}
+
+/// Items and bytes in `v` (what cloning it costs).
+fn weight(v: &Value) -> usize {
+    match v {
+        Value::Bytes(b) => 1 + b.len(),
+        Value::Str(s) => 1 + s.len(),
+        Value::Global(m, n) => 1 + m.len() + n.len(),
+        Value::List(items) | Value::Tuple(items) => 1 + items.iter().map(weight).sum::<usize>(),
+        Value::Dict(kv) => 1 + kv.iter().map(|(k, v)| weight(k) + weight(v)).sum::<usize>(),
+        Value::Object { func, args, state } => {
+            1 + weight(func) + weight(args) + state.as_deref().map(weight).unwrap_or(0)
+        }
+        Value::None | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 1,
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -132,19 +167,38 @@ impl<'a> Machine<'a> {
         self.pos += n + 1;
         std::str::from_utf8(&rest[..n]).map_err(|_| format!("bad text at byte {}", self.pos))
     }
-    fn pop(&mut self) -> Result<Value, String> {
+    /// Pushes a scalar.
+    fn leaf(&mut self, v: Value) {
+        self.stack.push((v, 1));
+    }
+    /// Pushes a container holding values of depth `inner` (0 when empty).
+    fn node(&mut self, v: Value, inner: usize, at: usize) -> Result<(), String> {
+        self.stack.push((v, nest(inner, at)?));
+        Ok(())
+    }
+    fn pop(&mut self) -> Result<Entry, String> {
         self.stack.pop().ok_or_else(|| format!("stack underflow at byte {}", self.pos))
     }
-    fn top(&mut self) -> Result<&mut Value, String> {
+    fn top(&mut self) -> Result<&mut Entry, String> {
         let pos = self.pos;
         self.stack.last_mut().ok_or_else(|| format!("stack underflow at byte {pos}"))
     }
-    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
+    /// The items above the last mark, and their greatest depth.
+    fn pop_mark(&mut self) -> Result<(Vec<Value>, usize), String> {
         let m = self.marks.pop().ok_or_else(|| format!("no mark at byte {}", self.pos))?;
         if m > self.stack.len() {
             return Err(format!("bad mark at byte {}", self.pos));
         }
-        Ok(self.stack.split_off(m))
+        let items = self.stack.split_off(m);
+        let depth = items.iter().map(|(_, d)| *d).max().unwrap_or(0);
+        Ok((items.into_iter().map(|(v, _)| v).collect(), depth))
+    }
+    /// Memo `PUT`: a copy of the top of the stack, charged to the copy budget.
+    fn put(&mut self, k: u32, at: usize) -> Result<(), String> {
+        let e = self.stack.last().ok_or_else(|| format!("stack underflow at byte {at}"))?;
+        charge(&mut self.copy_budget, &e.0, at)?;
+        self.memo.insert(k, e.clone());
+        Ok(())
     }
     fn str_of(b: &[u8]) -> Result<String, String> {
         String::from_utf8(b.to_vec()).map_err(|_| "invalid UTF-8 string".to_string())
@@ -161,25 +215,25 @@ impl<'a> Machine<'a> {
                 0x95 => {
                     self.u64()?; // FRAME
                 }
-                b'.' => return self.pop(), // STOP
+                b'.' => return self.pop().map(|(v, _)| v), // STOP
                 b'(' => self.marks.push(self.stack.len()),
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
+                b'}' => self.leaf(Value::Dict(Vec::new())),
+                b']' => self.leaf(Value::List(Vec::new())),
+                b')' => self.leaf(Value::Tuple(Vec::new())),
+                b'N' => self.leaf(Value::None),
+                0x88 => self.leaf(Value::Bool(true)),
+                0x89 => self.leaf(Value::Bool(false)),
                 b'J' => {
                     let v = i32::from_le_bytes(self.take(4)?.try_into().unwrap());
-                    self.stack.push(Value::Int(v as i64))
+                    self.leaf(Value::Int(v as i64))
                 }
                 b'K' => {
                     let v = self.u8()?;
-                    self.stack.push(Value::Int(v as i64))
+                    self.leaf(Value::Int(v as i64))
                 }
                 b'M' => {
                     let v = self.u16()?;
-                    self.stack.push(Value::Int(v as i64))
+                    self.leaf(Value::Int(v as i64))
                 }
                 0x8a => {
                     // LONG1
@@ -195,7 +249,7 @@ impl<'a> Machine<'a> {
                     if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
                         v -= 1i64 << (8 * n);
                     }
-                    self.stack.push(Value::Int(v))
+                    self.leaf(Value::Int(v))
                 }
                 b'I' => {
                     let l = self.line()?;
@@ -204,98 +258,84 @@ impl<'a> Machine<'a> {
                         "00" => Value::Bool(false),
                         _ => Value::Int(l.parse().map_err(|_| format!("bad INT at byte {at}"))?),
                     };
-                    self.stack.push(v)
+                    self.leaf(v)
                 }
                 b'L' => {
                     let l = self.line()?.trim_end_matches('L');
-                    self.stack.push(Value::Int(l.parse().map_err(|_| format!("bad LONG at byte {at}"))?))
+                    self.leaf(Value::Int(l.parse().map_err(|_| format!("bad LONG at byte {at}"))?))
                 }
                 b'G' => {
                     let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
-                    self.stack.push(Value::Float(v))
+                    self.leaf(Value::Float(v))
                 }
-                b'U' => {
+                b'U' | b'C' => {
                     let n = self.u8()? as usize;
                     let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b))
+                    self.leaf(Value::Bytes(b))
                 }
-                b'T' => {
+                b'T' | b'B' => {
                     let n = self.u32()? as usize;
                     let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b))
-                }
-                b'C' => {
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b))
-                }
-                b'B' => {
-                    let n = self.u32()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b))
+                    self.leaf(Value::Bytes(b))
                 }
                 0x8e => {
-                    let n = self.u64()? as usize;
+                    let n = usize::try_from(self.u64()?).map_err(|_| format!("truncated pickle at byte {at}"))?;
                     let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b))
+                    self.leaf(Value::Bytes(b))
                 }
                 b'X' => {
                     let n = self.u32()? as usize;
                     let s = Self::str_of(self.take(n)?)?;
-                    self.stack.push(Value::Str(s))
+                    self.leaf(Value::Str(s))
                 }
                 0x8c => {
                     let n = self.u8()? as usize;
                     let s = Self::str_of(self.take(n)?)?;
-                    self.stack.push(Value::Str(s))
+                    self.leaf(Value::Str(s))
                 }
                 0x8d => {
-                    let n = self.u64()? as usize;
+                    let n = usize::try_from(self.u64()?).map_err(|_| format!("truncated pickle at byte {at}"))?;
                     let s = Self::str_of(self.take(n)?)?;
-                    self.stack.push(Value::Str(s))
+                    self.leaf(Value::Str(s))
                 }
                 b'S' => {
                     let l = self.line()?;
                     let s = l.trim_matches(|c| c == '\'' || c == '"');
-                    self.stack.push(Value::Bytes(s.as_bytes().to_vec()))
+                    self.leaf(Value::Bytes(s.as_bytes().to_vec()))
                 }
                 b'V' => {
                     let l = self.line()?.to_string();
-                    self.stack.push(Value::Str(l))
+                    self.leaf(Value::Str(l))
                 }
                 b'c' => {
                     let module = self.line()?.to_string();
                     let name = self.line()?.to_string();
-                    self.stack.push(Value::Global(module, name))
+                    self.leaf(Value::Global(module, name))
                 }
                 0x93 => {
                     // STACK_GLOBAL
-                    let name = self.pop()?;
-                    let module = self.pop()?;
+                    let (name, _) = self.pop()?;
+                    let (module, _) = self.pop()?;
                     match (module, name) {
-                        (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(m, n)),
+                        (Value::Str(m), Value::Str(n)) => self.leaf(Value::Global(m, n)),
                         _ => return Err(format!("bad STACK_GLOBAL at byte {at}")),
                     }
                 }
                 b'q' => {
                     let k = self.u8()? as u32;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
+                    self.put(k, at)?;
                 }
                 b'r' => {
                     let k = self.u32()?;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
+                    self.put(k, at)?;
                 }
                 0x94 => {
                     let k = self.memo.len() as u32;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
+                    self.put(k, at)?;
                 }
                 b'p' => {
                     let k: u32 = self.line()?.parse().map_err(|_| format!("bad PUT at byte {at}"))?;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
+                    self.put(k, at)?;
                 }
                 b'h' | b'j' | b'g' => {
                     let k = match op {
@@ -303,84 +343,111 @@ impl<'a> Machine<'a> {
                         b'j' => self.u32()?,
                         _ => self.line()?.parse().map_err(|_| format!("bad GET at byte {at}"))?,
                     };
-                    let v = self.memo.get(&k).cloned().ok_or_else(|| format!("unknown memo {k} at byte {at}"))?;
-                    self.stack.push(v)
+                    let e = self.memo.get(&k).ok_or_else(|| format!("unknown memo {k} at byte {at}"))?;
+                    charge(&mut self.copy_budget, &e.0, at)?;
+                    self.stack.push(e.clone())
                 }
                 0x85 => {
-                    let a = self.pop()?;
-                    self.stack.push(Value::Tuple(vec![a]))
+                    let (a, d) = self.pop()?;
+                    self.node(Value::Tuple(vec![a]), d, at)?
                 }
                 0x86 => {
-                    let b = self.pop()?;
-                    let a = self.pop()?;
-                    self.stack.push(Value::Tuple(vec![a, b]))
+                    let (b, db) = self.pop()?;
+                    let (a, da) = self.pop()?;
+                    self.node(Value::Tuple(vec![a, b]), da.max(db), at)?
                 }
                 0x87 => {
-                    let c = self.pop()?;
-                    let b = self.pop()?;
-                    let a = self.pop()?;
-                    self.stack.push(Value::Tuple(vec![a, b, c]))
+                    let (c, dc) = self.pop()?;
+                    let (b, db) = self.pop()?;
+                    let (a, da) = self.pop()?;
+                    self.node(Value::Tuple(vec![a, b, c]), da.max(db).max(dc), at)?
                 }
                 b't' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items))
+                    let (items, d) = self.pop_mark()?;
+                    self.node(Value::Tuple(items), d, at)?
                 }
                 b'l' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::List(items))
+                    let (items, d) = self.pop_mark()?;
+                    self.node(Value::List(items), d, at)?
                 }
                 b'd' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::Dict(pairs(items, at)?))
+                    let (items, d) = self.pop_mark()?;
+                    self.node(Value::Dict(pairs(items, at)?), d, at)?
                 }
                 b'a' => {
-                    let v = self.pop()?;
+                    let (v, d) = self.pop()?;
+                    let depth = nest(d, at)?;
                     match self.top()? {
-                        Value::List(l) => l.push(v),
+                        (Value::List(l), ld) => {
+                            l.push(v);
+                            *ld = (*ld).max(depth);
+                        }
                         _ => return Err(format!("APPEND to a non-list at byte {at}")),
                     }
                 }
                 b'e' => {
-                    let items = self.pop_mark()?;
+                    let (items, d) = self.pop_mark()?;
+                    let depth = nest(d, at)?;
                     match self.top()? {
-                        Value::List(l) => l.extend(items),
+                        (Value::List(l), ld) => {
+                            l.extend(items);
+                            *ld = (*ld).max(depth);
+                        }
                         _ => return Err(format!("APPENDS to a non-list at byte {at}")),
                     }
                 }
                 b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
+                    let (v, dv) = self.pop()?;
+                    let (k, dk) = self.pop()?;
+                    let depth = nest(dv.max(dk), at)?;
                     match self.top()? {
-                        Value::Dict(d) => d.push((k, v)),
+                        (Value::Dict(d), dd) => {
+                            d.push((k, v));
+                            *dd = (*dd).max(depth);
+                        }
                         _ => return Err(format!("SETITEM on a non-dict at byte {at}")),
                     }
                 }
                 b'u' => {
-                    let items = self.pop_mark()?;
+                    let (items, d) = self.pop_mark()?;
+                    let depth = nest(d, at)?;
                     let kv = pairs(items, at)?;
                     match self.top()? {
-                        Value::Dict(d) => d.extend(kv),
+                        (Value::Dict(d), dd) => {
+                            d.extend(kv);
+                            *dd = (*dd).max(depth);
+                        }
                         _ => return Err(format!("SETITEMS on a non-dict at byte {at}")),
                     }
                 }
                 b'R' => {
-                    let args = self.pop()?;
-                    let func = self.pop()?;
-                    self.stack.push(reduce(func, args))
+                    let (args, da) = self.pop()?;
+                    let (func, df) = self.pop()?;
+                    let v = reduce(func, args);
+                    match v {
+                        Value::Bytes(_) => self.leaf(v),
+                        _ => self.node(v, da.max(df), at)?,
+                    }
                 }
                 0x81 => {
                     // NEWOBJ
-                    let args = self.pop()?;
-                    let cls = self.pop()?;
-                    self.stack.push(Value::Object { func: Box::new(cls), args: Box::new(args), state: None })
+                    let (args, da) = self.pop()?;
+                    let (cls, dc) = self.pop()?;
+                    self.node(Value::Object { func: Box::new(cls), args: Box::new(args), state: None }, da.max(dc), at)?
                 }
                 b'b' => {
-                    let state = self.pop()?;
+                    let (state, ds) = self.pop()?;
+                    let depth = nest(ds, at)?;
                     match self.top()? {
-                        Value::Object { state: s, .. } => *s = Some(Box::new(state)),
-                        Value::Dict(d) => {
+                        (Value::Object { state: s, .. }, d) => {
+                            *s = Some(Box::new(state));
+                            *d = (*d).max(depth);
+                        }
+                        (Value::Dict(d), dd) => {
                             if let Value::Dict(kv) = state {
-                                d.extend(kv)
+                                d.extend(kv);
+                                // The state's items join the dict: their depth is the state's.
+                                *dd = (*dd).max(ds);
                             }
                         }
                         _ => return Err(format!("BUILD on a plain value at byte {at}")),
@@ -393,13 +460,32 @@ impl<'a> Machine<'a> {
                     self.pop_mark()?;
                 }
                 b'2' => {
-                    let v = self.top()?.clone();
-                    self.stack.push(v)
+                    let e = self.stack.last().ok_or_else(|| format!("stack underflow at byte {at}"))?;
+                    charge(&mut self.copy_budget, &e.0, at)?;
+                    let e = e.clone();
+                    self.stack.push(e)
                 }
                 _ => return Err(format!("unsupported pickle opcode 0x{op:02x} at byte {at}")),
             }
         }
     }
+}
+
+/// Takes the cost of copying `v` from `budget`, or fails when the budget is spent.
+fn charge(budget: &mut usize, v: &Value, at: usize) -> Result<(), String> {
+    *budget = budget
+        .checked_sub(weight(v))
+        .ok_or_else(|| format!("pickle expands far beyond its size (memo copies) at byte {at}"))?;
+    Ok(())
+}
+
+/// The depth of a container whose deepest item has depth `inner`, or an error past [`MAX_DEPTH`].
+fn nest(inner: usize, at: usize) -> Result<usize, String> {
+    let d = inner + 1;
+    if d > MAX_DEPTH {
+        return Err(format!("values nested deeper than {MAX_DEPTH} levels at byte {at}"));
+    }
+    Ok(d)
 }
 
 fn pairs(items: Vec<Value>, at: usize) -> Result<Vec<(Value, Value)>, String> {
@@ -444,6 +530,47 @@ mod tests {
         let v = parse(&p).unwrap();
         assert_eq!(v.get("labels").unwrap().items().unwrap(), &[Value::Int(1), Value::Int(2)]);
         assert_eq!(v.get("x"), Some(&Value::Int(300)));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // 50,000 empty lists, each appended to the one below: a list nested 50,000 deep.
+        let mut p = vec![0x80, 2];
+        p.extend(std::iter::repeat_n(b']', 50_000));
+        p.extend(std::iter::repeat_n(b'a', 49_999));
+        p.push(b'.');
+        let err = parse(&p).unwrap_err();
+        assert!(err.contains("nested deeper than 100 levels"), "{err}");
+        // The same through tuples and marks.
+        let mut p = vec![0x80, 2, b'K', 1];
+        p.extend(std::iter::repeat_n(0x85, 50_000));
+        p.push(b'.');
+        assert!(parse(&p).unwrap_err().contains("nested deeper"));
+        let mut p = vec![0x80, 2];
+        p.extend(std::iter::repeat_n(b'(', 50_000));
+        p.extend(std::iter::repeat_n(b'l', 50_000));
+        p.push(b'.');
+        assert!(parse(&p).unwrap_err().contains("nested deeper"));
+        // 100 levels are fine.
+        let mut p = vec![0x80, 2];
+        p.extend(std::iter::repeat_n(b']', 100));
+        p.extend(std::iter::repeat_n(b'a', 99));
+        p.push(b'.');
+        assert!(parse(&p).is_ok());
+    }
+
+    #[test]
+    fn memo_copies_are_bounded() {
+        // A 1 MB string put in the memo and fetched 1,000 times: 1 GB from 1 MB of input.
+        let mut p = vec![0x80, 2, b']', b'(', b'T'];
+        p.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        p.extend(std::iter::repeat_n(b'x', 1 << 20));
+        p.extend_from_slice(&[b'q', 0]);
+        for _ in 0..1000 {
+            p.extend_from_slice(&[b'h', 0]);
+        }
+        p.extend_from_slice(b"e.");
+        assert!(parse(&p).unwrap_err().contains("expands far beyond its size"));
     }
 
     #[test]

@@ -1,15 +1,20 @@
-//! The decode stage's kernel: encoded bytes (PNG, JPEG, ...) to RGB8 in a reused buffer.
+//! The decode stage's kernel: encoded bytes (PNG, JPEG, ...) to RGB8 in a reused buffer,
+//! with the checks of `siamlab_datasets::decode` (a truncated JPEG is an error; the pixel count
+//! is bounded before any buffer grows).
 
 use std::io::Cursor;
 
 use image::{ColorType, ImageDecoder, ImageReader};
+use siamlab_datasets::decode::{check_complete, check_pixels};
 
 /// Decodes `bytes` into `out` as interleaved RGB8, reusing `out`'s and `tmp`'s allocations.
 /// Returns (width, height).
 pub fn decode_into(bytes: &[u8], out: &mut Vec<u8>, tmp: &mut Vec<u8>) -> Result<(u32, u32), String> {
+    check_complete(bytes)?;
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
     let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
     let (w, h) = decoder.dimensions();
+    check_pixels(w, h)?;
     let color = decoder.color_type();
     let n = decoder.total_bytes() as usize;
     let pixels = (w as usize) * (h as usize);
@@ -70,5 +75,22 @@ mod tests {
         decode_into(&enc(image::ExtendedColorType::Rgba8, &[1, 2, 3, 255, 4, 5, 6, 0]), &mut out, &mut tmp).unwrap();
         assert_eq!(out, [1, 2, 3, 4, 5, 6]);
         assert!(decode_into(b"nope", &mut out, &mut tmp).is_err());
+    }
+
+    #[test]
+    fn truncated_jpeg_and_huge_header_are_errors() {
+        let rgb = siamlab_datasets::synth::pattern_rgb(0, 16, 16);
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg).encode(&rgb, 16, 16, image::ExtendedColorType::Rgb8).unwrap();
+        let (mut out, mut tmp) = (Vec::new(), Vec::new());
+        assert_eq!(decode_into(&jpeg, &mut out, &mut tmp), Ok((16, 16)));
+        let err = decode_into(&jpeg[..jpeg.len() - 40], &mut out, &mut tmp).unwrap_err();
+        assert!(err.contains("truncated JPEG"), "{err}");
+        // A JPEG header declaring 65,535 x 65,535 pixels: refused before allocating 12 GB.
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        jpeg[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
+        let err = decode_into(&jpeg, &mut out, &mut tmp).unwrap_err();
+        assert!(err.contains("65535x65535"), "{err}");
+        assert!(out.capacity() < 1 << 20);
     }
 }

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, ValueEnum};
-use siamlab_datasets::sources::{CelebA, Cifar, Folder, Random, RandomSpec, Shapes, ShapesSpec, Stl10};
-use siamlab_datasets::{ingest, IngestOptions, Outcome, Source};
+use siamlab_datasets::sources::{RandomSpec, ShapesSpec, SourceSpec};
+use siamlab_datasets::{ingest, IngestOptions, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
@@ -40,13 +40,13 @@ pub struct IngestArgs {
     /// Target shard size in MB.
     #[arg(long, default_value_t = 256.0)]
     shard_size_mb: f64,
-    /// Resize images so that the shorter side has this many pixels (default: keep).
+    /// Resize images so that the shorter side has this many pixels, 1..=8192 (default: keep).
     #[arg(long)]
     resize: Option<u32>,
     /// Worker threads (default: all cores). The output does not depend on it.
     #[arg(long)]
     jobs: Option<usize>,
-    /// Replace an existing complete output.
+    /// Replace an existing complete output (the old one stays whole until the new one is complete).
     #[arg(long)]
     overwrite: bool,
     /// File sources: skip images that do not decode (counted in the manifest) instead of failing.
@@ -75,31 +75,41 @@ pub struct IngestArgs {
     quiet: bool,
 }
 
-fn open_source(a: &IngestArgs) -> anyhow::Result<Box<dyn Source>> {
-    let src = || a.src.as_deref().with_context(|| format!("{:?} needs --src PATH", a.source));
-    Ok(match a.source {
-        SourceKind::Cifar10 => Box::new(Cifar::open(src()?, false)?),
-        SourceKind::Cifar100 => Box::new(Cifar::open(src()?, true)?),
-        SourceKind::Stl10 => Box::new(Stl10::open(src()?)?),
-        SourceKind::Celeba => Box::new(CelebA::open(src()?)?),
-        SourceKind::Folder => Box::new(Folder::open(src()?)?),
-        SourceKind::Shapes => {
-            Box::new(Shapes::new(ShapesSpec { train: a.count, test: a.test_count, size: a.size, seed: a.seed })?)
-        }
-        SourceKind::Random => {
-            Box::new(Random::new(RandomSpec { count: a.count, size: a.size, seed: a.seed, mean: a.mean, std: a.std })?)
-        }
-    })
+fn spec(a: &IngestArgs) -> SourceSpec<'_> {
+    SourceSpec {
+        kind: kind_name(a.source),
+        src: a.src.as_deref(),
+        count: Some(a.count),
+        test_count: Some(a.test_count),
+        size: Some(a.size),
+        seed: Some(a.seed),
+        mean: Some(a.mean),
+        std: Some(a.std),
+    }
+}
+
+fn kind_name(k: SourceKind) -> &'static str {
+    match k {
+        SourceKind::Cifar10 => "cifar10",
+        SourceKind::Cifar100 => "cifar100",
+        SourceKind::Stl10 => "stl10",
+        SourceKind::Celeba => "celeba",
+        SourceKind::Folder => "folder",
+        SourceKind::Random => "random",
+        SourceKind::Shapes => "shapes",
+    }
 }
 
 fn arguments(a: &IngestArgs) -> serde_json::Value {
     let mut v = serde_json::json!({
-        "source": format!("{:?}", a.source).to_lowercase(),
+        "source": kind_name(a.source),
         "shard_size_mb": a.shard_size_mb,
         "resize": a.resize,
         "skip_bad": a.skip_bad,
     });
     if let Some(src) = &a.src {
+        // The same source however it is named (relative, through links).
+        let src = std::fs::canonicalize(src).unwrap_or_else(|_| src.clone());
         v["src"] = serde_json::json!(src.display().to_string());
     }
     if a.source == SourceKind::Shapes {
@@ -116,10 +126,8 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     if !(a.shard_size_mb > 0.0 && a.shard_size_mb.is_finite()) {
         bail!("--shard-size-mb must be a positive number");
     }
-    if a.resize == Some(0) {
-        bail!("--resize must be at least 1");
-    }
-    if let Some(m) = siamlab_datasets::ingest::prepare_out(&a.out, a.overwrite)? {
+    siamlab_datasets::decode::check_resize(a.resize)?;
+    if let Some(m) = siamlab_datasets::ingest::prepare_out(&a.out, a.overwrite, &arguments(&a))? {
         outln!(
             "{} is already complete ({} source, {} rows); use --overwrite to redo it",
             a.out.display(),
@@ -129,7 +137,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let start = Instant::now();
-    let source = open_source(&a)?;
+    let source = spec(&a).open()?;
     let pb = super::progress::bar(source.info().total, a.quiet, "ingest");
     let progress = |done: u64, _total: Option<u64>| pb.set_position(done);
     let opts = IngestOptions {

@@ -40,9 +40,13 @@ fn complete_output_is_kept_unless_overwrite() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("o");
     ok(&["ingest", "random", "--count", "10", "--size", "4", "--out", s(&out)]);
-    let text = ok(&["ingest", "random", "--count", "10", "--size", "4", "--seed", "9", "--out", s(&out)]);
+    let text = ok(&["ingest", "random", "--count", "10", "--size", "4", "--out", s(&out)]);
     assert!(text.contains("already complete"), "{text}");
     let before = shard_hashes(&out);
+    // Other arguments are not "already complete": the error names what differs.
+    let err = fails(&["ingest", "random", "--count", "10", "--size", "4", "--seed", "9", "--out", s(&out)]);
+    assert!(err.contains("other arguments (random.seed: 0 → 9)"), "{err}");
+    assert_eq!(before, shard_hashes(&out));
     ok(&["ingest", "random", "--count", "10", "--size", "4", "--seed", "9", "--out", s(&out), "--overwrite"]);
     assert_ne!(before, shard_hashes(&out));
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use siamlab_datasets::encode::decode_rgb;
+use siamlab_datasets::decode::decode_rgb;
 use siamlab_datasets::shard::{Manifest, ShardReader};
 use siamlab_datasets::synth::pixel;
 

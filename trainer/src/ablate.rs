@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use siamlab_datasets::ingest::{ingest, IngestOptions};
-use siamlab_datasets::sources::{CelebA, Cifar, Folder, Random, RandomSpec, Shapes, ShapesSpec, Stl10};
-use siamlab_datasets::Source;
+use siamlab_datasets::decode::check_resize;
+use siamlab_datasets::ingest::{ingest, prepare_out, IngestOptions};
+use siamlab_datasets::sources::SourceSpec;
 use siamlab_model::backbones::vit_s_patch_size;
 
 use crate::checkpoint::write_json;
@@ -211,6 +211,7 @@ impl Plan {
             if let Some(src) = &spec.src {
                 spec.src = Some(base.join(src));
             }
+            spec.check(id)?;
             steps.push(Step::Ingest { id: id.clone(), spec });
         }
         let mut needed: BTreeMap<(String, u64), ()> = BTreeMap::new();
@@ -413,35 +414,28 @@ fn seconds_per_image(backbone: &str, size: usize) -> f64 {
     per_32 * scale
 }
 
-fn open_source(spec: &DatasetSpec) -> Result<Box<dyn Source>> {
-    let src =
-        || spec.src.clone().ok_or_else(|| Error::config(format!("dataset source {} needs src = PATH", spec.source)));
-    Ok(match spec.source.as_str() {
-        "cifar10" => Box::new(Cifar::open(&src()?, false)?),
-        "cifar100" => Box::new(Cifar::open(&src()?, true)?),
-        "stl10" => Box::new(Stl10::open(&src()?)?),
-        "celeba" => Box::new(CelebA::open(&src()?)?),
-        "folder" => Box::new(Folder::open(&src()?)?),
-        "random" => {
-            let d = RandomSpec::default();
-            Box::new(Random::new(RandomSpec {
-                count: spec.count.unwrap_or(d.count),
-                size: spec.size.unwrap_or(d.size),
-                seed: spec.seed.unwrap_or(d.seed),
-                ..d
-            })?)
+impl DatasetSpec {
+    /// The source this spec names, for `siamlab_datasets` to check and open.
+    pub fn source_spec(&self) -> SourceSpec<'_> {
+        SourceSpec {
+            kind: &self.source,
+            src: self.src.as_deref(),
+            count: self.count,
+            test_count: self.test_count,
+            size: self.size,
+            seed: self.seed,
+            mean: None,
+            std: None,
         }
-        "shapes" => {
-            let d = ShapesSpec::default();
-            Box::new(Shapes::new(ShapesSpec {
-                train: spec.count.unwrap_or(d.train),
-                test: spec.test_count.unwrap_or(d.test),
-                size: spec.size.unwrap_or(d.size),
-                seed: spec.seed.unwrap_or(d.seed),
-            })?)
-        }
-        other => return Err(Error::config(format!("unknown dataset source {other:?}"))),
-    })
+    }
+
+    /// The checks `siamlab ingest` makes before reading anything: a known source, its `src`,
+    /// valid numbers, `resize` in range.
+    pub fn check(&self, id: &str) -> Result<()> {
+        let at = |e: siamlab_datasets::Error| Error::config(format!("[datasets.{id}]: {e}"));
+        self.source_spec().check().map_err(at)?;
+        check_resize(self.resize).map_err(at)
+    }
 }
 
 /// One number of the results, with where it came from.
@@ -489,16 +483,17 @@ pub fn run(plan: &Plan, quiet: bool, log: &mut dyn FnMut(&str)) -> Result<Vec<Re
         match step {
             Step::Ingest { id, spec } => {
                 let out = plan.work.join("data").join(id);
-                if out.join("manifest.json").is_file() {
+                let arguments = serde_json::to_value(spec).unwrap_or_default();
+                // Done when complete with the same spec; a changed spec is an error naming what changed.
+                if prepare_out(&out, false, &arguments)?.is_some() {
                     log(&format!("[{n}/{total}] data/{id}: done"));
                     continue;
                 }
                 log(&format!("[{n}/{total}] ingest {} → data/{id}", spec.source));
                 let mut opts = IngestOptions::new(&out);
                 opts.resize = spec.resize;
-                opts.overwrite = true;
-                opts.arguments = serde_json::to_value(spec).unwrap_or_default();
-                ingest(open_source(spec)?, &opts)?;
+                opts.arguments = arguments;
+                ingest(spec.source_spec().open()?, &opts)?;
             }
             Step::Pretrain { id, config } => {
                 let out = plan.work.join("pretrain").join(id);

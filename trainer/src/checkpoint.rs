@@ -7,11 +7,18 @@
 //! old one is renamed aside, the new one renamed in, the old one removed. A crash (or a full
 //! disk) at any point leaves a complete checkpoint under `checkpoint/` or `checkpoint.old/`,
 //! and [`load`] takes whichever is complete.
+//!
+//! `digest.json` records the sha256 of both weight files; [`load`] checks them, so a damaged
+//! checkpoint is an error naming the file, never a silent resume from other weights. A run
+//! folder is held by one process at a time ([`lock`]); temporary checkpoints left by killed
+//! writes are removed when it is taken.
 
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use siamlab_datasets::digest::sha256_file;
 
 use crate::error::{write_atomic, Error, IoContext, Result};
 use crate::optim::{Optimizer, OptimizerKind};
@@ -20,6 +27,61 @@ use crate::params::{load_safetensors, save_safetensors, StateDict, TensorFn};
 const DIR: &str = "checkpoint";
 const OLD: &str = "checkpoint.old";
 const STATE: &str = "state.json";
+const DIGEST: &str = "digest.json";
+const WEIGHTS: [&str; 2] = ["model.safetensors", "optimizer.safetensors"];
+/// The lock file of a run folder.
+const LOCK: &str = ".lock";
+
+/// A run folder held by this process (released when dropped, or when the process ends however
+/// it ends: the operating system's file lock).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+/// Takes `run` (creating it) for this process: a second training into the same folder fails
+/// at once. Temporary checkpoints of killed writes (`checkpoint.tmp-PID`) are removed.
+pub fn lock(run: &Path) -> Result<RunLock> {
+    std::fs::create_dir_all(run).at(run)?;
+    let path = run.join(LOCK);
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).at(&path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::config(format!(
+                "{}: another siamlab process is training into this folder; wait for it or choose another --out",
+                run.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(err)) => return Err(Error::Io { file: path, err }),
+    }
+    for e in std::fs::read_dir(run).at(run)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&format!("{DIR}.tmp-")) {
+            std::fs::remove_dir_all(e.path()).at(e.path())?;
+        }
+    }
+    Ok(RunLock { _file: file })
+}
+
+/// Why a resumed run's configuration is not the original's: the flags that differ
+/// (`--epochs: 10 → 20`), or the derived settings when no flag does.
+pub fn config_changes<C: Serialize>(before: &C, now: &C) -> Vec<String> {
+    let (a, b) = (serde_json::to_value(before).unwrap_or_default(), serde_json::to_value(now).unwrap_or_default());
+    let all = siamlab_datasets::diff::differences(&a, &b, &["config.data", "config.knn_data"]);
+    let flags: Vec<String> = all
+        .iter()
+        .filter_map(|d| d.strip_prefix("config."))
+        .map(|d| match d.split_once(':') {
+            Some((name, rest)) => format!("--{}:{rest}", name.replace('_', "-")),
+            None => d.to_string(),
+        })
+        .collect();
+    if flags.is_empty() {
+        all
+    } else {
+        flags
+    }
+}
 
 /// The checkpoint names of an optimizer's two moments (PyTorch's state keys).
 fn moment_names(kind: OptimizerKind) -> (&'static str, Option<&'static str>) {
@@ -118,8 +180,13 @@ pub fn save<S: Serialize>(run: &Path, state: &S, model: &StateDict, optimizer: &
             std::fs::remove_dir_all(&tmp).at(&tmp)?;
         }
         std::fs::create_dir_all(&tmp).at(&tmp)?;
-        save_safetensors(&tmp.join("model.safetensors"), model)?;
-        save_safetensors(&tmp.join("optimizer.safetensors"), optimizer)?;
+        save_safetensors(&tmp.join(WEIGHTS[0]), model)?;
+        save_safetensors(&tmp.join(WEIGHTS[1]), optimizer)?;
+        let mut digest = serde_json::Map::new();
+        for name in WEIGHTS {
+            digest.insert(name.into(), sha256_file(&tmp.join(name))?.0.into());
+        }
+        write_json(&tmp.join(DIGEST), &digest)?;
         let json = serde_json::to_vec_pretty(state).map_err(|e| Error::bad_file(tmp.join(STATE), e.to_string()))?;
         write_atomic(&tmp.join(STATE), &json)?;
         let (cur, old) = (run.join(DIR), run.join(OLD));
@@ -151,11 +218,38 @@ pub fn load<S: DeserializeOwned>(run: &Path) -> Result<Option<Loaded<S>>> {
         }
         let text = std::fs::read_to_string(&state_path).at(&state_path)?;
         let state: S = serde_json::from_str(&text).map_err(|e| Error::bad_file(&state_path, e.to_string()))?;
-        let model = load_safetensors(&dir.join("model.safetensors"))?;
-        let optimizer = load_safetensors(&dir.join("optimizer.safetensors"))?;
+        check_digest(&dir)?;
+        let model = load_safetensors(&dir.join(WEIGHTS[0]))?;
+        let optimizer = load_safetensors(&dir.join(WEIGHTS[1]))?;
         return Ok(Some(Loaded { state, model, optimizer, dir }));
     }
     Ok(None)
+}
+
+/// Checks the weight files of checkpoint folder `dir` against its `digest.json` (checkpoints
+/// written before digests were recorded have none and are taken as they are).
+fn check_digest(dir: &Path) -> Result<()> {
+    let path = dir.join(DIGEST);
+    if !path.exists() {
+        return Ok(());
+    }
+    let digest: std::collections::BTreeMap<String, String> = read_json(&path)?;
+    for name in WEIGHTS {
+        let file = dir.join(name);
+        let expected = digest.get(name).ok_or_else(|| Error::bad_file(&path, format!("no digest of {name}")))?;
+        let (sha, _) = sha256_file(&file)?;
+        if &sha != expected {
+            return Err(Error::bad_file(
+                &file,
+                format!(
+                    "damaged: its sha256 {sha} is not the {expected} recorded in {DIGEST}; \
+                     delete {} to restart the run from scratch",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a JSON file of the run.
@@ -205,5 +299,53 @@ mod tests {
         // A crash between the two renames leaves only checkpoint.old: it is used.
         std::fs::rename(t.path().join(DIR), t.path().join(OLD)).unwrap();
         assert_eq!(load::<u32>(t.path()).unwrap().unwrap().state, 2);
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_weights_is_an_error_naming_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = StateDict::new();
+        w.insert("w".into(), (vec![4], vec![1.0, 2.0, 3.0, 4.0]));
+        save(t.path(), &1u32, &w, &w).unwrap();
+        let file = t.path().join(DIR).join("model.safetensors");
+        let mut b = std::fs::read(&file).unwrap();
+        let n = b.len();
+        b[n - 3] ^= 0x10;
+        std::fs::write(&file, b).unwrap();
+        let err = load::<u32>(t.path()).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors: damaged: its sha256"), "{err}");
+    }
+
+    #[test]
+    fn a_run_folder_is_held_by_one_process_and_stale_temporaries_go() {
+        let t = tempfile::tempdir().unwrap();
+        let stale = t.path().join(format!("{DIR}.tmp-999999"));
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join("model.safetensors"), b"half").unwrap();
+        let held = lock(t.path()).unwrap();
+        assert!(!stale.exists());
+        let err = lock(t.path()).unwrap_err().to_string();
+        assert!(err.contains("another siamlab process is training into this folder"), "{err}");
+        drop(held);
+        lock(t.path()).unwrap();
+    }
+
+    #[test]
+    fn config_changes_name_the_flags() {
+        #[derive(Serialize)]
+        struct C {
+            epochs: u32,
+            image_size: u32,
+        }
+        #[derive(Serialize)]
+        struct R {
+            config: C,
+            batches_per_epoch: u32,
+        }
+        let a = R { config: C { epochs: 10, image_size: 32 }, batches_per_epoch: 4 };
+        let b = R { config: C { epochs: 20, image_size: 32 }, batches_per_epoch: 4 };
+        assert_eq!(config_changes(&a, &b), ["--epochs: 10 → 20"]);
+        let c = R { config: C { epochs: 10, image_size: 32 }, batches_per_epoch: 5 };
+        assert_eq!(config_changes(&a, &c), ["batches_per_epoch: 4 → 5"]);
     }
 }

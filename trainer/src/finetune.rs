@@ -444,7 +444,7 @@ pub fn finetune(
         val: val.clone(),
         train: train.clone(),
     };
-    std::fs::create_dir_all(run).at(run)?;
+    let _lock = checkpoint::lock(run)?;
     let config_path = run.join("config.json");
     let optim = match c.optimizer {
         OptimizerKind::Adam => OptimConfig::adam(c.wd),
@@ -456,7 +456,13 @@ pub fn finetune(
         Some(l) => {
             let before: Resolved = read_json(&config_path)?;
             if before != resolved {
-                return Err(Error::bad_file(&config_path, "the run was started with a different configuration"));
+                return Err(Error::bad_file(
+                    &config_path,
+                    format!(
+                        "the run was started with other settings ({}); resume with the same flags or use a new --out",
+                        checkpoint::config_changes(&before, &resolved).join(", ")
+                    ),
+                ));
             }
             let file = l.dir.join("model.safetensors");
             net.walk(&mut |s, v| params::restore_one(s, v, &l.model, &file))?;

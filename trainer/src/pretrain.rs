@@ -257,7 +257,7 @@ pub fn pretrain(
     let cfg = resolve(cfg, &ds)?;
     let image_size = cfg.image_size.unwrap_or(32);
     let monitor = Monitors::new(&cfg, &ds, image_size)?;
-    std::fs::create_dir_all(run).at(run)?;
+    let _lock = checkpoint::lock(run)?;
     let mut net = build_ssl(cfg.device, cfg.seed, &cfg.backbone, image_size, cfg.proj_dim)?;
     let feed = Feed {
         split: cfg.split.clone(),
@@ -306,7 +306,10 @@ pub fn pretrain(
         if before != resolved {
             return Err(Error::bad_file(
                 &config_path,
-                "the run was started with a different configuration; resume with the same flags or use a new --out",
+                format!(
+                    "the run was started with other settings ({}); resume with the same flags or use a new --out",
+                    checkpoint::config_changes(&before, &resolved).join(", ")
+                ),
             ));
         }
         let file = l.dir.join("model.safetensors");

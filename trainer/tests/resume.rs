@@ -79,6 +79,6 @@ fn a_new_run_does_not_overwrite_and_a_changed_config_does_not_resume() {
     assert!(e.contains("--resume"), "{e}");
     let e =
         pretrain(&PretrainConfig { batch: 4, ..cfg.clone() }, &run, true, true, &mut quiet).unwrap_err().to_string();
-    assert!(e.contains("different configuration"), "{e}");
+    assert!(e.contains("other settings (--batch: 8 → 4"), "{e}");
     pretrain(&cfg, &run, true, true, &mut quiet).unwrap();
 }

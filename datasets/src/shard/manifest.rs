@@ -12,6 +12,11 @@ use crate::error::{write_atomic, Error, IoContext, Result};
 pub const SCHEMA_VERSION: u32 = 1;
 /// The manifest's file name inside a shard folder.
 pub const MANIFEST: &str = "manifest.json";
+/// The file that marks a folder as siamlab's, written before any shard: a folder with it and
+/// without a manifest is an interrupted ingest, whose leftovers may be removed.
+pub const MARKER: &str = ".siamlab-shards";
+/// What [`MARKER`] says to a person who finds it.
+pub const MARKER_TEXT: &str = "This folder is written by `siamlab ingest`; manifest.json marks it complete.\n";
 
 /// One Parquet shard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

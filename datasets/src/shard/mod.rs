@@ -7,7 +7,7 @@ pub mod schema;
 pub mod verify;
 pub mod writer;
 
-pub use manifest::{ChannelStats, Manifest, ShardInfo, SplitInfo, MANIFEST, SCHEMA_VERSION};
+pub use manifest::{ChannelStats, Manifest, ShardInfo, SplitInfo, MANIFEST, MARKER, MARKER_TEXT, SCHEMA_VERSION};
 pub use reader::{ShardBatch, ShardReader};
 pub use schema::{schema, Columns};
 pub use verify::{verify, VerifyReport};

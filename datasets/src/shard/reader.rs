@@ -20,7 +20,8 @@ impl ShardReader {
     /// Opens `path` and reads its footer.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).at(path)?;
-        let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(|e| Error::shard(path, e))?;
+        let meta = ArrowReaderMetadata::load(&file, Default::default())
+            .map_err(|e| Error::shard(path, format!("cannot read the Parquet footer (damaged shard?): {e}")))?;
         Ok(ShardReader { path: path.to_path_buf(), meta })
     }
 

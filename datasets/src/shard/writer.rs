@@ -184,7 +184,7 @@ impl SplitWriter {
         sink.file.flush().at(&open.tmp)?;
         let file = sink.file.into_inner().map_err(|e| Error::io(&open.tmp, e.into_error()))?;
         file.sync_all().at(&open.tmp)?;
-        let sha256 = sink.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = crate::digest::hex(&sink.hasher.finalize());
         self.done.push(Done { tmp: open.tmp, rows: open.rows, row_groups: open.row_groups, bytes: sink.bytes, sha256 });
         Ok(())
     }

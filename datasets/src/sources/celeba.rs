@@ -116,7 +116,7 @@ impl CelebA {
 fn parse_value(file: &str, line: usize, v: &str) -> Result<i8> {
     match v.trim() {
         "1" => Ok(1),
-        "-1" | "0" => Ok(0),
+        "-1" => Ok(0),
         other => Err(Error::corrupt(file, format!("line {line}"), format!("attribute value {other:?} is not 1 or -1"))),
     }
 }

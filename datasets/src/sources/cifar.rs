@@ -111,6 +111,9 @@ impl Cifar {
             let mut with_offsets = Vec::new();
             for m in list {
                 if format == Format::Binary {
+                    if m.size == 0 {
+                        return Err(Error::corrupt_file(container.display(&m.name), "empty file: no records"));
+                    }
                     if m.size % rec as u64 != 0 {
                         return Err(Error::corrupt_file(
                             container.display(&m.name),
@@ -240,6 +243,9 @@ impl Source for Cifar {
                             .ok_or_else(|| Error::corrupt_file(&file, format!("pickle has no '{key}' list")))?;
                         let coarse = if hundred { v.get("coarse_labels").and_then(|l| l.items()) } else { None };
                         let n = shape[0] as usize;
+                        if n == 0 {
+                            return Err(Error::corrupt_file(&file, "'data' holds no images"));
+                        }
                         if labels.len() != n || coarse.is_some_and(|c| c.len() != n) {
                             return Err(Error::corrupt_file(&file, format!("{n} images but {} labels", labels.len())));
                         }

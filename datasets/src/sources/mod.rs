@@ -5,6 +5,7 @@ pub mod cifar;
 pub mod folder;
 pub mod random;
 pub mod shapes;
+pub mod spec;
 pub mod stl10;
 
 pub use celeba::CelebA;
@@ -12,4 +13,5 @@ pub use cifar::Cifar;
 pub use folder::Folder;
 pub use random::{Random, RandomSpec};
 pub use shapes::{Shapes, ShapesSpec, SHAPE_CLASSES};
+pub use spec::{SourceSpec, KINDS};
 pub use stl10::Stl10;

@@ -91,6 +91,16 @@ impl Stl10 {
                         .map(|v| v.parse::<u32>())
                         .collect::<std::result::Result<_, _>>()
                         .map_err(|e| Error::corrupt(&file, format!("line {}", i + 1), format!("bad index: {e}")))?;
+                    // Folds index the train split (0-based).
+                    let train = splits.iter().position(|s| s == "train").map(|t| parts[t].0.size / IMAGE_BYTES as u64);
+                    let past = fold.iter().find(|&&v| train.is_none_or(|n| v as u64 >= n));
+                    if let Some(v) = past {
+                        let why = match train {
+                            Some(n) => format!("index {v} is past the train split ({n} images)"),
+                            None => format!("index {v} given, but there is no train split (train_X.bin)"),
+                        };
+                        return Err(Error::corrupt(&file, format!("line {}", i + 1), why));
+                    }
                     folds.push(fold);
                 }
                 serde_json::json!(folds)

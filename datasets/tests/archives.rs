@@ -1,0 +1,97 @@
+//! A flipped bit anywhere in a compressed archive is an error naming the archive — or, where it
+//! changes nothing that is read (a gzip header's timestamp), the same shards. Never other pixels.
+
+use std::io::Write;
+use std::path::Path;
+
+use siamlab_datasets::sources::Cifar;
+use siamlab_datasets::{ingest, synth, IngestOptions, Outcome};
+
+fn hashes(o: &Outcome) -> Vec<String> {
+    let m = o.manifest();
+    m.split_order.iter().flat_map(|s| m.splits[s].shards.iter().map(|x| x.sha256.clone())).collect()
+}
+
+fn ingest_cifar(archive: &Path, out: &Path) -> siamlab_datasets::Result<Outcome> {
+    ingest(Box::new(Cifar::open(archive, false)?), &IngestOptions::new(out))
+}
+
+/// Flips one bit at each of `n` places spread over `from..` of `archive` (and each of the last
+/// 8 bytes) and ingests: every run fails naming the archive, or gives the reference shards.
+fn sweep(archive: &Path, from: usize, n: usize) -> usize {
+    let good = std::fs::read(archive).unwrap();
+    let reference = hashes(&ingest_cifar(archive, &archive.with_extension("ref")).unwrap());
+    let len = good.len();
+    let places: Vec<usize> = (0..n).map(|k| from + k * (len - from) / n).chain(len - 8..len).collect();
+    let mut errors = 0;
+    for (k, &at) in places.iter().enumerate() {
+        let mut b = good.clone();
+        b[at] ^= 1 << (k % 8);
+        std::fs::write(archive, &b).unwrap();
+        let out = archive.with_extension(format!("o{k}"));
+        match ingest_cifar(archive, &out) {
+            Ok(o) => {
+                assert!(at < len - 8, "byte {at} of {len}: a flip in the gzip trailer was not noticed");
+                assert_eq!(hashes(&o), reference, "byte {at} of {len}: other data ingested");
+            }
+            Err(e) => {
+                let name = archive.file_name().unwrap().to_string_lossy();
+                assert!(e.to_string().contains(&*name), "byte {at}: {e}");
+                assert!(!out.exists(), "byte {at}: output left behind");
+                errors += 1;
+            }
+        }
+    }
+    std::fs::write(archive, &good).unwrap();
+    errors
+}
+
+#[test]
+fn bit_flips_in_a_tar_gz_are_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let src = synth::cifar_binary(t.path(), 3, 2, false).unwrap();
+    let tgz = t.path().join("c.tar.gz");
+    synth::tar_gz(&src, &tgz).unwrap();
+    // Past the 10-byte gzip header (whose timestamp and OS bytes nothing reads).
+    let errors = sweep(&tgz, 10, 40);
+    assert!(errors >= 40, "only {errors} of 48 flips in the compressed data or the trailer were errors");
+}
+
+#[test]
+fn bit_flips_in_a_zip_member_are_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let src = synth::cifar_binary(t.path(), 3, 2, false).unwrap();
+    let zip_path = t.path().join("c.zip");
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let mut names: Vec<_> = std::fs::read_dir(&src).unwrap().flatten().map(|e| e.file_name()).collect();
+    names.sort();
+    for name in &names {
+        z.start_file(format!("cifar-10-batches-bin/{}", name.to_string_lossy()), opts).unwrap();
+        z.write_all(&std::fs::read(src.join(name)).unwrap()).unwrap();
+    }
+    z.finish().unwrap();
+    // Flips inside data_batch_3.bin's compressed bytes (after its 30-byte local header and name).
+    let bytes = std::fs::read(&zip_path).unwrap();
+    let name = b"cifar-10-batches-bin/data_batch_3.bin";
+    let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len();
+    let next = at + bytes[at..].windows(4).position(|w| w == b"PK\x03\x04").unwrap();
+    let good = bytes.clone();
+    let mut errors = 0;
+    for k in 0..16 {
+        let pos = at + 4 + k * (next - at - 8) / 16;
+        let mut b = good.clone();
+        b[pos] ^= 1 << (k % 8);
+        std::fs::write(&zip_path, &b).unwrap();
+        let out = t.path().join(format!("z{k}"));
+        match ingest_cifar(&zip_path, &out) {
+            Ok(_) => panic!("byte {pos}: a flipped bit in a deflated member was ingested"),
+            Err(e) => {
+                assert!(e.to_string().contains("c.zip"), "{e}");
+                assert!(!out.exists());
+                errors += 1;
+            }
+        }
+    }
+    assert_eq!(errors, 16);
+}
