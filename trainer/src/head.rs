@@ -158,6 +158,7 @@ impl<D: Device<f32>> Head<D> {
     }
 
     /// The accumulated gradients on the host (zeros when none), for tests.
+    #[cfg(test)]
     fn grads_host(&self) -> (Vec<f32>, Vec<f32>) {
         let g = self.grads.lock().unwrap_or_else(|e| e.into_inner());
         let (k, f) = (self.classes(), self.features());

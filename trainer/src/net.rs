@@ -564,6 +564,7 @@ impl<B: Backbone<F, Dv> + 'static, const F: usize, Dv: Kernels<f32> + 'static> C
     }
 
     fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()> {
+        // dfdx's name viewer adds the dot: module "backbone" gives `backbone.conv1.weight`.
         params::walk(&mut self.backbone, "backbone", f)?;
         self.head.walk("fc.", f)
     }

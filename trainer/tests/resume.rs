@@ -1,11 +1,12 @@
 //! Exact resume: a pretraining run interrupted mid-epoch (and at an epoch boundary) and
-//! resumed gives bitwise the same losses and weights as an uninterrupted one.
+//! resumed gives bitwise the same losses and weights as an uninterrupted one; so does a
+//! finetuning or linear-evaluation run resumed after an epoch.
 
 use std::path::{Path, PathBuf};
 
 use siamlab_datasets::ingest::{ingest, IngestOptions};
 use siamlab_datasets::sources::cifar::Cifar;
-use siamlab_trainer::{pretrain, PretrainConfig};
+use siamlab_trainer::{finetune, pretrain, FinetuneConfig, PretrainConfig};
 
 fn dataset(root: &Path) -> PathBuf {
     let src = siamlab_datasets::synth::cifar_binary(root, 20, 16, false).unwrap();
@@ -81,4 +82,47 @@ fn a_new_run_does_not_overwrite_and_a_changed_config_does_not_resume() {
         pretrain(&PretrainConfig { batch: 4, ..cfg.clone() }, &run, true, true, &mut quiet).unwrap_err().to_string();
     assert!(e.contains("other settings (--batch: 8 → 4"), "{e}");
     pretrain(&cfg, &run, true, true, &mut quiet).unwrap();
+}
+
+/// Finetuning (prefetched batches) and linear evaluation (head and features on the device)
+/// stopped after their first epoch and resumed for the second end with the same checkpoint,
+/// bit for bit, and the same per-epoch losses as uninterrupted runs.
+#[test]
+fn resumed_finetuning_and_linear_runs_are_bitwise_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let mut quiet = |_: &str| {};
+    for linear in [false, true] {
+        let cfg = FinetuneConfig {
+            data: data.clone(),
+            backbone: Some("resnet18_tiny".into()),
+            epochs: 2,
+            batch: 8,
+            linear,
+            workers: Some(2),
+            ..FinetuneConfig::default()
+        };
+        let tag = if linear { "linear" } else { "full" };
+        let full = tmp.path().join(format!("{tag}-full"));
+        let a = finetune(&cfg, &full, false, true, &mut quiet).unwrap();
+        let run = tmp.path().join(format!("{tag}-resumed"));
+        finetune(&FinetuneConfig { epochs: 1, workers: Some(1), ..cfg.clone() }, &run, false, true, &mut quiet)
+            .unwrap();
+        // Continue it as the 2-epoch run (its configuration then matches).
+        let path = run.join("config.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("\"epochs\": 1,").count(), 1, "{text}");
+        std::fs::write(&path, text.replace("\"epochs\": 1,", "\"epochs\": 2,")).unwrap();
+        let b = finetune(&cfg, &run, true, true, &mut quiet).unwrap();
+        let losses = |s: &siamlab_trainer::Summary| {
+            s.history.iter().map(|r| (r.epoch, r.train_loss.to_bits(), r.val.loss.to_bits())).collect::<Vec<_>>()
+        };
+        assert_eq!(losses(&a).len(), 2);
+        assert_eq!(losses(&a), losses(&b), "{tag}: per-epoch losses differ after resuming");
+        for f in ["model.safetensors", "optimizer.safetensors"] {
+            let x = std::fs::read(full.join("checkpoint").join(f)).unwrap();
+            let y = std::fs::read(run.join("checkpoint").join(f)).unwrap();
+            assert!(x == y, "{tag}: checkpoint/{f} differs after resuming");
+        }
+    }
 }
