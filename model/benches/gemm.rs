@@ -1,5 +1,5 @@
 //! GEMM throughput of the `gemm` crate on the shapes the backbones run (f32, row-major),
-//! single- and multi-threaded, in GFLOP/s; `benches/gemm_peer.py` times `torch.mm` on the same
+//! single- and multi-threaded, in GFLOP/s; `model/benches/gemm_peer.py` times `torch.mm` on the same
 //! shapes. `cargo bench -p siamlab-model --bench gemm`.
 
 use std::time::Instant;
@@ -14,8 +14,25 @@ fn time_gemm(m: usize, n: usize, k: usize, ta: bool, tb: bool, threads: usize) -
     let (b_cs, b_rs) = if tb { (k as isize, 1) } else { (1, n as isize) };
     let mut run = || unsafe {
         gemm::gemm(
-            m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), a_cs, a_rs, b.as_ptr(), b_cs, b_rs, 1.0f32,
-            1.0f32, false, false, false, par,
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
         )
     };
     run();
