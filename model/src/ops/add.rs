@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
 use crate::element::view;
+use crate::simd::multiversion;
 use crate::{Element, OpError};
 
 /// Elements per rayon task.
@@ -45,33 +46,42 @@ where
         ));
     }
     let mut y = vec![E::zero(); shape.num_elements()];
-    y.par_chunks_mut(CHUNK).zip(view(&x).par_chunks(CHUNK)).zip(view(&s).par_chunks(CHUNK)).for_each(
-        |((yc, xc), sc)| {
-            for ((y, &a), &b) in yc.iter_mut().zip(xc).zip(sc) {
-                let v = a + b;
-                *y = if relu && v <= E::zero() { E::zero() } else { v };
-            }
-        },
-    );
+    y.par_chunks_mut(CHUNK)
+        .zip(view(&x).par_chunks(CHUNK))
+        .zip(view(&s).par_chunks(CHUNK))
+        .for_each(|((yc, xc), sc)| add_forward(yc, xc, sc, relu));
     let y = x.device().clone().try_tensor_from_vec(y, shape)?;
     if T::OWNS_TAPE {
         let (xg, sg, yg) = (x.ghost(), s.ghost(), y.ghost());
         // The output decides where ReLU passes the gradient: keep it (not the inputs).
         let out = relu.then(|| y.clone());
+        // The same tensor twice (`x + x`) has one gradient buffer.
+        let same = view(&x).as_ptr() == view(&s).as_ptr();
         tape.add_backward_op(move |grads| {
             let _prof = crate::profile::scope("residual_add.backward");
-            let mut gy = take_grad!(grads, &yg);
-            if let Some(out) = &out {
-                gy.par_chunks_mut(CHUNK).zip(view(out).par_chunks(CHUNK)).for_each(|(gc, oc)| {
-                    for (g, &o) in gc.iter_mut().zip(oc) {
-                        if o <= E::zero() {
-                            *g = E::zero();
-                        }
-                    }
+            let gy = take_grad!(grads, &yg);
+            let out = out.as_ref().map(|o| view(o));
+            if same {
+                // `x + x`: one gradient, written twice.
+                let dx = grad_mut!(grads, &xg);
+                dx.par_chunks_mut(CHUNK).enumerate().for_each(|(i, dx)| {
+                    let r = i * CHUNK..(i * CHUNK + dx.len());
+                    let mut again = vec![E::zero(); dx.len()];
+                    add_backward(dx, &mut again, &gy[r.clone()], out.map(|o| &o[r]));
+                    dx.iter_mut().zip(&again).for_each(|(d, g)| *d += *g);
                 });
+                put_grad!(grads, &yg, gy);
+                return Ok(());
             }
-            accumulate(grad_mut!(grads, &xg), &gy);
-            accumulate(grad_mut!(grads, &sg), &gy);
+            // Take one gradient out so both can be written in one pass over `gy`.
+            let mut gs = take_grad!(grads, &sg);
+            grad_mut!(grads, &xg).par_chunks_mut(CHUNK).zip(gs.par_chunks_mut(CHUNK)).enumerate().for_each(
+                |(i, (dx, ds))| {
+                    let r = i * CHUNK..(i * CHUNK + dx.len());
+                    add_backward(dx, ds, &gy[r.clone()], out.map(|o| &o[r]));
+                },
+            );
+            put_grad!(grads, &sg, gs);
             put_grad!(grads, &yg, gy);
             Ok(())
         });
@@ -79,11 +89,33 @@ where
     Ok(y.put_tape(tape))
 }
 
-/// `dst += src`, element-wise, over the rayon pool.
-fn accumulate<E: Element>(dst: &mut [E], src: &[E]) {
-    dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(dc, sc)| {
-        for (d, &g) in dc.iter_mut().zip(sc) {
-            *d += g;
+multiversion! {
+    /// `y = x + s`, then ReLU when `relu`.
+    fn add_forward<E: Element>(y: &mut [E], x: &[E], s: &[E], relu: bool) {
+        for ((y, &a), &b) in y.iter_mut().zip(x).zip(s) {
+            let v = a + b;
+            *y = if relu && v <= E::zero() { E::zero() } else { v };
         }
-    });
+    }
+}
+
+multiversion! {
+    /// `dx += g'`, `ds += g'`: `g'` is `g`, or 0 where the ReLU's output `out` is 0.
+    fn add_backward<E: Element>(dx: &mut [E], ds: &mut [E], g: &[E], out: Option<&[E]>) {
+        match out {
+            Some(out) => {
+                for (((dx, ds), &g), &o) in dx.iter_mut().zip(ds.iter_mut()).zip(g).zip(out) {
+                    let g = if o <= E::zero() { E::zero() } else { g };
+                    *dx += g;
+                    *ds += g;
+                }
+            }
+            None => {
+                for ((dx, ds), &g) in dx.iter_mut().zip(ds.iter_mut()).zip(g) {
+                    *dx += g;
+                    *ds += g;
+                }
+            }
+        }
+    }
 }

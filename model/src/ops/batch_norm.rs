@@ -1,13 +1,15 @@
 //! Batch normalisation over the channel axis (PyTorch's `F.batch_norm`), optionally fused with
 //! the ReLU that follows it, as one op: one pass for the statistics, one for the output, and two
-//! in backward, spread over the rayon pool — instead of the dozen broadcast tensors of a
-//! composition of dfdx ops.
+//! in backward (the ReLU's mask recomputed inside both, never written out), spread over the
+//! rayon pool and compiled for the CPU's vector width — instead of the dozen broadcast tensors
+//! of a composition of dfdx ops.
 
 use dfdx::prelude::{Cpu, HasShape, Merge, PutTape, Rank1, Shape, SplitTape, Tape, Tensor, TensorFromVec};
 use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
 use crate::element::view;
+use crate::simd::{lane_sq_dev, lane_sum, multiversion, LANES};
 use crate::{Element, OpError};
 
 /// How [`batch_norm`] runs.
@@ -119,34 +121,21 @@ where
     let mut y = vec![E::zero(); xs.len()];
     y.par_chunks_mut(hw).zip(xs.par_chunks(hw)).enumerate().with_min_len(8).for_each(|(i, (yc, xc))| {
         let c = i % C;
-        let (ac, sc) = (a[c], shift[c]);
-        if cfg.relu {
-            yc.iter_mut().zip(xc).for_each(|(y, &x)| *y = (x * ac + sc).max(E::zero()));
-        } else {
-            yc.iter_mut().zip(xc).for_each(|(y, &x)| *y = x * ac + sc);
-        }
+        normalize_plane(yc, xc, a[c], shift[c], cfg.relu);
     });
     let y = x.device().clone().try_tensor_from_vec(y, shape)?;
     if T::OWNS_TAPE {
         let (xg, wg, bg, yg) = (x.ghost(), w.ghost(), b.ghost(), y.ghost());
         tape.add_backward_op(move |grads| {
             let _prof = crate::profile::scope("batch_norm.backward");
-            let mut gy = take_grad!(grads, &yg);
+            let gy = take_grad!(grads, &yg);
             let xs = view(&x);
-            let (count_e, n_c) = (E::from_usize(count).unwrap(), C);
-            if cfg.relu {
-                // The ReLU's mask, from the recomputed pre-activation.
-                gy.par_chunks_mut(hw).zip(xs.par_chunks(hw)).enumerate().with_min_len(8).for_each(|(i, (gc, xc))| {
-                    let c = i % n_c;
-                    for (g, &x) in gc.iter_mut().zip(xc) {
-                        if x * a[c] + shift[c] <= E::zero() {
-                            *g = E::zero();
-                        }
-                    }
-                });
-            }
+            let n_c = C;
+            let count_e = E::from_usize(count).unwrap();
+            // The ReLU's mask comes from the recomputed pre-activation `x·a + shift`.
+            let relu = cfg.relu.then_some((&a[..], &shift[..]));
             // Per channel: Σ g and Σ g · x̂.
-            let (sum_g, sum_gx) = channel_grad_sums(xs, &gy, &mean, &invstd, n_c, hw);
+            let (sum_g, sum_gx) = channel_grad_sums(xs, &gy, &mean, &invstd, relu, n_c, hw);
             {
                 let dw = grad_mut!(grads, &wg);
                 for c in 0..n_c {
@@ -164,18 +153,17 @@ where
             dx.par_chunks_mut(hw).zip(gy.par_chunks(hw)).zip(xs.par_chunks(hw)).enumerate().with_min_len(8).for_each(
                 |(i, ((dc, gc), xc))| {
                     let c = i % n_c;
+                    // dx = a·(g − mean(g) − x̂·mean(g·x̂)) in training, a·g otherwise: as
+                    // `dx += k·(g − mg) + k1·(x − mu)` with per-channel constants.
                     let k = a[c];
-                    if training {
+                    let (mg, k1, mu) = if training {
                         let (mg, mgx) = (sum_g[c] / count_e, sum_gx[c] / count_e);
-                        let (mu, is) = (mean[c], invstd[c]);
-                        for ((d, &g), &x) in dc.iter_mut().zip(gc).zip(xc) {
-                            *d += k * (g - mg - (x - mu) * is * mgx);
-                        }
+                        (mg, -k * invstd[c] * mgx, mean[c])
                     } else {
-                        for (d, &g) in dc.iter_mut().zip(gc) {
-                            *d += k * g;
-                        }
-                    }
+                        (E::zero(), E::zero(), E::zero())
+                    };
+                    let mask = relu.map(|(a, s)| (a[c], s[c]));
+                    backward_plane(dc, gc, xc, [k, mg, k1, mu], mask);
                 },
             );
             put_grad!(grads, &yg, gy);
@@ -185,35 +173,103 @@ where
     Ok(y.put_tape(tape))
 }
 
-/// Per-channel mean and biased variance of `x` (`[N, C, hw]` flattened), two-pass.
-fn channel_stats<E: Element>(x: &[E], c: usize, hw: usize) -> (Vec<E>, Vec<E>) {
-    let n = x.len() / (c * hw);
-    let count = E::from_usize(n * hw).unwrap();
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let planes = || (0..n).map(move |i| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw]);
-            let mean = planes().map(|p| p.iter().copied().sum::<E>()).sum::<E>() / count;
-            let var = planes().map(|p| p.iter().map(|&v| (v - mean) * (v - mean)).sum::<E>()).sum::<E>() / count;
-            (mean, var)
-        })
-        .unzip()
+multiversion! {
+    /// One plane of the output: `y = x·a + shift`, then ReLU when `relu`.
+    fn normalize_plane<E: Element>(y: &mut [E], x: &[E], a: E, shift: E, relu: bool) {
+        if relu {
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x * a + shift).max(E::zero()));
+        } else {
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * a + shift);
+        }
+    }
 }
 
-/// Per-channel `Σ g` and `Σ g · (x − mean) · invstd`.
-fn channel_grad_sums<E: Element>(x: &[E], g: &[E], mean: &[E], invstd: &[E], c: usize, hw: usize) -> (Vec<E>, Vec<E>) {
-    let n = x.len() / (c * hw);
+multiversion! {
+    /// One plane of the input gradient, `[k, mg, k1, mu]` its channel's constants:
+    /// `dx += k·(g' − mg) + k1·(x − mu)`, where `g'` is the gradient the ReLU passed (`g`, or 0
+    /// where `x·a + shift ≤ 0` under `mask = Some((a, shift))`).
+    fn backward_plane<E: Element>(dx: &mut [E], g: &[E], x: &[E], consts: [E; 4], mask: Option<(E, E)>) {
+        let [k, mg, k1, mu] = consts;
+        match mask {
+            Some((a, s)) => {
+                for ((d, &g), &x) in dx.iter_mut().zip(g).zip(x) {
+                    let g = if x * a + s <= E::zero() { E::zero() } else { g };
+                    *d += k * (g - mg) + k1 * (x - mu);
+                }
+            }
+            None => {
+                for ((d, &g), &x) in dx.iter_mut().zip(g).zip(x) {
+                    *d += k * (g - mg) + k1 * (x - mu);
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Mean and biased variance of one channel of `x` (`[N, C, hw]` flattened), two-pass.
+    fn channel_moments<E: Element>(x: &[E], c: usize, hw: usize, ch: usize) -> (E, E) {
+        let n = x.len() / (c * hw);
+        let count = E::from_usize(n * hw).unwrap();
+        let plane = |i: usize| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
+        let mean = (0..n).map(|i| lane_sum(plane(i))).sum::<E>() / count;
+        let var = (0..n).map(|i| lane_sq_dev(plane(i), mean)).sum::<E>() / count;
+        (mean, var)
+    }
+}
+
+multiversion! {
+    /// `Σ g'` and `Σ g' · (x − mean)` over one channel, `g'` the gradient the ReLU passed
+    /// (see [`backward_plane`]).
+    fn channel_grad_moments<E: Element>(x: &[E], g: &[E], c: usize, hw: usize, ch: usize, mean: E, mask: Option<(E, E)>) -> (E, E) {
+        let n = x.len() / (c * hw);
+        let (mut sg, mut sgx) = ([E::zero(); LANES], [E::zero(); LANES]);
+        let mut tail = (E::zero(), E::zero());
+        let (a, s, masked) = match mask {
+            Some((a, s)) => (a, s, true),
+            None => (E::zero(), E::zero(), false),
+        };
+        for i in 0..n {
+            let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+            let (mut gc, mut xc) = (g[r.clone()].chunks_exact(LANES), x[r].chunks_exact(LANES));
+            for (gl, xl) in (&mut gc).zip(&mut xc) {
+                for j in 0..LANES {
+                    let v = if masked && xl[j] * a + s <= E::zero() { E::zero() } else { gl[j] };
+                    sg[j] += v;
+                    sgx[j] += v * (xl[j] - mean);
+                }
+            }
+            for (&gv, &xv) in gc.remainder().iter().zip(xc.remainder()) {
+                let v = if masked && xv * a + s <= E::zero() { E::zero() } else { gv };
+                tail.0 += v;
+                tail.1 += v * (xv - mean);
+            }
+        }
+        (sg.iter().copied().sum::<E>() + tail.0, sgx.iter().copied().sum::<E>() + tail.1)
+    }
+}
+
+/// Per-channel mean and biased variance of `x` (`[N, C, hw]` flattened).
+fn channel_stats<E: Element>(x: &[E], c: usize, hw: usize) -> (Vec<E>, Vec<E>) {
+    (0..c).into_par_iter().map(|ch| channel_moments(x, c, hw, ch)).unzip()
+}
+
+/// Per-channel `Σ g'` and `Σ g' · (x − mean) · invstd`, `g'` masked by the ReLU when `relu`
+/// carries the per-channel `(a, shift)`.
+fn channel_grad_sums<E: Element>(
+    x: &[E],
+    g: &[E],
+    mean: &[E],
+    invstd: &[E],
+    relu: Option<(&[E], &[E])>,
+    c: usize,
+    hw: usize,
+) -> (Vec<E>, Vec<E>) {
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (mut sg, mut sgx) = (E::zero(), E::zero());
-            for i in 0..n {
-                let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-                for (&gv, &xv) in g[r.clone()].iter().zip(&x[r]) {
-                    sg += gv;
-                    sgx += gv * (xv - mean[ch]);
-                }
-            }
+            let mask = relu.map(|(a, s)| (a[ch], s[ch]));
+            let (sg, sgx) = channel_grad_moments(x, g, c, hw, ch, mean[ch], mask);
             (sg, sgx * invstd[ch])
         })
         .unzip()

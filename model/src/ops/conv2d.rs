@@ -181,7 +181,7 @@ where
             let gy = take_grad!(grads, &yg);
             let xs = view(&x);
             let ws = view(&w);
-            let acc = backward(&g, xs, ws, &gy, grad_mut!(grads, &xg));
+            let acc = backward(&g, xs, ws, &gy, grad_mut!(grads, &xg), bg.is_some());
             let (dw_acc, db_acc) = acc.split_at(O * g.kk());
             add_weight_grad(&g, grad_mut!(grads, &wg), dw_acc);
             if let Some(bg) = &bg {
@@ -337,8 +337,8 @@ fn forward_block<E: Element>(
 }
 
 /// Adds the input gradient into `dx` and returns the weight and bias gradients, concatenated
-/// (`[O·kk]` in the layout [`add_weight_grad`] reads, then `[O]`).
-fn backward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], gy: &[E], dx: &mut [E]) -> Scratch<E> {
+/// (`[O·kk]` in the layout [`add_weight_grad`] reads, then `[O]`, left zero without `bias`).
+fn backward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], gy: &[E], dx: &mut [E], bias: bool) -> Scratch<E> {
     let (chw, opp) = (g.c * g.hw(), g.o * g.pp());
     let acc_len = g.o * g.kk() + g.o;
     let plan = Plan::new(g);
@@ -349,7 +349,7 @@ fn backward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], gy: &[E], dx: &mut [E]) 
         let (bc, bo) = (plan.block * chw, plan.block * opp);
         for ((dxb, xb), gyb) in dxs.chunks_mut(bc).zip(xs.chunks(bc)).zip(gys.chunks(bo)) {
             let p = plan.parallel_gemm;
-            backward_block(g, xb, w, flipped.as_ref().map(Transposed::parts), gyb, dxb, &mut acc, p);
+            backward_block(g, xb, w, flipped.as_ref().map(Transposed::parts), gyb, dxb, &mut acc, p, bias);
         }
         acc
     };
@@ -425,8 +425,9 @@ impl<E: Element> Transposed<E> {
 }
 
 /// Backward of a block of consecutive images: adds into `dx` and the accumulator `acc`
-/// (`[O·kk]` weight gradient as [`add_weight_grad`] reads it, then `[O]` bias gradient). With `flipped`, the input gradient
-/// is computed as a convolution (see [`Transposed`]).
+/// (`[O·kk]` weight gradient as [`add_weight_grad`] reads it, then `[O]` bias gradient, summed
+/// only with `bias`). With `flipped`, the input gradient is computed as a convolution (see
+/// [`Transposed`]).
 #[allow(clippy::too_many_arguments)]
 fn backward_block<E: Element>(
     g: &ConvGeom,
@@ -437,12 +438,13 @@ fn backward_block<E: Element>(
     dx: &mut [E],
     acc: &mut [E],
     parallel: bool,
+    bias: bool,
 ) {
     let (ig, og, kk, hw, pp) = (g.ig(), g.og(), g.kk(), g.hw(), g.pp());
     let (chw, opp) = (g.c * hw, g.o * pp);
     let imgs = x.len() / chw;
     let (dw, db) = acc.split_at_mut(g.o * kk);
-    for gyn in gy.chunks_exact(opp) {
+    for gyn in gy.chunks_exact(opp).filter(|_| bias) {
         for (d, gyo) in db.iter_mut().zip(gyn.chunks_exact(pp)) {
             *d += gyo.iter().copied().sum::<E>();
         }

@@ -6,12 +6,8 @@ use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
 use crate::element::view;
-use crate::simd::multiversion;
+use crate::simd::{lane_dot, lane_sum, multiversion, LANES};
 use crate::{Element, OpError};
-
-/// Lanes of the partial maxima and sums: independent accumulators let the compiler keep the
-/// row loops in vector registers (one running sum would be a serial chain of additions).
-const LANES: usize = 16;
 
 /// The largest of `x` (NaNs ignored; `-∞` for an empty row), over [`LANES`] running maxima.
 #[inline(always)]
@@ -26,20 +22,6 @@ fn row_max<E: Element>(x: &[E]) -> E {
     chunks.remainder().iter().chain(&m).fold(E::neg_infinity(), |a, &v| if v > a { v } else { a })
 }
 
-/// `Σ a·b` over [`LANES`] running sums.
-#[inline(always)]
-fn row_dot<E: Element>(a: &[E], b: &[E]) -> E {
-    let mut acc = [E::zero(); LANES];
-    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for ((s, &x), &y) in acc.iter_mut().zip(x).zip(y) {
-            *s += x * y;
-        }
-    }
-    let tail = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| x * y).sum::<E>();
-    acc.iter().copied().sum::<E>() + tail
-}
-
 multiversion! {
     /// One row: `y = softmax(scale · x)`.
     fn softmax_row<E: Element>(y: &mut [E], x: &[E], scale: E) {
@@ -49,14 +31,7 @@ multiversion! {
         for (y, &x) in y.iter_mut().zip(x) {
             *y = (x * scale - shift).exp_fast();
         }
-        let mut acc = [E::zero(); LANES];
-        let mut chunks = y.chunks_exact(LANES);
-        for c in &mut chunks {
-            for (s, &v) in acc.iter_mut().zip(c) {
-                *s += v;
-            }
-        }
-        let sum = acc.iter().copied().sum::<E>() + chunks.remainder().iter().copied().sum::<E>();
+        let sum = lane_sum(y);
         let inv = E::one() / sum;
         y.iter_mut().for_each(|y| *y *= inv);
     }
@@ -65,7 +40,7 @@ multiversion! {
 multiversion! {
     /// One row of the gradient: `dx += scale · y ⊙ (g − ⟨y, g⟩)`.
     fn softmax_row_backward<E: Element>(dx: &mut [E], y: &[E], g: &[E], scale: E) {
-        let dot = row_dot(y, g);
+        let dot = lane_dot(y, g);
         for ((d, &y), &g) in dx.iter_mut().zip(y).zip(g) {
             *d += scale * y * (g - dot);
         }
