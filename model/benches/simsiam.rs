@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use dfdx::optim::{Adam, AdamConfig, Optimizer, WeightDecay};
 use dfdx::prelude::*;
-use siamlab_model::backbones::{Backbone, EfficientNetB0, PitTi32, ResNet18Cifar, VitS32};
+use siamlab_model::backbones::{Backbone, EfficientNetB0S1, PitTi32, ResNet18Cifar, VitS32};
 use siamlab_model::layers::Mode;
 use siamlab_model::simsiam::SimSiam2048;
 
@@ -89,7 +89,8 @@ fn main() {
         run::<ResNet18Cifar, 512>("resnet18", steps, batch);
     }
     if wanted("efficientnet_b0") {
-        run::<EfficientNetB0, 1280>("efficientnet_b0", steps, batch);
+        // The stride-1 stem: siamlab's preset at 32 px, and the peer's (`peer_train.py`).
+        run::<EfficientNetB0S1, 1280>("efficientnet_b0", steps, batch);
     }
     if wanted("vit_s") {
         run::<VitS32, 384>("vit_s", steps, batch);

@@ -119,9 +119,9 @@ where
     let a: Vec<E> = (0..C).map(|c| ws[c] * invstd[c]).collect();
     let shift: Vec<E> = (0..C).map(|c| bs[c] - mean[c] * a[c]).collect();
     let mut y = vec![E::zero(); xs.len()];
-    y.par_chunks_mut(hw).zip(xs.par_chunks(hw)).enumerate().with_min_len(8).for_each(|(i, (yc, xc))| {
-        let c = i % C;
-        normalize_plane(yc, xc, a[c], shift[c], cfg.relu);
+    let task = planes_per_task(hw) * hw;
+    y.par_chunks_mut(task).zip(xs.par_chunks(task)).enumerate().for_each(|(t, (yc, xc))| {
+        normalize_planes(yc, xc, hw, t * task / hw % C, &a, &shift, cfg.relu);
     });
     let y = x.device().clone().try_tensor_from_vec(y, shape)?;
     if T::OWNS_TAPE {
@@ -148,24 +148,26 @@ where
                     db[c] += sum_g[c];
                 }
             }
-            let dx = grad_mut!(grads, &xg);
-            let training = cfg.training;
-            dx.par_chunks_mut(hw).zip(gy.par_chunks(hw)).zip(xs.par_chunks(hw)).enumerate().with_min_len(8).for_each(
-                |(i, ((dc, gc), xc))| {
-                    let c = i % n_c;
-                    // dx = a·(g − mean(g) − x̂·mean(g·x̂)) in training, a·g otherwise: as
-                    // `dx += k·(g − mg) + k1·(x − mu)` with per-channel constants.
+            // dx = a·(g − mean(g) − x̂·mean(g·x̂)) in training, a·g otherwise: per channel
+            // `dx += k·(g − mg) + k1·(x − mu)`, the constants `[k, mg, k1, mu]`.
+            let consts: Vec<[E; 4]> = (0..n_c)
+                .map(|c| {
                     let k = a[c];
-                    let (mg, k1, mu) = if training {
+                    if cfg.training {
                         let (mg, mgx) = (sum_g[c] / count_e, sum_gx[c] / count_e);
-                        (mg, -k * invstd[c] * mgx, mean[c])
+                        [k, mg, -k * invstd[c] * mgx, mean[c]]
                     } else {
-                        (E::zero(), E::zero(), E::zero())
-                    };
-                    let mask = relu.map(|(a, s)| (a[c], s[c]));
-                    backward_plane(dc, gc, xc, [k, mg, k1, mu], mask);
-                },
-            );
+                        [k, E::zero(), E::zero(), E::zero()]
+                    }
+                })
+                .collect();
+            let dx = grad_mut!(grads, &xg);
+            let task = planes_per_task(hw) * hw;
+            dx.par_chunks_mut(task)
+                .zip(gy.par_chunks(task))
+                .zip(xs.par_chunks(task))
+                .enumerate()
+                .for_each(|(t, ((dc, gc), xc))| backward_planes(dc, gc, xc, hw, t * task / hw % n_c, &consts, relu));
             put_grad!(grads, &yg, gy);
             Ok(())
         });
@@ -173,85 +175,145 @@ where
     Ok(y.put_tape(tape))
 }
 
+/// Elements per rayon task in the element-wise passes (whole planes).
+const TASK_ELEMS: usize = 1 << 14;
+
+/// Whole planes of `hw` elements per element-wise task.
+fn planes_per_task(hw: usize) -> usize {
+    (TASK_ELEMS / hw.max(1)).max(1)
+}
+
 multiversion! {
-    /// One plane of the output: `y = x·a + shift`, then ReLU when `relu`.
-    fn normalize_plane<E: Element>(y: &mut [E], x: &[E], a: E, shift: E, relu: bool) {
-        if relu {
-            y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x * a + shift).max(E::zero()));
-        } else {
-            y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * a + shift);
+    /// Consecutive planes of the output, the first of channel `c0` (of `a.len()`):
+    /// `y = x·a + shift` per channel, then ReLU when `relu`.
+    fn normalize_planes<E: Element>(y: &mut [E], x: &[E], hw: usize, c0: usize, a: &[E], shift: &[E], relu: bool) {
+        let mut c = c0;
+        for (y, x) in y.chunks_exact_mut(hw).zip(x.chunks_exact(hw)) {
+            let (ac, sc) = (a[c], shift[c]);
+            if relu {
+                y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x * ac + sc).max(E::zero()));
+            } else {
+                y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * ac + sc);
+            }
+            c = if c + 1 == a.len() { 0 } else { c + 1 };
         }
     }
 }
 
 multiversion! {
-    /// One plane of the input gradient, `[k, mg, k1, mu]` its channel's constants:
-    /// `dx += k·(g' − mg) + k1·(x − mu)`, where `g'` is the gradient the ReLU passed (`g`, or 0
-    /// where `x·a + shift ≤ 0` under `mask = Some((a, shift))`).
-    fn backward_plane<E: Element>(dx: &mut [E], g: &[E], x: &[E], consts: [E; 4], mask: Option<(E, E)>) {
-        let [k, mg, k1, mu] = consts;
-        match mask {
-            Some((a, s)) => {
-                for ((d, &g), &x) in dx.iter_mut().zip(g).zip(x) {
-                    let g = if x * a + s <= E::zero() { E::zero() } else { g };
-                    *d += k * (g - mg) + k1 * (x - mu);
+    /// Consecutive planes of the input gradient, the first of channel `c0`: per channel
+    /// `[k, mg, k1, mu]` of `consts`, `dx += k·(g' − mg) + k1·(x − mu)`, where `g'` is the
+    /// gradient the ReLU passed (`g`, or 0 where `x·a + shift ≤ 0` under `relu = Some((a, shift))`).
+    fn backward_planes<E: Element>(dx: &mut [E], g: &[E], x: &[E], hw: usize, c0: usize, consts: &[[E; 4]], relu: Option<(&[E], &[E])>) {
+        let mut c = c0;
+        for ((dx, g), x) in dx.chunks_exact_mut(hw).zip(g.chunks_exact(hw)).zip(x.chunks_exact(hw)) {
+            let [k, mg, k1, mu] = consts[c];
+            match relu {
+                Some((a, s)) => {
+                    let (a, s) = (a[c], s[c]);
+                    for ((d, &g), &x) in dx.iter_mut().zip(g).zip(x) {
+                        let g = if x * a + s <= E::zero() { E::zero() } else { g };
+                        *d += k * (g - mg) + k1 * (x - mu);
+                    }
+                }
+                None => {
+                    for ((d, &g), &x) in dx.iter_mut().zip(g).zip(x) {
+                        *d += k * (g - mg) + k1 * (x - mu);
+                    }
                 }
             }
-            None => {
-                for ((d, &g), &x) in dx.iter_mut().zip(g).zip(x) {
-                    *d += k * (g - mg) + k1 * (x - mu);
-                }
-            }
+            c = if c + 1 == consts.len() { 0 } else { c + 1 };
         }
     }
 }
 
+/// Channels per task of the per-channel reductions: a few tasks per thread, each reading
+/// runs of consecutive planes (one per image) rather than one small plane per image.
+fn channels_per_task(c: usize) -> usize {
+    c.div_ceil(4 * rayon::current_num_threads().max(1)).max(1)
+}
+
 multiversion! {
-    /// Mean and biased variance of one channel of `x` (`[N, C, hw]` flattened), two-pass.
-    fn channel_moments<E: Element>(x: &[E], c: usize, hw: usize, ch: usize) -> (E, E) {
+    /// Mean and biased variance of channels `c0..c0 + mean.len()` of `x` (`[N, C, hw]`
+    /// flattened), two-pass, each channel's sum taken over the images in order.
+    fn moments_block<E: Element>(x: &[E], c: usize, hw: usize, c0: usize, mean: &mut [E], var: &mut [E]) {
         let n = x.len() / (c * hw);
+        let cb = mean.len();
         let count = E::from_usize(n * hw).unwrap();
-        let plane = |i: usize| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
-        let mean = (0..n).map(|i| lane_sum(plane(i))).sum::<E>() / count;
-        let var = (0..n).map(|i| lane_sq_dev(plane(i), mean)).sum::<E>() / count;
-        (mean, var)
+        let run = |i: usize| &x[(i * c + c0) * hw..(i * c + c0 + cb) * hw];
+        mean.fill(E::zero());
+        for i in 0..n {
+            for (m, p) in mean.iter_mut().zip(run(i).chunks_exact(hw)) {
+                *m += lane_sum(p);
+            }
+        }
+        mean.iter_mut().for_each(|m| *m = *m / count);
+        var.fill(E::zero());
+        for i in 0..n {
+            for ((v, &m), p) in var.iter_mut().zip(mean.iter()).zip(run(i).chunks_exact(hw)) {
+                *v += lane_sq_dev(p, m);
+            }
+        }
+        var.iter_mut().for_each(|v| *v = *v / count);
     }
 }
 
 multiversion! {
-    /// `Σ g'` and `Σ g' · (x − mean)` over one channel, `g'` the gradient the ReLU passed
-    /// (see [`backward_plane`]).
-    fn channel_grad_moments<E: Element>(x: &[E], g: &[E], c: usize, hw: usize, ch: usize, mean: E, mask: Option<(E, E)>) -> (E, E) {
+    /// `Σ g'` and `Σ g' · (x − mean)` for channels `c0..c0 + sg.len()`, `g'` the gradient
+    /// the ReLU passed (see [`backward_planes`]; `relu` holds all channels' `(a, shift)`).
+    fn grad_moments_block<E: Element>(x: &[E], g: &[E], c: usize, hw: usize, c0: usize, mean: &[E], relu: Option<(&[E], &[E])>, sg: &mut [E], sgx: &mut [E]) {
         let n = x.len() / (c * hw);
-        let (mut sg, mut sgx) = ([E::zero(); LANES], [E::zero(); LANES]);
-        let mut tail = (E::zero(), E::zero());
-        let (a, s, masked) = match mask {
-            Some((a, s)) => (a, s, true),
-            None => (E::zero(), E::zero(), false),
-        };
+        let cb = sg.len();
+        sg.fill(E::zero());
+        sgx.fill(E::zero());
         for i in 0..n {
-            let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-            let (mut gc, mut xc) = (g[r.clone()].chunks_exact(LANES), x[r].chunks_exact(LANES));
-            for (gl, xl) in (&mut gc).zip(&mut xc) {
-                for j in 0..LANES {
-                    let v = if masked && xl[j] * a + s <= E::zero() { E::zero() } else { gl[j] };
-                    sg[j] += v;
-                    sgx[j] += v * (xl[j] - mean);
-                }
-            }
-            for (&gv, &xv) in gc.remainder().iter().zip(xc.remainder()) {
-                let v = if masked && xv * a + s <= E::zero() { E::zero() } else { gv };
-                tail.0 += v;
-                tail.1 += v * (xv - mean);
+            let r = (i * c + c0) * hw..(i * c + c0 + cb) * hw;
+            let planes = g[r.clone()].chunks_exact(hw).zip(x[r].chunks_exact(hw));
+            for (j, (gp, xp)) in planes.enumerate() {
+                let ch = c0 + j;
+                let mask = relu.map(|(a, s)| (a[ch], s[ch]));
+                let (a, b) = plane_grad_moments(gp, xp, mean[ch], mask);
+                sg[j] += a;
+                sgx[j] += b;
             }
         }
-        (sg.iter().copied().sum::<E>() + tail.0, sgx.iter().copied().sum::<E>() + tail.1)
     }
+}
+
+/// One plane's `Σ g'` and `Σ g' · (x − mean)`, over [`LANES`] running sums.
+#[inline(always)]
+fn plane_grad_moments<E: Element>(g: &[E], x: &[E], mean: E, mask: Option<(E, E)>) -> (E, E) {
+    let (mut sg, mut sgx) = ([E::zero(); LANES], [E::zero(); LANES]);
+    let (a, s, masked) = match mask {
+        Some((a, s)) => (a, s, true),
+        None => (E::zero(), E::zero(), false),
+    };
+    let pass = |g: E, x: E| if masked && x * a + s <= E::zero() { E::zero() } else { g };
+    let (mut gc, mut xc) = (g.chunks_exact(LANES), x.chunks_exact(LANES));
+    for (gl, xl) in (&mut gc).zip(&mut xc) {
+        for j in 0..LANES {
+            let v = pass(gl[j], xl[j]);
+            sg[j] += v;
+            sgx[j] += v * (xl[j] - mean);
+        }
+    }
+    let mut tail = (E::zero(), E::zero());
+    for (&gv, &xv) in gc.remainder().iter().zip(xc.remainder()) {
+        let v = pass(gv, xv);
+        tail.0 += v;
+        tail.1 += v * (xv - mean);
+    }
+    (sg.iter().copied().sum::<E>() + tail.0, sgx.iter().copied().sum::<E>() + tail.1)
 }
 
 /// Per-channel mean and biased variance of `x` (`[N, C, hw]` flattened).
 fn channel_stats<E: Element>(x: &[E], c: usize, hw: usize) -> (Vec<E>, Vec<E>) {
-    (0..c).into_par_iter().map(|ch| channel_moments(x, c, hw, ch)).unzip()
+    let (mut mean, mut var) = (vec![E::zero(); c], vec![E::zero(); c]);
+    let cb = channels_per_task(c);
+    mean.par_chunks_mut(cb).zip(var.par_chunks_mut(cb)).enumerate().for_each(|(t, (m, v))| {
+        moments_block(x, c, hw, t * cb, m, v);
+    });
+    (mean, var)
 }
 
 /// Per-channel `Σ g'` and `Σ g' · (x − mean) · invstd`, `g'` masked by the ReLU when `relu`
@@ -265,12 +327,11 @@ fn channel_grad_sums<E: Element>(
     c: usize,
     hw: usize,
 ) -> (Vec<E>, Vec<E>) {
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let mask = relu.map(|(a, s)| (a[ch], s[ch]));
-            let (sg, sgx) = channel_grad_moments(x, g, c, hw, ch, mean[ch], mask);
-            (sg, sgx * invstd[ch])
-        })
-        .unzip()
+    let (mut sg, mut sgx) = (vec![E::zero(); c], vec![E::zero(); c]);
+    let cb = channels_per_task(c);
+    sg.par_chunks_mut(cb).zip(sgx.par_chunks_mut(cb)).enumerate().for_each(|(t, (a, b))| {
+        grad_moments_block(x, g, c, hw, t * cb, mean, relu, a, b);
+    });
+    sgx.iter_mut().zip(invstd).for_each(|(v, &is)| *v = *v * is);
+    (sg, sgx)
 }
