@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-fn time_gemm(m: usize, n: usize, k: usize, ta: bool, tb: bool, threads: usize) -> f64 {
+fn time_gemm(m: usize, n: usize, k: usize, ta: bool, tb: bool, tc: bool, threads: usize) -> f64 {
     let a = vec![1.0f32; m * k];
     let b = vec![1.0f32; k * n];
     let mut c = vec![0.0f32; m * n];
@@ -12,14 +12,16 @@ fn time_gemm(m: usize, n: usize, k: usize, ta: bool, tb: bool, threads: usize) -
     // a: m×k (row-major, or stored k×m when ta); b: k×n (or n×k when tb)
     let (a_cs, a_rs) = if ta { (m as isize, 1) } else { (1, k as isize) };
     let (b_cs, b_rs) = if tb { (k as isize, 1) } else { (1, n as isize) };
+    // c: m×n row-major, or stored n×m when tc
+    let (c_cs, c_rs) = if tc { (m as isize, 1) } else { (1, n as isize) };
     let mut run = || unsafe {
         gemm::gemm(
             m,
             n,
             k,
             c.as_mut_ptr(),
-            1,
-            n as isize,
+            c_cs,
+            c_rs,
             false,
             a.as_ptr(),
             a_cs,
@@ -47,32 +49,36 @@ fn time_gemm(m: usize, n: usize, k: usize, ta: bool, tb: bool, threads: usize) -
 }
 
 fn main() {
-    let shapes: &[(&str, usize, usize, usize, bool, bool)] = &[
-        ("r18 l1 fwd (o×kk · kk×cols)", 64, 1024, 576, false, false),
-        ("r18 l2 fwd", 128, 1024, 1152, false, false),
-        ("r18 l3 fwd", 256, 1024, 2304, false, false),
-        ("r18 l4 fwd", 512, 1024, 4608, false, false),
-        ("r18 l1 dW (og×cols · colsᵀ)", 64, 576, 1024, false, true),
-        ("r18 l4 dW", 512, 4608, 1024, false, true),
-        ("vit qkv (4160×384 · 384×1152)", 4160, 1152, 384, false, true),
-        ("vit mlp1 (4160×384 · 384×1536)", 4160, 1536, 384, false, true),
-        ("vit mlp2 (4160×1536 · 1536×384)", 4160, 384, 1536, false, true),
-        ("proj 64×2048×2048", 64, 2048, 2048, false, true),
-        ("dW nn", 64, 576, 1024, false, false),
-        ("dW tn", 64, 576, 1024, true, false),
-        ("dW tt", 64, 576, 1024, true, true),
-        ("dWt nn 576x64x1024", 576, 64, 1024, false, false),
-        ("dWt nt", 576, 64, 1024, false, true),
-        ("dW nt k=8192", 64, 576, 8192, false, true),
-        ("dWt nt k=8192", 576, 64, 8192, false, true),
-        ("dWt nn k=8192", 576, 64, 8192, false, false),
-        ("big square 1024", 1024, 1024, 1024, false, false),
+    let shapes: &[(&str, usize, usize, usize, bool, bool, bool)] = &[
+        ("r18 l1 fwd (o×kk · kk×cols)", 64, 1024, 576, false, false, false),
+        ("r18 l2 fwd", 128, 1024, 1152, false, false, false),
+        ("r18 l3 fwd", 256, 1024, 2304, false, false, false),
+        ("r18 l4 fwd", 512, 1024, 4608, false, false, false),
+        ("r18 l1 dW (og×cols · colsᵀ)", 64, 576, 1024, false, true, false),
+        ("r18 l4 dW", 512, 4608, 1024, false, true, false),
+        ("vit qkv (4160×384 · 384×1152)", 4160, 1152, 384, false, true, false),
+        ("vit mlp1 (4160×384 · 384×1536)", 4160, 1536, 384, false, true, false),
+        ("vit mlp2 (4160×1536 · 1536×384)", 4160, 384, 1536, false, true, false),
+        ("proj 64×2048×2048", 64, 2048, 2048, false, true, false),
+        ("proj swapped (W · xᵀ) nn", 2048, 64, 2048, false, false, false),
+        ("proj swapped, dst col-major", 2048, 64, 2048, false, false, true),
+        ("proj dW (gyᵀ · x) tn", 2048, 2048, 64, true, false, false),
+        ("proj dx (gy · W) nn", 64, 2048, 2048, false, false, false),
+        ("dW nn", 64, 576, 1024, false, false, false),
+        ("dW tn", 64, 576, 1024, true, false, false),
+        ("dW tt", 64, 576, 1024, true, true, false),
+        ("dWt nn 576x64x1024", 576, 64, 1024, false, false, false),
+        ("dWt nt", 576, 64, 1024, false, true, false),
+        ("dW nt k=8192", 64, 576, 8192, false, true, false),
+        ("dWt nt k=8192", 576, 64, 8192, false, true, false),
+        ("dWt nn k=8192", 576, 64, 8192, false, false, false),
+        ("big square 1024", 1024, 1024, 1024, false, false, false),
     ];
     let threads = rayon::current_num_threads();
     println!("{:<36} {:>10} {:>10}", "shape m×n×k", "1 thread", format!("{threads} threads"));
-    for &(name, m, n, k, ta, tb) in shapes {
-        let one = time_gemm(m, n, k, ta, tb, 1);
-        let all = time_gemm(m, n, k, ta, tb, threads);
+    for &(name, m, n, k, ta, tb, tc) in shapes {
+        let one = time_gemm(m, n, k, ta, tb, tc, 1);
+        let all = time_gemm(m, n, k, ta, tb, tc, threads);
         println!("{name:<36} {one:>10.1} {all:>10.1}   ({m}×{n}×{k})");
     }
 }
