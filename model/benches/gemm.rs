@@ -72,6 +72,14 @@ fn main() {
         ("dW nt k=8192", 64, 576, 8192, false, true, false),
         ("dWt nt k=8192", 576, 64, 8192, false, true, false),
         ("dWt nn k=8192", 576, 64, 8192, false, false, false),
+        ("pit s1 qkv fwd nn", 28928, 192, 64, false, false, false),
+        ("pit s1 mlp1 fwd nn", 28928, 256, 64, false, false, false),
+        ("pit s1 mlp2 fwd nn", 28928, 64, 256, false, false, false),
+        ("pit s1 qkv dW tn", 192, 64, 28928, true, false, false),
+        ("pit s1 mlp2 dx nn", 28928, 256, 64, false, false, false),
+        ("pit s2 qkv fwd nn", 8320, 384, 128, false, false, false),
+        ("pit s2 mlp2 fwd nn", 8320, 128, 512, false, false, false),
+        ("pit s2 mlp1 dW tn", 512, 128, 8320, true, false, false),
         ("big square 1024", 1024, 1024, 1024, false, false, false),
     ];
     let threads = rayon::current_num_threads();
