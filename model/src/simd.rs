@@ -9,15 +9,18 @@ macro_rules! multiversion {
         $(#[$m])*
         $vis fn $name<E: Element>($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
             fn imp<E: Element>($($arg: $ty),*) $(-> $ret)? $body
 
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
                 fn v4<E: Element>($($arg: $ty),*) $(-> $ret)? {
                     imp($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 fn v3<E: Element>($($arg: $ty),*) $(-> $ret)? {
                     imp($($arg),*)
                 }

@@ -247,20 +247,21 @@ multiversion! {
                 *m += lane_sum(p);
             }
         }
-        mean.iter_mut().for_each(|m| *m = *m / count);
+        mean.iter_mut().for_each(|m| *m /= count);
         var.fill(E::zero());
         for i in 0..n {
             for ((v, &m), p) in var.iter_mut().zip(mean.iter()).zip(run(i).chunks_exact(hw)) {
                 *v += lane_sq_dev(p, m);
             }
         }
-        var.iter_mut().for_each(|v| *v = *v / count);
+        var.iter_mut().for_each(|v| *v /= count);
     }
 }
 
 multiversion! {
     /// `Σ g'` and `Σ g' · (x − mean)` for channels `c0..c0 + sg.len()`, `g'` the gradient
     /// the ReLU passed (see [`backward_planes`]; `relu` holds all channels' `(a, shift)`).
+    #[allow(clippy::too_many_arguments)]
     fn grad_moments_block<E: Element>(x: &[E], g: &[E], c: usize, hw: usize, c0: usize, mean: &[E], relu: Option<(&[E], &[E])>, sg: &mut [E], sgx: &mut [E]) {
         let n = x.len() / (c * hw);
         let cb = sg.len();
@@ -332,6 +333,6 @@ fn channel_grad_sums<E: Element>(
     sg.par_chunks_mut(cb).zip(sgx.par_chunks_mut(cb)).enumerate().for_each(|(t, (a, b))| {
         grad_moments_block(x, g, c, hw, t * cb, mean, relu, a, b);
     });
-    sgx.iter_mut().zip(invstd).for_each(|(v, &is)| *v = *v * is);
+    sgx.iter_mut().zip(invstd).for_each(|(v, &is)| *v *= is);
     (sg, sgx)
 }
