@@ -1,12 +1,10 @@
-//! `inspect`: counts per split and class, image size summary, and a PNG contact sheet.
+//! `inspect`: counts per split and class, image size summary, and evenly spread decoded samples
+//! with their captions (what a contact sheet shows; drawing it is for the pipeline's preview).
 
 use std::path::Path;
 
-use font8x8::UnicodeFonts;
-
 use crate::decode::decode_rgb;
-use crate::encode::encode_png;
-use crate::error::{write_atomic, Error, Result};
+use crate::error::{Error, Result};
 use crate::shard::{Manifest, ShardReader};
 
 /// Counts of one split.
@@ -81,87 +79,81 @@ pub fn summarize(dir: &Path, split: Option<&str>) -> Result<(Manifest, Vec<Split
     Ok((manifest, out))
 }
 
-/// Writes a PNG grid of `n` images of `split`, spread evenly over the split, each captioned
-/// with its class name (or index for unlabeled data).
-pub fn contact_sheet(dir: &Path, split: &str, n: usize, out: &Path) -> Result<()> {
+/// One decoded sample of a split, for a contact sheet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Row of the split (0-based, in shard order).
+    pub row: u64,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// RGB8, row by row.
+    pub rgb: Vec<u8>,
+    /// Class id, if labeled.
+    pub label: Option<i64>,
+    /// CelebA attributes (`1` set, `-1` / `0` not), if any.
+    pub attributes: Option<Vec<i8>>,
+    /// The source's own index of the image.
+    pub index: Option<i64>,
+}
+
+/// Reads and decodes `n` samples of `split` spread evenly over it (rows `k · rows / n`).
+pub fn samples(dir: &Path, split: &str, n: usize) -> Result<(Manifest, Vec<Sample>)> {
     let manifest = Manifest::load(dir)?;
-    let info = manifest.split(split)?;
+    let info = manifest.split(split)?.clone();
     if info.rows == 0 || n == 0 {
-        return Err(Error::Usage(format!("split {split} has no rows to draw")));
+        return Err(Error::Usage(format!("split {split} of {} has no rows to draw", dir.display())));
     }
     let n = n.min(info.rows as usize);
     let wanted: Vec<u64> = (0..n as u64).map(|k| k * info.rows / n as u64).collect();
-    let max_side = info.size_range.map_or(64, |r| r[2].max(r[3]));
-    let tile = max_side.clamp(32, 96) as usize;
-    let caption = 10;
-    let cols = (n as f64).sqrt().ceil() as usize;
-    let rows = n.div_ceil(cols);
-    let (cw, ch) = (tile + 2, tile + caption + 2);
-    let (w, h) = (cols * cw, rows * ch);
-    let mut canvas = vec![255u8; w * h * 3];
-
-    let mut k = 0;
+    let mut out = Vec::with_capacity(n);
     let mut base = 0u64;
     for shard in &info.shards {
         let path = dir.join(&shard.path);
         let reader = ShardReader::open(&path)?;
         for g in 0..reader.row_groups() {
             let len = reader.row_group_rows(g);
+            let k = out.len();
             if k < n && wanted[k] < base + len {
                 let batch = reader.read_row_group(g, None)?;
-                while k < n && wanted[k] < base + len {
-                    let i = (wanted[k] - base) as usize;
-                    let (iw, ih, px) = decode_rgb(batch.image_bytes(i)).map_err(|e| {
+                while out.len() < n && wanted[out.len()] < base + len {
+                    let row = wanted[out.len()];
+                    let i = (row - base) as usize;
+                    let (width, height, rgb) = decode_rgb(batch.image_bytes(i)).map_err(|e| {
                         Error::corrupt(
                             path.display().to_string(),
                             format!("row {i} of row group {g}"),
                             format!("image does not decode: {e}"),
                         )
                     })?;
-                    let text = match (batch.label(i), &manifest.classes) {
-                        (Some(l), Some(c)) => c.get(l as usize).cloned().unwrap_or_else(|| l.to_string()),
-                        _ => format!("#{}", batch.index(i).unwrap_or(0)),
-                    };
-                    let (x0, y0) = ((k % cols) * cw + 1, (k / cols) * ch + 1);
-                    blit_fit(&mut canvas, w, x0, y0, tile, iw as usize, ih as usize, &px);
-                    draw_text(&mut canvas, w, x0, y0 + tile + 1, tile, &text);
-                    k += 1;
+                    out.push(Sample {
+                        row,
+                        width,
+                        height,
+                        rgb,
+                        label: batch.label(i),
+                        attributes: batch.attributes(i),
+                        index: batch.index(i),
+                    });
                 }
             }
             base += len;
         }
     }
-    write_atomic(out, &encode_png(w as u32, h as u32, &canvas))
+    Ok((manifest, out))
 }
 
-/// Nearest-neighbour scale of an image into a `tile`-sized square, aspect kept, centred.
-#[allow(clippy::too_many_arguments)]
-fn blit_fit(canvas: &mut [u8], cw: usize, x0: usize, y0: usize, tile: usize, iw: usize, ih: usize, px: &[u8]) {
-    let scale = tile as f64 / iw.max(ih) as f64;
-    let (tw, th) = (((iw as f64 * scale) as usize).max(1), ((ih as f64 * scale) as usize).max(1));
-    let (ox, oy) = (x0 + (tile - tw) / 2, y0 + (tile - th) / 2);
-    for y in 0..th {
-        let sy = (y * ih / th).min(ih - 1);
-        for x in 0..tw {
-            let sx = (x * iw / tw).min(iw - 1);
-            let d = ((oy + y) * cw + ox + x) * 3;
-            let s = (sy * iw + sx) * 3;
-            canvas[d..d + 3].copy_from_slice(&px[s..s + 3]);
-        }
+/// What to write under a sample: its full class name; for CelebA the attributes it has
+/// (`Smiling, Young, …`, names with spaces for `_`, or `no attributes`); `#INDEX` when unlabeled.
+pub fn caption(manifest: &Manifest, s: &Sample) -> String {
+    if let (Some(a), Some(names)) = (&s.attributes, &manifest.attributes) {
+        let set: Vec<String> = names.iter().zip(a).filter(|(_, &v)| v > 0).map(|(n, _)| n.replace('_', " ")).collect();
+        return if set.is_empty() { "no attributes".into() } else { set.join(", ") };
     }
-}
-
-/// Draws `text` in the 8×8 bitmap font, clipped to `width` pixels.
-fn draw_text(canvas: &mut [u8], cw: usize, x0: usize, y0: usize, width: usize, text: &str) {
-    for (ci, ch) in text.chars().take(width / 8).enumerate() {
-        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
-        for (gy, bits) in glyph.iter().enumerate() {
-            for gx in 0..8 {
-                if bits & (1 << gx) != 0 {
-                    let d = ((y0 + gy) * cw + x0 + ci * 8 + gx) * 3;
-                    canvas[d..d + 3].fill(0);
-                }
-            }
-        }
+    match (s.label, &manifest.classes) {
+        (Some(l), Some(c)) => c.get(l as usize).cloned().unwrap_or_else(|| format!("class {l}")),
+        (Some(l), None) => format!("class {l}"),
+        _ => format!("#{}", s.index.unwrap_or(s.row as i64)),
     }
 }

@@ -53,6 +53,7 @@ pub mod decode;
 mod error;
 mod pipeline;
 pub mod plan;
+pub mod preview;
 mod stats;
 
 pub use batch::{Batch, Buffers};

@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use siamlab_datasets::shard::{Manifest, ShardBatch, ShardReader};
+use siamlab_datasets::shard::{Manifest, ShardBatch, ShardReader, SplitInfo};
 
 use crate::augment::{sample_rng, Normalize, Recipe, Scratch};
 use crate::batch::{Batch, Buffers};
@@ -224,17 +224,7 @@ impl PipelineBuilder {
         let info = manifest.split(&self.split)?.clone();
         let recipe = match self.recipe.clone() {
             RecipeChoice::Custom(r) => *r,
-            RecipeChoice::Named(name) => {
-                let size = self.image_size.or(info.size_range.map(|r| r[0].min(r[1]))).unwrap_or(32);
-                let normalize = match (self.normalize, manifest.stats) {
-                    (Some(n), _) => n,
-                    (None, Some(st)) => {
-                        Normalize::new(st.mean.map(|v| v as f32), st.std.map(|v| (v as f32).max(1e-3)))?
-                    }
-                    (None, None) => Normalize::imagenet(),
-                };
-                Recipe::by_name(&name, size, normalize)?
-            }
+            RecipeChoice::Named(name) => named_recipe(&manifest, &info, &name, self.image_size, self.normalize)?,
         };
         let mut shards = Vec::new();
         let mut groups = Vec::new();
@@ -694,6 +684,24 @@ impl Drop for Pipeline {
             rt.shutdown_background();
         }
     }
+}
+
+/// The recipe `name` for a split: at `image_size` (default: the split's smallest image side),
+/// normalized with `normalize` (default: the manifest's mean/std, else ImageNet's).
+pub(crate) fn named_recipe(
+    manifest: &Manifest,
+    info: &SplitInfo,
+    name: &str,
+    image_size: Option<u32>,
+    normalize: Option<Normalize>,
+) -> Result<Recipe> {
+    let size = image_size.or(info.size_range.map(|r| r[0].min(r[1]))).unwrap_or(32);
+    let normalize = match (normalize, &manifest.stats) {
+        (Some(n), _) => n,
+        (None, Some(st)) => Normalize::new(st.mean.map(|v| v as f32), st.std.map(|v| (v as f32).max(1e-3)))?,
+        (None, None) => Normalize::imagenet(),
+    };
+    Ok(Recipe::by_name(name, size, normalize)?)
 }
 
 #[cfg(test)]

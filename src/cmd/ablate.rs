@@ -52,6 +52,7 @@ fn execute(
     run(&plan, quiet, &mut |l| outln!("{l}"))?;
     let md = std::fs::read_to_string(work.join("results.md"))?;
     outln!("\n{md}");
-    outln!("results: {}", work.join("results.md").display());
+    outln!("table: {} (and results.json beside it)", work.join("results.md").display());
+    outln!("plot:  {} (every run's curves; `siamlab show RUN` for one run)", work.join("runs.png").display());
     Ok(())
 }

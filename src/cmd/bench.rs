@@ -34,7 +34,7 @@ pub enum BenchCommand {
         #[arg(long, default_value = "train")]
         split: String,
         /// Augmentation recipe: simsiam, finetune or eval.
-        #[arg(long, default_value = "simsiam")]
+        #[arg(long, default_value = "simsiam", value_parser = super::names::RECIPE)]
         recipe: String,
         /// Views per sample.
         #[arg(long, default_value_t = 2)]
@@ -70,7 +70,7 @@ pub enum BenchCommand {
     /// non-zero on a NaN or a loss that does not decrease.
     Simsiam {
         /// Backbone (see `siamlab model summary`).
-        #[arg(long, default_value = "resnet18")]
+        #[arg(long, default_value = "resnet18", value_parser = super::names::BACKBONE)]
         backbone: String,
         /// cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
@@ -97,7 +97,7 @@ pub enum BenchCommand {
     /// non-zero on a NaN or a loss that does not decrease.
     Finetune {
         /// Backbone (see `siamlab model summary`).
-        #[arg(long, default_value = "resnet18")]
+        #[arg(long, default_value = "resnet18", value_parser = super::names::BACKBONE)]
         backbone: String,
         /// cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]

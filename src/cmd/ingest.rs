@@ -4,33 +4,15 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::bail;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use siamlab_datasets::sources::{RandomSpec, ShapesSpec, SourceSpec};
 use siamlab_datasets::{ingest, IngestOptions, Outcome};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SourceKind {
-    /// CIFAR-10: cifar-10-binary.tar.gz / cifar-10-python.tar.gz or their extracted folders.
-    Cifar10,
-    /// CIFAR-100: cifar-100-binary.tar.gz / cifar-100-python.tar.gz or extracted.
-    Cifar100,
-    /// STL-10: stl10_binary.tar.gz or stl10_binary/.
-    Stl10,
-    /// CelebA: folder with img_align_celeba/ (or .zip) and the attribute / partition files.
-    Celeba,
-    /// Any image folder: root/<class>/*.jpg or root/<split>/<class>/*.jpg.
-    Folder,
-    /// Seeded Gaussian-noise images (--count, --size, --seed, --mean, --std).
-    Random,
-    /// Procedurally drawn shapes, 10 classes (--count train images, --test-count, --size, --seed).
-    Shapes,
-}
-
 #[derive(Debug, Args)]
 pub struct IngestArgs {
-    /// Source dataset kind.
-    #[arg(value_enum)]
-    source: SourceKind,
+    /// Source dataset kind (`-`/`_` and case do not matter: CIFAR-10 is cifar10).
+    #[arg(value_parser = super::names::SOURCE)]
+    source: String,
     /// Archive file or folder holding the source (not used by `random`).
     #[arg(long)]
     src: Option<PathBuf>,
@@ -77,7 +59,7 @@ pub struct IngestArgs {
 
 fn spec(a: &IngestArgs) -> SourceSpec<'_> {
     SourceSpec {
-        kind: kind_name(a.source),
+        kind: &a.source,
         src: a.src.as_deref(),
         count: Some(a.count),
         test_count: Some(a.test_count),
@@ -88,21 +70,9 @@ fn spec(a: &IngestArgs) -> SourceSpec<'_> {
     }
 }
 
-fn kind_name(k: SourceKind) -> &'static str {
-    match k {
-        SourceKind::Cifar10 => "cifar10",
-        SourceKind::Cifar100 => "cifar100",
-        SourceKind::Stl10 => "stl10",
-        SourceKind::Celeba => "celeba",
-        SourceKind::Folder => "folder",
-        SourceKind::Random => "random",
-        SourceKind::Shapes => "shapes",
-    }
-}
-
 fn arguments(a: &IngestArgs) -> serde_json::Value {
     let mut v = serde_json::json!({
-        "source": kind_name(a.source),
+        "source": a.source,
         "shard_size_mb": a.shard_size_mb,
         "resize": a.resize,
         "skip_bad": a.skip_bad,
@@ -112,10 +82,10 @@ fn arguments(a: &IngestArgs) -> serde_json::Value {
         let src = std::fs::canonicalize(src).unwrap_or_else(|_| src.clone());
         v["src"] = serde_json::json!(src.display().to_string());
     }
-    if a.source == SourceKind::Shapes {
+    if a.source == "shapes" {
         v["shapes"] = serde_json::json!({"count": a.count, "test_count": a.test_count, "size": a.size, "seed": a.seed});
     }
-    if a.source == SourceKind::Random {
+    if a.source == "random" {
         v["random"] =
             serde_json::json!({"count": a.count, "size": a.size, "seed": a.seed, "mean": a.mean, "std": a.std});
     }

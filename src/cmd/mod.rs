@@ -5,6 +5,7 @@ mod bench;
 mod export;
 mod ingest;
 mod model;
+mod names;
 mod progress;
 mod shards;
 mod train;
@@ -42,12 +43,12 @@ enum Command {
         /// Only this split.
         #[arg(long)]
         split: Option<String>,
-        /// Write a PNG grid of samples with their labels here.
+        /// Write a contact sheet (PNG) here: samples spread evenly over the split, each with its
+        /// class name (or CelebA attributes) under it; small images enlarged to at least 96 px.
         #[arg(long)]
         grid: Option<PathBuf>,
-        /// Number of samples in the grid.
-        #[arg(long, default_value_t = 64)]
-        n: usize,
+        #[command(flatten)]
+        sheet: shards::SheetArgs,
     },
     /// Backbones: configuration at a glance.
     #[command(subcommand)]
@@ -113,6 +114,25 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// A run at a glance: its configuration, best and last metrics, wall time, throughput and
+    /// where its plots are (from what the run folder holds; works on unfinished runs too).
+    Show {
+        /// Run folder of `siamlab train pretrain` or `siamlab train finetune`.
+        run: PathBuf,
+    },
+    /// Overlay the curves of several runs (seeds, ablation cells) in one PNG: SimSiam loss and
+    /// kNN accuracy of pretraining runs, validation accuracy and losses of finetuning runs.
+    Plot {
+        /// Run folders.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Title [default: the number of runs].
+        #[arg(long)]
+        title: Option<String>,
+    },
 }
 
 /// Runs the parsed command.
@@ -138,9 +158,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             train::eval(run, split, data, workers, device, json)
         }
         Command::Verify { dir, decode } => shards::verify(&dir, decode),
-        Command::Inspect { dir, split, grid, n } => shards::inspect(&dir, split.as_deref(), grid.as_deref(), n),
+        Command::Inspect { dir, split, grid, sheet } => shards::inspect(&dir, split.as_deref(), grid.as_deref(), sheet),
         Command::Model(m) => model::run(m),
         Command::Export(args) => export::run(args),
         Command::Bench(b) => bench::run(b),
+        Command::Show { run } => show(&run),
+        Command::Plot { runs, out, title } => {
+            let title = title.unwrap_or_else(|| format!("{} runs", runs.len()));
+            siamlab_trainer::plots::write_overlay(&runs, &title, &out)?;
+            outln!("wrote {}", out.display());
+            Ok(())
+        }
     }
+}
+
+/// `siamlab show RUN`.
+fn show(run: &std::path::Path) -> anyhow::Result<()> {
+    for line in siamlab_trainer::overview::Overview::read(run)?.lines() {
+        outln!("{line}");
+    }
+    Ok(())
 }

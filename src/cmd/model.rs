@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use siamlab_model::backbones::{summary_by_name, BACKBONE_NAMES};
+use siamlab_model::backbones::summary_by_name;
 use siamlab_model::weights::{summary_with_weights, ImportOptions};
 use siamlab_trainer::params::load_safetensors;
 
@@ -14,7 +14,7 @@ pub enum ModelCommand {
     Summary {
         /// Backbone: resnet18, resnet18_cifar, resnet18_imagenet, efficientnet_b0, vit_s, pit_ti,
         /// or a reduced-width preset (resnet18_tiny, efficientnet_tiny, vit_tiny, pit_tiny).
-        #[arg(long)]
+        #[arg(long, value_parser = super::names::BACKBONE)]
         backbone: String,
         /// Input image side in pixels.
         #[arg(long, default_value_t = 32)]
@@ -30,9 +30,6 @@ pub enum ModelCommand {
 pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
     match cmd {
         ModelCommand::Summary { backbone, image_size, weights } => {
-            if !BACKBONE_NAMES.contains(&backbone.as_str()) {
-                anyhow::bail!("unknown backbone {backbone:?} (one of: {})", BACKBONE_NAMES.join(", "));
-            }
             let s = match weights {
                 None => summary_by_name(&backbone, image_size)?,
                 Some(file) => {

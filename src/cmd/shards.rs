@@ -2,8 +2,29 @@
 
 use std::path::Path;
 
+use clap::Args;
 use siamlab_datasets::inspect;
 use siamlab_datasets::shard;
+use siamlab_pipeline::preview::{write_sheet, SheetOptions};
+
+/// How `inspect --grid` draws its contact sheet.
+#[derive(Debug, Args)]
+pub struct SheetArgs {
+    /// Samples in the grid.
+    #[arg(long, default_value_t = 64, requires = "grid")]
+    n: usize,
+    /// Cells per row [default: about square].
+    #[arg(long, requires = "grid")]
+    cols: Option<usize>,
+    /// Enlarge every image this many times, nearest neighbour [default: the least factor that
+    /// makes the images at least 96 px].
+    #[arg(long, requires = "grid", value_parser = clap::value_parser!(u32).range(1..=32))]
+    scale: Option<u32>,
+    /// Show what this augmentation recipe makes of each sample (two views side by side, as the
+    /// pipeline feeds SimSiam) instead of the stored image: simsiam, finetune or eval.
+    #[arg(long, requires = "grid", value_parser = super::names::RECIPE)]
+    augment: Option<String>,
+}
 
 pub fn verify(dir: &Path, decode: bool) -> anyhow::Result<()> {
     let r = shard::verify(dir, decode)?;
@@ -12,7 +33,7 @@ pub fn verify(dir: &Path, decode: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn inspect(dir: &Path, split: Option<&str>, grid: Option<&Path>, n: usize) -> anyhow::Result<()> {
+pub fn inspect(dir: &Path, split: Option<&str>, grid: Option<&Path>, sheet: SheetArgs) -> anyhow::Result<()> {
     let (m, splits) = inspect::summarize(dir, split)?;
     outln!("{}: source {}, schema v{}", dir.display(), m.source, m.schema_version);
     for s in &splits {
@@ -38,8 +59,18 @@ pub fn inspect(dir: &Path, split: Option<&str>, grid: Option<&Path>, n: usize) -
     }
     if let Some(out) = grid {
         let split = split.map(String::from).or_else(|| m.split_order.first().cloned()).unwrap_or_default();
-        inspect::contact_sheet(dir, &split, n, out)?;
-        outln!("wrote {} ({} samples of {split})", out.display(), n);
+        let views = if sheet.augment.as_deref() == Some("simsiam") { 2 } else { 1 };
+        let o = SheetOptions {
+            n: sheet.n,
+            cols: sheet.cols,
+            scale: sheet.scale,
+            augment: sheet.augment,
+            views,
+            ..SheetOptions::default()
+        };
+        write_sheet(dir, &split, &o, out)?;
+        let rows = m.split(&split).map_or(0, |s| s.rows);
+        outln!("wrote {} ({} samples of {split})", out.display(), o.n.min(rows as usize));
     }
     Ok(())
 }

@@ -40,7 +40,7 @@ pub struct PretrainArgs {
     fraction: Option<f64>,
     /// resnet18, resnet18_cifar, resnet18_imagenet, efficientnet_b0, vit_s, pit_ti, or a reduced
     /// preset (resnet18_tiny, efficientnet_tiny, vit_tiny, pit_tiny) [default: resnet18].
-    #[arg(long)]
+    #[arg(long, value_parser = super::names::BACKBONE)]
     backbone: Option<String>,
     /// Input size [default: the split's image size].
     #[arg(long)]
@@ -121,7 +121,7 @@ pub struct FinetuneArgs {
     #[arg(long)]
     linear: bool,
     /// Backbone [default: the pretrained run's].
-    #[arg(long)]
+    #[arg(long, value_parser = super::names::BACKBONE)]
     backbone: Option<String>,
     /// Input size [default: the pretrained run's, else the images'].
     #[arg(long)]

@@ -7,6 +7,7 @@ mod celeba;
 mod cifar;
 mod common;
 mod folder;
+mod glance;
 mod model;
 mod random;
 mod stl10;

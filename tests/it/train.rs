@@ -29,7 +29,7 @@ fn pretrain_finetune_linear_and_eval_from_the_command_line() {
     let out = ok(&args);
     assert_eq!(out.lines().filter(|l| l.starts_with("epoch")).count(), 2, "{out}");
     assert!(out.contains("kNN") && out.contains("held-out cos"), "{out}");
-    for f in ["backbone.safetensors", "metrics.jsonl", "summary.json", "config.json", "loss.png", "knn.png"] {
+    for f in ["backbone.safetensors", "metrics.jsonl", "summary.json", "config.json", "curves.png"] {
         assert!(pre.join(f).is_file(), "{f}");
     }
     let first: serde_json::Value =

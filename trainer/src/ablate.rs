@@ -10,7 +10,8 @@
 //! `data/ID`, `pretrain/ID`, `cells/ROW--COLUMN--sSEED`. Shards and pretrained runs shared by
 //! several cells are made once; finished steps are skipped and interrupted ones resume, so
 //! rerunning after a crash or Ctrl-C continues where it stopped. `results.md` and
-//! `results.json` hold the tables with the run folder of every number.
+//! `results.json` hold the tables with the run folder of every number; `runs.png` overlays
+//! the curves of every run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -208,6 +209,8 @@ impl Plan {
         let mut steps = Vec::new();
         for (id, spec) in &e.datasets {
             let mut spec = spec.clone();
+            spec.source =
+                crate::names::source(&spec.source).map_err(|e| Error::config(format!("[datasets.{id}]: {e}")))?.into();
             if let Some(src) = &spec.src {
                 spec.src = Some(base.join(src));
             }
@@ -241,9 +244,13 @@ impl Plan {
                         t.insert("init".into(), toml::Value::String(format!("imagenet:{}", base.join(file).display())));
                     }
                 }
-                let config: FinetuneConfig = t
+                let mut config: FinetuneConfig = t
                     .try_into()
                     .map_err(|err| Error::config(format!("{what}: {}", err.to_string().replace('\n', " "))))?;
+                if let Some(b) = &config.backbone {
+                    let b = crate::names::backbone(b).map_err(|e| Error::config(format!("{what}: {e}")))?;
+                    config.backbone = Some(b.into());
+                }
                 let id = format!("{}--{}--s{seed}", slug(&cell.row), slug(&cell.column));
                 cells.push(Step::Finetune { id, row: cell.row.clone(), column: cell.column.clone(), seed, config });
             }
@@ -255,8 +262,10 @@ impl Plan {
             data_path(work, &e, &mut t, "data", &what)?;
             data_path(work, &e, &mut t, "knn_data", &what)?;
             t.insert("seed".into(), toml::Value::Integer(*seed as i64));
-            let config: PretrainConfig =
+            let mut config: PretrainConfig =
                 t.try_into().map_err(|err| Error::config(format!("{what}: {}", err.to_string().replace('\n', " "))))?;
+            config.backbone =
+                crate::names::backbone(&config.backbone).map_err(|e| Error::config(format!("{what}: {e}")))?.into();
             steps.push(Step::Pretrain { id: format!("{pid}--s{seed}"), config });
         }
         steps.extend(cells);
@@ -528,6 +537,16 @@ pub fn run(plan: &Plan, quiet: bool, log: &mut dyn FnMut(&str)) -> Result<Vec<Re
     let md = markdown(&plan.experiment, &cells, t0.elapsed().as_secs_f64());
     write_atomic(&plan.work.join("results.md"), md.as_bytes())?;
     write_json(&plan.work.join("results.json"), &cells)?;
+    let mut runs: Vec<PathBuf> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Pretrain { id, .. } => Some(plan.work.join("pretrain").join(id)),
+            _ => None,
+        })
+        .collect();
+    runs.extend(summaries.iter().map(|s| s.2.clone()));
+    crate::plots::write_overlay(&runs, &plan.experiment.title, &plan.work.join("runs.png"))?;
     Ok(cells)
 }
 

@@ -196,6 +196,9 @@ pub struct EpochRecord {
     pub val: EvalMetrics,
     /// Images per second.
     pub images_per_sec: f64,
+    /// Seconds the epoch took, validation included (0 in runs written before it was recorded).
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// Checkpointed progress.
@@ -249,6 +252,9 @@ fn targets(loss: Loss, outputs: usize, labels: &[i64], attributes: &[i8]) -> Res
 
 fn resolve(cfg: &FinetuneConfig, ds: &Dataset) -> Result<(FinetuneConfig, Loss, Vec<String>, Option<PathBuf>)> {
     let mut c = cfg.clone();
+    if let Some(b) = &c.backbone {
+        c.backbone = Some(crate::names::backbone(b)?.into());
+    }
     ds.rows(&c.train_split)?;
     let (names, natural) = match ds.labels() {
         Labels::Classes(n) => (n, Loss::Ce),
@@ -549,6 +555,7 @@ pub fn finetune(
                 train_loss: sum / count.max(1) as f64,
                 val: val_m,
                 images_per_sec: images as f64 / secs,
+                seconds: t0.elapsed().as_secs_f64(),
             };
             end_epoch(record, &mut state, &mut opt, &mut *net, run, c.linear, &bar, log)?;
         }
@@ -585,6 +592,7 @@ fn end_epoch(
         save_safetensors(&run.join("best.safetensors"), &dict)?;
     }
     append_jsonl(&run.join("metrics.jsonl"), &record)?;
+    crate::plots::write_run_plot(run)?;
     state.history.push(record);
     state.epoch += 1;
     state.optimizer_t = opt.t;
@@ -676,6 +684,7 @@ fn linear(
             train_loss: sum / n as f64,
             val: val_m,
             images_per_sec: n as f64 / t0.elapsed().as_secs_f64(),
+            seconds: t0.elapsed().as_secs_f64(),
         };
         end_epoch(record, state, opt, net, run, true, &bar, log)?;
     }

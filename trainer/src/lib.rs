@@ -1,6 +1,7 @@
 //! siamlab's trainer: SimSiam pretraining ([`pretrain`]), finetuning and linear evaluation
 //! ([`finetune`], [`evaluate`]) on batches from [`siamlab_pipeline`], with models from
-//! [`siamlab_model`]; metrics, kNN and collapse monitors, PNG plots, and checkpoints that
+//! [`siamlab_model`]; metrics, kNN and collapse monitors, PNG plots ([`plots`], drawn by
+//! `siamlab_draw`), run summaries ([`overview`]), and checkpoints that
 //! resume bit for bit on CPU.
 //!
 //! A backbone is chosen by name at run time and wrapped in an object-safe [`net::SslNet`] /
@@ -13,7 +14,6 @@
 #![deny(missing_docs)]
 
 pub mod ablate;
-pub mod chart;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
@@ -21,9 +21,12 @@ mod error;
 pub mod finetune;
 pub mod head;
 pub mod metrics;
+pub mod names;
 pub mod net;
 pub mod optim;
+pub mod overview;
 pub mod params;
+pub mod plots;
 pub mod prefetch;
 pub mod pretrain;
 pub mod progress;

@@ -9,7 +9,6 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use siamlab_pipeline::{PipelineState, Subset};
 
-use crate::chart::{save_line_chart, Series};
 use crate::checkpoint::{self, append_jsonl, read_json, write_json};
 use crate::data::{for_each_batch, Dataset, Feed, Labels};
 use crate::device::DeviceSpec;
@@ -161,6 +160,10 @@ pub struct EpochRecord {
     pub knn_top1: Option<f64>,
     /// Image pairs per second.
     pub pairs_per_sec: f64,
+    /// Seconds the epoch took, monitors included (0 in runs written before it was recorded;
+    /// a resumed epoch counts from the resume).
+    #[serde(default)]
+    pub seconds: f64,
     /// Mean fill of the pipeline's prefetch queue when the trainer asked for a batch.
     pub queue_fill: f64,
     /// Batches after the first of the epoch that were not yet on the compute device when the
@@ -204,6 +207,7 @@ pub struct Outcome {
 
 fn resolve(cfg: &PretrainConfig, ds: &Dataset) -> Result<PretrainConfig> {
     let mut c = cfg.clone();
+    c.backbone = crate::names::backbone(&c.backbone)?.into();
     ds.rows(&c.split)?;
     if c.image_size.is_none() {
         c.image_size = ds.image_size(&c.split)?;
@@ -408,7 +412,9 @@ pub fn pretrain(
             queue_fill: fill.0 / fill.1.max(1) as f64,
             device_waits: waits.saturating_sub(1).min(taken),
             overhead: ((train_secs - busy) / train_secs).max(0.0),
+            seconds: 0.0,
         };
+        let record = EpochRecord { seconds: t0.elapsed().as_secs_f64(), ..record };
         let mut line = format!(
             "epoch {:>3}/{}  loss {:+.4}  lr {:.2e}  z-std {:.4} (healthy {:.4})  {:.1} pairs/s",
             epoch + 1,
@@ -435,7 +441,7 @@ pub fn pretrain(
         state.pipeline = None;
         state.partial = (0.0, 0.0, 0);
         save_checkpoint(run, &state, &mut *net, &opt)?;
-        plots(run, &state.history)?;
+        crate::plots::write_run_plot(run)?;
         if cfg.max_steps.is_some_and(|m| steps_this_run >= m) && state.epoch < cfg.epochs {
             bar.finish();
             return Ok(Outcome { run: run.to_path_buf(), losses, history: state.history, finished: false });
@@ -465,23 +471,6 @@ fn save_checkpoint(run: &Path, state: &State, net: &mut dyn SslNet, opt: &Optimi
     })?;
     let optimizer = checkpoint::optimizer_state(opt, &mut |f| net.walk(f))?;
     checkpoint::save(run, state, &model, &optimizer)
-}
-
-fn plots(run: &Path, history: &[EpochRecord]) -> Result<()> {
-    let x = |r: &EpochRecord| (r.epoch + 1) as f64;
-    let loss = Series { label: "loss".into(), points: history.iter().map(|r| (x(r), r.loss)).collect() };
-    let mut series = vec![loss];
-    let sim: Vec<(f64, f64)> = history.iter().filter_map(|r| r.holdout_similarity.map(|s| (x(r), -s))).collect();
-    if !sim.is_empty() {
-        series.push(Series { label: "-cos (held-out)".into(), points: sim });
-    }
-    save_line_chart(&run.join("loss.png"), "SimSiam pretraining", "epoch", "loss", &series).at(run.join("loss.png"))?;
-    let knn: Vec<(f64, f64)> = history.iter().filter_map(|r| r.knn_top1.map(|k| (x(r), 100.0 * k))).collect();
-    if !knn.is_empty() {
-        let s = [Series { label: "kNN top-1 %".into(), points: knn }];
-        save_line_chart(&run.join("knn.png"), "kNN monitor", "epoch", "top-1 %", &s).at(run.join("knn.png"))?;
-    }
-    Ok(())
 }
 
 /// The held-out similarity and kNN monitors.

@@ -63,7 +63,7 @@ fn resumed_runs_are_bitwise_identical() {
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "one line per epoch: {metrics}");
     assert_eq!(std::fs::read_to_string(tmp.path().join("full/metrics.jsonl")).unwrap().lines().count(), 2);
-    for f in ["loss.png", "knn.png", "summary.json", "config.json"] {
+    for f in ["curves.png", "summary.json", "config.json"] {
         assert!(run.join(f).is_file(), "{f}");
     }
 }

@@ -34,6 +34,6 @@ pub use fast_image_resize::Resizer;
 pub use normalize::Normalize;
 pub use recipe::{
     blur_kernel_for, EvalConfig, FinetuneConfig, FinetuneCrop, Geometry, Recipe, RecipeConfig, Scratch, SimSiamConfig,
-    ViewParams,
+    ViewParams, RECIPE_NAMES,
 };
 pub use rng::{below, bernoulli, permutation, sample_key, sample_rng, splitmix64, uniform, unit_f64, SampleRng};

@@ -22,6 +22,9 @@ use super::error::{check_len, invalid, Result};
 use super::normalize::Normalize;
 use super::rng::bernoulli;
 
+/// The recipes [`Recipe::by_name`] knows.
+pub const RECIPE_NAMES: [&str; 3] = ["simsiam", "finetune", "eval"];
+
 /// The SimCLR / SimSiam blur kernel for an image side: 10% of it, made odd
 /// (`int(0.1 * size)` → `2 * (k / 2) + 1`; 9 at 96 px, 23 at 224 px).
 pub fn blur_kernel_for(size: u32) -> u32 {
@@ -258,7 +261,7 @@ impl Recipe {
         Self::new(RecipeConfig::Eval(EvalConfig::new(size)), normalize)
     }
 
-    /// A recipe by name: `simsiam`, `finetune` or `eval`.
+    /// A recipe by name: one of [`RECIPE_NAMES`].
     pub fn by_name(name: &str, size: u32, normalize: Normalize) -> Result<Self> {
         match name {
             "simsiam" => Self::simsiam(size, normalize),

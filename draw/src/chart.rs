@@ -1,31 +1,68 @@
-//! A tiny PNG line chart (title, labelled axes with "nice" ticks, one colour per series, a legend), drawn
-//! directly with `image` and the `font8x8` bitmap font, because plotters would need a TTF font file to label the
-//! axes. Meant for training curves (loss, accuracy per epoch); nothing here panics on any input.
+//! Line charts for training curves: one or more panels stacked in one PNG (loss above kNN
+//! accuracy, say), each with a title, axis labels, 4–6 tick labels on "nice" values, light grid
+//! lines, one colour per series and a legend; text anti-aliased in the embedded font. Nothing
+//! here panics on any input (non-finite points are skipped, empty panels get a unit range).
 
-use std::io::Write;
-use std::path::Path;
+use image::{Rgb, RgbImage};
 
-use font8x8::UnicodeFonts;
-use image::{ImageEncoder, Rgb, RgbImage};
+use crate::text;
 
-/// One named line of a chart.
+/// One named line of a panel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     /// Name shown in the legend (an empty name leaves only the colour swatch).
     pub label: String,
-    /// `(x, y)` points, drawn in the given order; points with a non-finite coordinate are skipped (the line joins
-    /// the finite neighbours).
+    /// `(x, y)` points, drawn in the given order; points with a non-finite coordinate are
+    /// skipped (the line joins the finite neighbours).
     pub points: Vec<(f64, f64)>,
 }
 
+impl Series {
+    /// A series.
+    pub fn new(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Series { label: label.into(), points }
+    }
+}
+
+/// One plot of a chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    /// Shown above the plot (may be empty).
+    pub title: String,
+    /// Under the x axis, with its unit (`epoch`).
+    pub x_label: String,
+    /// Left of the y axis, reading upwards, with its unit (`top-1 accuracy (%)`).
+    pub y_label: String,
+    /// The lines.
+    pub series: Vec<Series>,
+}
+
+impl Panel {
+    /// A panel.
+    pub fn new(
+        title: impl Into<String>,
+        x_label: impl Into<String>,
+        y_label: impl Into<String>,
+        series: Vec<Series>,
+    ) -> Self {
+        Panel { title: title.into(), x_label: x_label.into(), y_label: y_label.into(), series }
+    }
+}
+
 /// Chart width in pixels.
-const WIDTH: u32 = 640;
-/// Chart height in pixels.
-const HEIGHT: u32 = 400;
-/// Glyph size of the bitmap font.
-const GLYPH: i64 = 8;
-/// Longest legend label, in characters (longer ones are cut).
-const LEGEND_CHARS: usize = 20;
+pub const WIDTH: u32 = 800;
+/// Height of one panel in pixels.
+pub const PANEL_HEIGHT: u32 = 340;
+/// Height of the chart's title band.
+const TITLE_BAND: u32 = 40;
+/// Text sizes in pixels.
+const TITLE_PX: f32 = 19.0;
+const PANEL_TITLE_PX: f32 = 15.0;
+const LABEL_PX: f32 = 14.0;
+const TICK_PX: f32 = 12.5;
+const LEGEND_PX: f32 = 13.0;
+/// Widest legend, in pixels (longer labels are cut with "…").
+const LEGEND_MAX: f32 = 220.0;
 /// Series colours (matplotlib's "tab10"), reused cyclically.
 const PALETTE: [[u8; 3]; 10] = [
     [31, 119, 180],
@@ -41,24 +78,37 @@ const PALETTE: [[u8; 3]; 10] = [
 ];
 const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
-const GRID: Rgb<u8> = Rgb([225, 225, 225]);
+const GREY: Rgb<u8> = Rgb([90, 90, 90]);
+const GRID: Rgb<u8> = Rgb([228, 228, 228]);
 const AXIS: Rgb<u8> = Rgb([60, 60, 60]);
 
 /// Colour of the `i`-th series.
-fn series_color(i: usize) -> Rgb<u8> {
+pub fn series_color(i: usize) -> Rgb<u8> {
     Rgb(PALETTE[i % PALETTE.len()])
 }
 
-/// Draws a 640×400 line chart on a white background: `title` centred on top, `x_label` under the x axis,
-/// `y_label` written upwards left of the y axis, 4–6 tick labels per axis on "nice" values (1, 2, 2.5 or 5 times
-/// a power of ten, compactly formatted: `0.25`, `150k`, `1.5e-5`), light grid lines, one colour per series and a
-/// legend right of the plot.
+/// Draws `panels` stacked top to bottom under `title`: [`WIDTH`] wide, [`PANEL_HEIGHT`] per
+/// panel plus a title band (no panels: one empty panel).
 ///
-/// Non-finite points are skipped. Without any finite point the axes span `[0, 1]`; a series with a single
-/// finite point is drawn as a small square; a zero-width range (e.g. a constant series) is padded by ±10% of its
-/// value (±1 around 0).
-pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> RgbImage {
-    let mut img = RgbImage::from_pixel(WIDTH, HEIGHT, WHITE);
+/// Non-finite points are skipped. Without any finite point a panel's axes span `[0, 1]`; a
+/// series with a single finite point is drawn as a small square; a zero-width range (e.g. a
+/// constant series) is padded by ±10% of its value (±1 around 0).
+pub fn line_chart(title: &str, panels: &[Panel]) -> RgbImage {
+    let empty = [Panel::new("", "", "", vec![])];
+    let panels = if panels.is_empty() { &empty[..] } else { panels };
+    let h = TITLE_BAND + PANEL_HEIGHT * panels.len() as u32;
+    let mut img = RgbImage::from_pixel(WIDTH, h, WHITE);
+    let title = text::fit(title, TITLE_PX, WIDTH as f32 - 16.0);
+    text::draw_centred(&mut img, WIDTH as i64 / 2, 10, &title, TITLE_PX, BLACK);
+    for (i, p) in panels.iter().enumerate() {
+        draw_panel(&mut img, (TITLE_BAND + PANEL_HEIGHT * i as u32) as i64, p);
+    }
+    img
+}
+
+/// Draws one panel in the band of rows `y0 .. y0 + PANEL_HEIGHT`.
+fn draw_panel(img: &mut RgbImage, y0: i64, panel: &Panel) {
+    let series = &panel.series;
     let finite = |s: &Series| s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
     let pts: Vec<Vec<(f64, f64)>> = series.iter().map(finite).collect();
     let xs = range(pts.iter().flatten().map(|p| p.0));
@@ -67,32 +117,35 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     let (x_ticks, y_ticks) = (xa.labelled_ticks(), ya.labelled_ticks());
 
     // Layout: y label column, y tick labels, plot, legend.
-    let (w, h) = (WIDTH as i64, HEIGHT as i64);
-    let y_tick_chars = y_ticks.iter().map(|t| t.1.chars().count()).max().unwrap_or(1) as i64;
-    let left = (2 * GLYPH + 8 + y_tick_chars * GLYPH + 6).clamp(48, 160);
-    let labels: Vec<String> = series.iter().map(|s| s.label.chars().take(LEGEND_CHARS).collect()).collect();
+    let w = WIDTH as i64;
+    let tick_h = text::line_height(TICK_PX) as i64;
+    let label_h = text::line_height(LABEL_PX) as i64;
+    let y_tick_w = y_ticks.iter().map(|t| text::width(&t.1, TICK_PX)).fold(0.0f32, f32::max).ceil() as i64;
+    let left = 6 + label_h + 8 + y_tick_w + 8;
+    let labels: Vec<String> = series.iter().map(|s| text::fit(&s.label, LEGEND_PX, LEGEND_MAX)).collect();
     let show_legend = labels.iter().any(|l| !l.is_empty());
-    let legend_chars = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as i64;
-    let legend_w = if show_legend { 28 + legend_chars * GLYPH } else { 0 };
+    let legend_w = labels.iter().map(|l| text::width(l, LEGEND_PX)).fold(0.0f32, f32::max).ceil() as i64;
+    let legend_w = if show_legend { 34 + legend_w } else { 0 };
     // The last x tick label is centred on the right edge of the plot: keep it inside the image.
-    let last_x_tick = x_ticks.last().map_or(0, |t| t.1.chars().count() as i64 * GLYPH / 2 + 4);
-    let (top, bottom, right) = (28, h - 44, w - (16 + legend_w).max(last_x_tick));
+    let last_x_tick = x_ticks.last().map_or(0, |t| (text::width(&t.1, TICK_PX) / 2.0).ceil() as i64 + 6);
+    let top = y0 + if panel.title.is_empty() { 10 } else { 10 + text::line_height(PANEL_TITLE_PX) as i64 + 4 };
+    let bottom = y0 + PANEL_HEIGHT as i64 - (8 + tick_h + 6 + label_h + 8);
+    let right = w - (20 + legend_w).max(last_x_tick);
     let plot = Rect { left, top, right, bottom };
 
     // Grid and ticks.
-    for (v, text) in &x_ticks {
+    for (v, label) in &x_ticks {
         let px = plot.x(*v, &xa);
-        vline(&mut img, px, top + 1, bottom - 1, GRID);
-        vline(&mut img, px, bottom, bottom + 4, AXIS);
-        let tw = text.chars().count() as i64 * GLYPH;
-        draw_text(&mut img, px - tw / 2, bottom + 8, text, BLACK);
+        vline(img, px, top + 1, bottom - 1, GRID);
+        vline(img, px, bottom, bottom + 4, AXIS);
+        text::draw_centred(img, px, bottom + 6, label, TICK_PX, BLACK);
     }
-    for (v, text) in &y_ticks {
+    for (v, label) in &y_ticks {
         let py = plot.y(*v, &ya);
-        hline(&mut img, left + 1, right - 1, py, GRID);
-        hline(&mut img, left - 4, left, py, AXIS);
-        let tw = text.chars().count() as i64 * GLYPH;
-        draw_text(&mut img, left - 7 - tw, py - GLYPH / 2, text, BLACK);
+        hline(img, left + 1, right - 1, py, GRID);
+        hline(img, left - 4, left, py, AXIS);
+        let tw = text::width(label, TICK_PX).round() as i64;
+        text::draw(img, left - 7 - tw, py - tick_h / 2, label, TICK_PX, BLACK);
     }
 
     // Series.
@@ -100,81 +153,44 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
         let c = series_color(i);
         let px: Vec<(i64, i64)> = p.iter().map(|&(x, y)| (plot.x(x, &xa), plot.y(y, &ya))).collect();
         if let [(x, y)] = px[..] {
-            fill_rect(&mut img, &plot, x - 2, y - 2, x + 2, y + 2, c);
+            fill_rect(img, &plot, x - 3, y - 3, x + 3, y + 3, c);
         }
         for seg in px.windows(2) {
-            line(&mut img, &plot, seg[0], seg[1], c);
+            line(img, &plot, seg[0], seg[1], c);
         }
     }
 
     // Axes box, labels, title.
-    hline(&mut img, left, right, top, AXIS);
-    hline(&mut img, left, right, bottom, AXIS);
-    vline(&mut img, left, top, bottom, AXIS);
-    vline(&mut img, right, top, bottom, AXIS);
-    let fit = |s: &str, px: i64| -> String { s.chars().take((px / GLYPH).max(0) as usize).collect() };
-    let x_label = fit(x_label, right - left);
-    draw_text(&mut img, (left + right) / 2 - x_label.chars().count() as i64 * GLYPH / 2, h - 16, &x_label, BLACK);
-    let y_label = fit(y_label, bottom - top);
-    let yl = y_label.chars().count() as i64 * GLYPH;
-    draw_text_up(&mut img, 4, (top + bottom) / 2 + yl / 2, &y_label, BLACK);
-    let title = fit(title, w - 16);
-    draw_text(&mut img, (w - title.chars().count() as i64 * GLYPH) / 2, 8, &title, BLACK);
+    hline(img, left, right, top, AXIS);
+    hline(img, left, right, bottom, AXIS);
+    vline(img, left, top, bottom, AXIS);
+    vline(img, right, top, bottom, AXIS);
+    let x_label = text::fit(&panel.x_label, LABEL_PX, (right - left) as f32);
+    text::draw_centred(img, (left + right) / 2, bottom + 6 + tick_h + 6, &x_label, LABEL_PX, GREY);
+    let y_label = text::fit(&panel.y_label, LABEL_PX, (bottom - top) as f32);
+    let yl = text::width(&y_label, LABEL_PX).round() as i64;
+    text::draw_up(img, 6, (top + bottom) / 2 + yl / 2, &y_label, LABEL_PX, GREY);
+    if !panel.title.is_empty() {
+        let t = text::fit(&panel.title, PANEL_TITLE_PX, (right - left) as f32);
+        text::draw_centred(img, (left + right) / 2, y0 + 8, &t, PANEL_TITLE_PX, BLACK);
+    }
 
     // Legend: swatch and label per series, as many as fit in the plot height.
     if show_legend {
-        let x0 = right + 10;
+        let x0 = right + 14;
+        let row = text::line_height(LEGEND_PX) as i64 + 4;
         for (i, label) in labels.iter().enumerate() {
-            let y = top + 4 + i as i64 * 14;
-            if y + GLYPH > bottom {
+            let y = top + 2 + i as i64 * row;
+            if y + row > bottom {
                 break;
             }
             let c = series_color(i);
-            for dy in 3..5 {
-                hline(&mut img, x0, x0 + 14, y + dy, c);
+            for dy in -1..=1 {
+                hline(img, x0, x0 + 18, y + row / 2 + dy - 2, c);
             }
-            draw_text(&mut img, x0 + 20, y, label, BLACK);
+            text::draw(img, x0 + 24, y, label, LEGEND_PX, BLACK);
         }
     }
-    img
-}
-
-/// Draws [`line_chart`] and writes it as a PNG to `path` atomically: the image goes to a temporary file
-/// (`.name.tmp`) in the same folder, which is synced and then renamed over `path`.
-pub fn save_line_chart(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-) -> std::io::Result<()> {
-    let img = line_chart(title, x_label, y_label, series);
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
-        .map_err(std::io::Error::other)?;
-    let name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} has no file name", path.display()))
-    })?;
-    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&png)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 /// Smallest and largest value, or `None` without values.
@@ -387,43 +403,6 @@ fn line(img: &mut RgbImage, clip: &Rect, (x0, y0): (i64, i64), (x1, y1): (i64, i
     }
 }
 
-/// The 8×8 glyph of `ch` (basic Latin, Latin-1, Greek), `?` for anything else.
-fn glyph(ch: char) -> [u8; 8] {
-    font8x8::BASIC_FONTS
-        .get(ch)
-        .or_else(|| font8x8::LATIN_FONTS.get(ch))
-        .or_else(|| font8x8::GREEK_FONTS.get(ch))
-        .or_else(|| font8x8::BASIC_FONTS.get('?'))
-        .unwrap_or([0; 8])
-}
-
-/// Draws `text` left to right with its top-left corner at `(x0, y0)`; pixels outside the image are dropped.
-fn draw_text(img: &mut RgbImage, x0: i64, y0: i64, text: &str, c: Rgb<u8>) {
-    for (ci, ch) in text.chars().enumerate() {
-        for (gy, bits) in glyph(ch).iter().enumerate() {
-            for gx in 0..8 {
-                if bits & (1 << gx) != 0 {
-                    put(img, x0 + ci as i64 * GLYPH + gx, y0 + gy as i64, c);
-                }
-            }
-        }
-    }
-}
-
-/// Draws `text` rotated a quarter turn counter-clockwise (reading upwards), starting at the bottom-left
-/// `(x0, y0)`.
-fn draw_text_up(img: &mut RgbImage, x0: i64, y0: i64, text: &str, c: Rgb<u8>) {
-    for (ci, ch) in text.chars().enumerate() {
-        for (gy, bits) in glyph(ch).iter().enumerate() {
-            for gx in 0..8 {
-                if bits & (1 << gx) != 0 {
-                    put(img, x0 + gy as i64, y0 - ci as i64 * GLYPH - gx, c);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,14 +419,17 @@ mod tests {
     fn draws_lines_in_series_colours() {
         let loss: Vec<(f64, f64)> = (0..50).map(|e| (e as f64, 2.0 * (-0.05 * e as f64).exp())).collect();
         let acc: Vec<(f64, f64)> = (0..50).map(|e| (e as f64, 0.1 + 0.015 * e as f64)).collect();
-        let img = line_chart("SimSiam on CIFAR-10", "epoch", "value", &[s("loss", &loss), s("kNN acc", &acc)]);
-        assert_eq!(img.dimensions(), (640, 400));
+        let img = line_chart(
+            "SimSiam on CIFAR-10",
+            &[Panel::new("", "epoch", "value", vec![s("loss", &loss), s("kNN acc", &acc)])],
+        );
+        assert_eq!(img.dimensions(), (WIDTH, TITLE_BAND + PANEL_HEIGHT));
         // Lines and legend swatches of both series; the legend alone is 30 pixels.
         assert!(count(&img, series_color(0)) > 200, "{}", count(&img, series_color(0)));
         assert!(count(&img, series_color(1)) > 200);
         assert_eq!(count(&img, series_color(2)), 0);
         // Title text is drawn in black near the top.
-        assert!((0..20).any(|y| (0..640).any(|x| *img.get_pixel(x, y) == BLACK)));
+        assert!((0..30).any(|y| (0..WIDTH).any(|x| img.get_pixel(x, y).0[0] < 60)));
     }
 
     #[test]
@@ -465,19 +447,27 @@ mod tests {
             vec![s("gap", &[(0.0, 1.0), (1.0, nan), (2.0, 3.0)]), s(&"x".repeat(500), &[(1.0, 1.0)])],
         ];
         for series in &cases {
-            let img = line_chart(&"t".repeat(200), "ünïcödé ≠ λ", "", series);
-            assert_eq!(img.dimensions(), (640, 400));
+            let img = line_chart(&"t".repeat(200), &[Panel::new("t", "ünïcödé ≠ λ 中", "", series.clone())]);
+            assert_eq!(img.dimensions(), (WIDTH, TITLE_BAND + PANEL_HEIGHT));
         }
         // A single point is drawn as a marker; a constant series as a horizontal line.
-        let img = line_chart("", "", "", &[s("one", &[(3.0, 4.0)])]);
+        let one = |series: Vec<Series>| line_chart("", &[Panel::new("", "", "", series)]);
+        let img = one(vec![s("one", &[(3.0, 4.0)])]);
         assert!(count(&img, series_color(0)) >= 25);
-        let img = line_chart("", "", "", &[s("c", &[(0.0, 5.0), (10.0, 5.0)])]);
-        // The y axis is padded to [4.5, 5.5], so the line runs through the middle of the plot (rows 28..=356).
-        let row = (0..400).max_by_key(|&y| (0..640).filter(|&x| *img.get_pixel(x, y) == series_color(0)).count());
-        assert!(row.is_some_and(|y| (190..=194).contains(&y)), "{row:?}");
+        let img = one(vec![s("c", &[(0.0, 5.0), (10.0, 5.0)])]);
+        // The y axis is padded to [4.5, 5.5], so the line runs through the middle of the plot.
+        let plot_rows: Vec<u32> =
+            (0..img.height()).filter(|&y| (0..WIDTH).filter(|&x| *img.get_pixel(x, y) == AXIS).count() > 200).collect();
+        let (top, bottom) = (plot_rows[0], *plot_rows.last().unwrap());
+        let row =
+            (0..img.height()).max_by_key(|&y| (0..WIDTH).filter(|&x| *img.get_pixel(x, y) == series_color(0)).count());
+        let mid = (top + bottom) / 2;
+        assert!(row.is_some_and(|y| y.abs_diff(mid) <= 2), "{row:?} vs {mid}");
         // 100 series: colours cycle, the legend is cut to the plot height.
         let many: Vec<Series> = (0..100).map(|i| s(&format!("s{i}"), &[(0.0, i as f64), (1.0, 0.0)])).collect();
-        line_chart("many", "x", "y", &many);
+        line_chart("many", &[Panel::new("", "x", "y", many)]);
+        // No panels: one empty one.
+        assert_eq!(line_chart("", &[]).dimensions(), (WIDTH, TITLE_BAND + PANEL_HEIGHT));
     }
 
     #[test]
@@ -509,16 +499,15 @@ mod tests {
 
     #[test]
     fn saves_png_atomically() {
-        let dir = std::env::temp_dir().join(format!("siamlab-chart-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("curve.png");
-        save_line_chart(&path, "loss", "epoch", "loss", &[s("train", &[(0.0, 1.0), (1.0, 0.5)])]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curve.png");
+        let img = line_chart("loss", &[Panel::new("", "epoch", "loss", vec![s("train", &[(0.0, 1.0), (1.0, 0.5)])])]);
+        crate::save_png(&path, &img).unwrap();
         let back = image::open(&path).unwrap().into_rgb8();
-        assert_eq!(back, line_chart("loss", "epoch", "loss", &[s("train", &[(0.0, 1.0), (1.0, 0.5)])]));
-        assert!(!dir.join(".curve.png.tmp").exists());
+        assert_eq!(back, img);
+        assert!(!dir.path().join(".curve.png.tmp").exists());
         // A missing folder is an error, not a panic, and leaves nothing behind.
-        assert!(save_line_chart(&dir.join("missing/x.png"), "", "", "", &[]).is_err());
-        assert!(save_line_chart(Path::new("/"), "", "", "", &[]).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(crate::save_png(&dir.path().join("missing/x.png"), &img).is_err());
+        assert!(crate::save_png(std::path::Path::new("/"), &img).is_err());
     }
 }
