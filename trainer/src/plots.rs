@@ -13,7 +13,10 @@ use crate::overview::Overview;
 
 /// A panel: its title, y-axis label (with unit), and the metrics it shows ([`Overview`]
 /// names), the first one the main one (the only one when several runs are overlaid).
-const PANELS: [(&str, &str, &[(&str, &str)]); 4] = [
+type PanelSpec = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+/// The panels of a run's figure (see [`PanelSpec`]).
+const PANELS: [PanelSpec; 4] = [
     (
         "SimSiam loss",
         "loss (−cos similarity)",
@@ -58,8 +61,7 @@ pub fn figure(title: &str, runs: &[Overview]) -> RgbImage {
     for (panel_title, y_label, metrics) in PANELS {
         let mut series = Vec::new();
         for (run, run_name) in runs.iter().zip(&names) {
-            let shown = if single { metrics } else { &metrics[..] };
-            for (k, (metric, short)) in shown.iter().enumerate() {
+            for (k, (metric, short)) in metrics.iter().enumerate() {
                 // Overlaid runs: the main metric (or the first of the alternatives a run has).
                 if !single && k > 0 && series.iter().any(|s: &Series| s.label == *run_name) {
                     continue;
