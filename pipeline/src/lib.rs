@@ -55,7 +55,7 @@ mod pipeline;
 pub mod plan;
 mod stats;
 
-pub use batch::{Batch, Buffers};
+pub use batch::{Batch, BatchMut, Buffers};
 pub use error::{Error, Result};
 pub use pipeline::{Pipeline, PipelineBuilder, PipelineStream, RecipeChoice};
 pub use plan::{PipelineState, Subset};
