@@ -79,6 +79,35 @@ impl Outcome {
     }
 }
 
+/// The arguments an ingest records in its manifest (`arguments`), which decide whether an
+/// existing output is "already complete" or "made with other arguments": the CLI and the
+/// Python package both call this, so either recognises the other's output. `src` is recorded
+/// canonicalised (the same source however it is named).
+pub fn recorded_arguments(
+    spec: &crate::sources::SourceSpec,
+    shard_size_mb: f64,
+    resize: Option<u32>,
+    skip_bad: bool,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "source": spec.kind,
+        "shard_size_mb": shard_size_mb,
+        "resize": resize,
+        "skip_bad": skip_bad,
+    });
+    if let Some(src) = spec.src {
+        let src = std::fs::canonicalize(src).unwrap_or_else(|_| src.to_path_buf());
+        v["src"] = serde_json::json!(src.display().to_string());
+    }
+    if spec.kind == "shapes" {
+        v["shapes"] = serde_json::json!({"count": spec.count, "test_count": spec.test_count, "size": spec.size, "seed": spec.seed});
+    }
+    if spec.kind == "random" {
+        v["random"] = serde_json::json!({"count": spec.count, "size": spec.size, "seed": spec.seed, "mean": spec.mean, "std": spec.std});
+    }
+    v
+}
+
 /// Checks `out` before any work, deleting nothing that is not siamlab's:
 ///
 /// - an existing file is an error;

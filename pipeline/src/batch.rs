@@ -17,6 +17,22 @@ pub struct Buffers {
     pub rows: Vec<u64>,
 }
 
+/// Mutable access to every array of a [`Batch`], each cut to the batch's length: for a binding
+/// that hands the buffers to another runtime without copying (the Python package wraps them
+/// in NumPy arrays that keep the batch, hence its buffers, alive). Heap buffers do not move
+/// when the [`Batch`] does, so pointers taken from these slices stay valid until it drops.
+#[derive(Debug)]
+pub struct BatchMut<'a> {
+    /// One `[B, 3, H, W]` slice per view.
+    pub views: Vec<&'a mut [f32]>,
+    /// Class ids (`-1` = unlabeled), `B` of them.
+    pub labels: &'a mut [i64],
+    /// 0/1 attributes, `B × num_attributes`, row-major (empty when none).
+    pub attributes: &'a mut [i8],
+    /// Source indices, `B` of them.
+    pub indices: &'a mut [i64],
+}
+
 /// A batch of augmented samples.
 #[derive(Debug)]
 pub struct Batch {
@@ -69,6 +85,18 @@ impl Batch {
     /// Row ids in the split.
     pub fn rows(&self) -> &[u64] {
         &self.buf.rows
+    }
+
+    /// Every array, mutable, at once (see [`BatchMut`]).
+    pub fn parts_mut(&mut self) -> BatchMut<'_> {
+        let n = self.shape.iter().product::<usize>();
+        let buf = &mut self.buf;
+        BatchMut {
+            views: buf.views.iter_mut().map(|v| &mut v[..n]).collect(),
+            labels: &mut buf.labels,
+            attributes: &mut buf.attributes,
+            indices: &mut buf.indices,
+        }
     }
 
     /// Takes the buffers out (they then do not return to the pool).

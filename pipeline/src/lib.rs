@@ -56,7 +56,7 @@ pub mod plan;
 pub mod preview;
 mod stats;
 
-pub use batch::{Batch, Buffers};
+pub use batch::{Batch, BatchMut, Buffers};
 pub use error::{Error, Result};
 pub use pipeline::{Pipeline, PipelineBuilder, PipelineStream, RecipeChoice};
 pub use plan::{PipelineState, Subset};

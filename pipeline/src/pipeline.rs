@@ -220,33 +220,9 @@ impl PipelineBuilder {
                 self.start_sample, o.batch_size
             )));
         }
-        let manifest = Manifest::load(&self.dir)?;
-        let info = manifest.split(&self.split)?.clone();
-        let recipe = match self.recipe.clone() {
-            RecipeChoice::Custom(r) => *r,
-            RecipeChoice::Named(name) => named_recipe(&manifest, &info, &name, self.image_size, self.normalize)?,
-        };
-        let mut shards = Vec::new();
-        let mut groups = Vec::new();
-        let mut first = 0u64;
-        for (si, sh) in info.shards.iter().enumerate() {
-            let path = self.dir.join(&sh.path);
-            let reader = ShardReader::open(&path)?;
-            let mut shard_row = 0u64;
-            for g in 0..reader.row_groups() {
-                let rows = reader.row_group_rows(g);
-                groups.push((GroupRef { shard: si, group: g, rows: rows as u32, first_row: first }, shard_row));
-                first += rows;
-                shard_row += rows;
-            }
-            shards.push(Arc::new((path, reader)));
-        }
-        let shard_rows: Vec<u64> = groups.iter().map(|(_, r)| *r).collect();
-        let mut order = self.order;
-        if order.window_rows == 0 {
-            order.window_rows = auto_window_rows(info.shards.iter().map(|s| s.bytes).sum(), info.rows);
-        }
-        let plan = Arc::new(Plan::new(groups.into_iter().map(|(g, _)| g).collect(), &order));
+        let Planned { manifest, info, shards, shard_rows, plan } = self.plan()?;
+        let recipe = self.recipe_for(&manifest, &info)?;
+        let plan = Arc::new(plan);
         let start_batch = (self.start_sample / o.batch_size as u64) as usize;
         if start_batch > plan.batches() {
             return Err(Error::Config(format!("resume point {} is past the end of the epoch", self.start_sample)));
@@ -397,6 +373,62 @@ impl PipelineBuilder {
             shape,
             finished: false,
         })
+    }
+}
+
+struct Planned {
+    manifest: Manifest,
+    info: SplitInfo,
+    shards: Vec<Arc<(PathBuf, ShardReader)>>,
+    /// Row of each row group's first row within its shard.
+    shard_rows: Vec<u64>,
+    plan: Plan,
+}
+
+impl PipelineBuilder {
+    /// Reads the manifest and the shards' footers and plans this rank's epoch.
+    fn plan(&self) -> Result<Planned> {
+        let manifest = Manifest::load(&self.dir)?;
+        let info = manifest.split(&self.split)?.clone();
+        let mut shards = Vec::new();
+        let mut groups = Vec::new();
+        let mut first = 0u64;
+        for (si, sh) in info.shards.iter().enumerate() {
+            let path = self.dir.join(&sh.path);
+            let reader = ShardReader::open(&path)?;
+            let mut shard_row = 0u64;
+            for g in 0..reader.row_groups() {
+                let rows = reader.row_group_rows(g);
+                groups.push((GroupRef { shard: si, group: g, rows: rows as u32, first_row: first }, shard_row));
+                first += rows;
+                shard_row += rows;
+            }
+            shards.push(Arc::new((path, reader)));
+        }
+        let shard_rows: Vec<u64> = groups.iter().map(|(_, r)| *r).collect();
+        let mut order = self.order;
+        if order.window_rows == 0 {
+            order.window_rows = auto_window_rows(info.shards.iter().map(|s| s.bytes).sum(), info.rows);
+        }
+        let plan = Plan::new(groups.into_iter().map(|(g, _)| g).collect(), &order);
+        Ok(Planned { manifest, info, shards, shard_rows, plan })
+    }
+
+    /// The recipe the views use, planned for the split.
+    fn recipe_for(&self, manifest: &Manifest, info: &SplitInfo) -> Result<Recipe> {
+        Ok(match self.recipe.clone() {
+            RecipeChoice::Custom(r) => *r,
+            RecipeChoice::Named(name) => named_recipe(manifest, info, &name, self.image_size, self.normalize)?,
+        })
+    }
+
+    /// Batches per epoch for this rank (the same every epoch), without starting anything:
+    /// reads the manifest and the shards' footers and plans the recipe, so a bad folder or
+    /// a bad recipe fails here.
+    pub fn batches_per_epoch(&self) -> Result<usize> {
+        let planned = self.plan()?;
+        self.recipe_for(&planned.manifest, &planned.info)?;
+        Ok(planned.plan.batches())
     }
 }
 

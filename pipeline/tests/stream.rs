@@ -48,8 +48,16 @@ fn eval_recipe_delivers_exact_pixels_labels_and_indices() {
         .build()
         .unwrap();
     assert_eq!(p.shape(), [8, 3, 32, 32]);
-    let batches = collect(p);
+    let mut batches = collect(p);
     assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 50);
+    let last = batches.last_mut().unwrap();
+    let (n, first) = (last.len(), last.view(0)[0]);
+    let mut parts = last.parts_mut();
+    assert_eq!((parts.views.len(), parts.views[0].len(), parts.labels.len(), parts.indices.len()), (1, n * 3072, n, n));
+    assert!(parts.attributes.is_empty());
+    parts.views[0][0] = first + 1.0;
+    assert_eq!(last.view(0)[0], first + 1.0, "parts_mut gives the batch's own memory");
+    last.parts_mut().views[0][0] = first; // undone for the pixel checks below
     let mut seen = 0;
     for b in &batches {
         for k in 0..b.len() {
@@ -107,7 +115,9 @@ fn ranks_are_disjoint_covering_with_equal_batch_counts() {
     let mut rows = Vec::new();
     let mut counts = Vec::new();
     for rank in 0..3 {
-        let p = Pipeline::builder(&dir).seed(9).batch_size(8).shard(rank, 3).workers(1).build().unwrap();
+        let builder = Pipeline::builder(&dir).seed(9).batch_size(8).shard(rank, 3).workers(1);
+        assert_eq!(builder.batches_per_epoch().unwrap(), 5, "planned without starting");
+        let p = builder.build().unwrap();
         counts.push(p.batches());
         for b in collect(p) {
             rows.extend_from_slice(b.rows());

@@ -71,25 +71,7 @@ fn spec(a: &IngestArgs) -> SourceSpec<'_> {
 }
 
 fn arguments(a: &IngestArgs) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "source": a.source,
-        "shard_size_mb": a.shard_size_mb,
-        "resize": a.resize,
-        "skip_bad": a.skip_bad,
-    });
-    if let Some(src) = &a.src {
-        // The same source however it is named (relative, through links).
-        let src = std::fs::canonicalize(src).unwrap_or_else(|_| src.clone());
-        v["src"] = serde_json::json!(src.display().to_string());
-    }
-    if a.source == "shapes" {
-        v["shapes"] = serde_json::json!({"count": a.count, "test_count": a.test_count, "size": a.size, "seed": a.seed});
-    }
-    if a.source == "random" {
-        v["random"] =
-            serde_json::json!({"count": a.count, "size": a.size, "seed": a.seed, "mean": a.mean, "std": a.std});
-    }
-    v
+    siamlab_datasets::ingest::recorded_arguments(&spec(a), a.shard_size_mb, a.resize, a.skip_bad)
 }
 
 pub fn run(a: IngestArgs) -> anyhow::Result<()> {
