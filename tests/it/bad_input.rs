@@ -113,7 +113,8 @@ fn out_is_an_existing_file_and_unknown_source() {
     assert_eq!(std::fs::read(&f).unwrap(), b"x");
     let out = siamlab(&["ingest", "imagenet", "--src", "x", "--out", "y"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'imagenet'"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown source \"imagenet\"") && err.contains("cifar10"), "{err}");
     let err = fails(&["ingest", "cifar10", "--src", s(&t.path().join("nope")), "--out", s(&t.path().join("o"))]);
     assert!(err.contains("nope"), "{err}");
 }
