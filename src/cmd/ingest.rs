@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::bail;
 use clap::Args;
 use siamlab_datasets::sources::{RandomSpec, ShapesSpec, SourceSpec};
-use siamlab_datasets::{ingest, IngestOptions, Outcome};
+use siamlab_datasets::{IngestOptions, IngestRequest, Outcome};
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -78,8 +78,25 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     if !(a.shard_size_mb > 0.0 && a.shard_size_mb.is_finite()) {
         bail!("--shard-size-mb must be a positive number");
     }
-    siamlab_datasets::decode::check_resize(a.resize)?;
-    if let Some(m) = siamlab_datasets::ingest::prepare_out(&a.out, a.overwrite, &arguments(&a))? {
+    let start = Instant::now();
+    let pb = super::progress::bar(None, a.quiet, "ingest");
+    let progress = |done: u64, _total: Option<u64>| pb.set_position(done);
+    let request = IngestRequest {
+        spec: spec(&a),
+        options: IngestOptions {
+            out: a.out.clone(),
+            shard_bytes: (a.shard_size_mb * 1024.0 * 1024.0) as u64,
+            resize: a.resize,
+            jobs: a.jobs.unwrap_or(0),
+            overwrite: a.overwrite,
+            skip_bad: a.skip_bad,
+            arguments: arguments(&a),
+            progress: Some(&progress),
+        },
+    };
+    request.check()?;
+    if let Some(m) = request.already_complete()? {
+        pb.finish_and_clear();
         outln!(
             "{} is already complete ({} source, {} rows); use --overwrite to redo it",
             a.out.display(),
@@ -88,21 +105,11 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let start = Instant::now();
-    let source = spec(&a).open()?;
-    let pb = super::progress::bar(source.info().total, a.quiet, "ingest");
-    let progress = |done: u64, _total: Option<u64>| pb.set_position(done);
-    let opts = IngestOptions {
-        out: a.out.clone(),
-        shard_bytes: (a.shard_size_mb * 1024.0 * 1024.0) as u64,
-        resize: a.resize,
-        jobs: a.jobs.unwrap_or(0),
-        overwrite: a.overwrite,
-        skip_bad: a.skip_bad,
-        arguments: arguments(&a),
-        progress: Some(&progress),
-    };
-    let outcome = ingest(source, &opts)?;
+    let source = request.open()?;
+    if let Some(total) = source.info().total {
+        pb.set_length(total);
+    }
+    let outcome = request.ingest(source)?;
     pb.finish_and_clear();
     let m = outcome.manifest();
     if let Outcome::AlreadyComplete(_) = outcome {

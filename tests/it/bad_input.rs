@@ -95,12 +95,16 @@ fn corrupt_archive() {
     let err = fails(&["ingest", "cifar10", "--src", s(&tgz), "--out", s(&out)]);
     assert!(err.contains("c.tar.gz") && err.contains("corrupt archive"), "{err}");
     assert_clean(&out);
-    let zip = t.path().join("bad.zip");
-    std::fs::write(&zip, b"PK\x03\x04 not really").unwrap();
-    std::fs::write(t.path().join("list_attr_celeba.txt"), "0\n").unwrap();
-    std::fs::write(t.path().join("list_eval_partition.txt"), "").unwrap();
-    let err = fails(&["ingest", "folder", "--src", s(&zip), "--out", s(&out)]);
-    assert!(err.contains("bad.zip"), "{err}");
+    // A CelebA image zip whose end (the central directory) is cut off: the annotations read
+    // fine, the zip reader refuses the archive, naming it.
+    let root = synth::celeba(&t.path().join("celeba"), 4, 12, 15, false, true, false).unwrap();
+    let zip = root.join("img_align_celeba.zip");
+    let b = std::fs::read(&zip).unwrap();
+    std::fs::write(&zip, &b[..b.len() - 30]).unwrap();
+    let out = t.path().join("o2");
+    let err = fails(&["ingest", "celeba", "--src", s(&root), "--out", s(&out)]);
+    assert!(err.contains("img_align_celeba.zip") && err.contains("corrupt zip"), "{err}");
+    assert_clean(&out);
 }
 
 #[test]

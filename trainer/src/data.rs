@@ -19,17 +19,6 @@ pub enum Labels {
     None,
 }
 
-impl Labels {
-    /// Number of outputs a classifier needs.
-    pub fn outputs(&self) -> usize {
-        match self {
-            Labels::Classes(c) => c.len(),
-            Labels::Attributes(a) => a.len(),
-            Labels::None => 0,
-        }
-    }
-}
-
 /// An ingested dataset: its folder and manifest.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -42,7 +31,7 @@ pub struct Dataset {
 impl Dataset {
     /// Opens `dir` (written by `siamlab ingest`).
     pub fn open(dir: &Path) -> Result<Self> {
-        if !dir.join("manifest.json").is_file() {
+        if !dir.join(siamlab_datasets::shard::MANIFEST).is_file() {
             return Err(Error::config(format!(
                 "{}: no manifest.json (not a shard folder written by `siamlab ingest`, or an unfinished one)",
                 dir.display()

@@ -45,9 +45,6 @@ pub enum Error {
         /// Optimizer step.
         step: u64,
     },
-    /// Stopped by the user.
-    #[error("interrupted")]
-    Interrupted,
 }
 
 /// `Result` with [`Error`].
@@ -86,22 +83,4 @@ impl From<dfdx::tensor::CudaError> for Error {
     fn from(e: dfdx::tensor::CudaError) -> Self {
         Error::Model(e.into())
     }
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.at(path)
 }

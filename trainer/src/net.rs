@@ -12,8 +12,7 @@ use siamlab_model::{Image, Kernels, OpError};
 
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
-use crate::finetune::Loss;
-use crate::head::{Head, Matrix};
+use crate::head::{loss_of, Head, Loss, Matrix};
 use crate::optim::Optimizer;
 use crate::params::{self, StateDict, TensorFn};
 use crate::prefetch::{Uploaded, Uploader};
@@ -99,18 +98,6 @@ pub trait SslNet {
     fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()>;
     /// The backbone's tensors with its own names (`conv1.weight`), for `backbone.safetensors`.
     fn backbone_state(&mut self) -> Result<StateDict>;
-}
-
-/// `loss(logits, targets)`, mean over the batch: softmax cross-entropy or per-output BCE.
-pub(crate) fn loss_of<D: Device<f32>, T: Tape<f32, D>>(
-    loss: Loss,
-    logits: Matrix<T, D>,
-    t: Matrix<NoneTape, D>,
-) -> Tensor<Rank0, f32, D, T> {
-    match loss {
-        Loss::Ce => cross_entropy_with_logits_loss(logits, t),
-        Loss::Bce => binary_cross_entropy_with_logits_loss(logits, t),
-    }
 }
 
 /// A backbone and a linear head, for finetuning and evaluation.
@@ -621,16 +608,6 @@ pub fn build_cls(
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("check_available refuses cuda without the feature"),
     }
-}
-
-/// Model state of a net as a dict (every tensor).
-pub fn state_of(walker: &mut dyn FnMut(&mut TensorFn<'_>) -> Result<()>) -> Result<StateDict> {
-    let mut out = StateDict::new();
-    walker(&mut |slot, values| {
-        out.insert(slot.name.to_string(), (slot.shape.to_vec(), values.clone()));
-        Ok(false)
-    })?;
-    Ok(out)
 }
 
 #[cfg(test)]
