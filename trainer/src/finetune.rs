@@ -472,8 +472,8 @@ pub fn finetune(
             }
             let file = l.dir.join("model.safetensors");
             net.walk(&mut |s, v| params::restore_one(s, v, &l.model, &file))?;
-            restore_opt(&mut opt, &l.optimizer, &l.dir.join("optimizer.safetensors"), &mut *net, c.linear)?;
             opt.t = l.state.optimizer_t;
+            restore_opt(&mut opt, &l.optimizer, &l.dir.join("optimizer.safetensors"), &mut *net, c.linear)?;
             state = l.state;
             log(&format!("resuming {} at epoch {}", run.display(), state.epoch));
         }

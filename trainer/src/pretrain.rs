@@ -319,8 +319,8 @@ pub fn pretrain(
         let file = l.dir.join("model.safetensors");
         net.walk(&mut |slot, values| params::restore_one(slot, values, &l.model, &file))?;
         let opt_file = l.dir.join("optimizer.safetensors");
-        checkpoint::restore_optimizer(&mut opt, &l.optimizer, &opt_file, &mut |f| net.walk(f))?;
         opt.t = l.state.optimizer_t;
+        checkpoint::restore_optimizer(&mut opt, &l.optimizer, &opt_file, &mut |f| net.walk(f))?;
         state = l.state;
         log(&format!("resuming {} at epoch {}, step {}", run.display(), state.epoch, state.step));
     } else {
