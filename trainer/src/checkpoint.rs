@@ -109,8 +109,9 @@ pub fn optimizer_state(opt: &Optimizer, walk: &mut dyn FnMut(&mut TensorFn<'_>) 
 }
 
 /// Puts optimizer state read from `dict` (the file `file`) back into `opt`'s slots; a moment
-/// of another shape than its parameter, or Adam's `exp_avg` without its `exp_avg_sq`, is an
-/// error naming the tensor.
+/// of another shape than its parameter, Adam's `exp_avg` without its `exp_avg_sq`, or (once
+/// `opt.t`, set from the checkpoint first, counts steps taken) a trainable tensor without its
+/// moments is an error naming the tensor: the optimizer never silently restarts from zero.
 pub fn restore_optimizer(
     opt: &mut Optimizer,
     dict: &StateDict,
@@ -118,6 +119,7 @@ pub fn restore_optimizer(
     walk: &mut dyn FnMut(&mut TensorFn<'_>) -> Result<()>,
 ) -> Result<()> {
     let (a, b) = moment_names(opt.cfg.kind);
+    let steps = opt.t;
     let mut slots = Vec::new();
     walk(&mut |s, _| {
         if !s.trainable {
@@ -134,6 +136,16 @@ pub fn restore_optimizer(
             }
         };
         let first = get(format!("{a}.{}", s.name))?;
+        if first.is_empty() && steps > 0 {
+            return Err(Error::bad_file(
+                file,
+                format!(
+                    "holds no {a}.{} though the run took {steps} optimizer steps (incomplete optimizer state; \
+                     delete the checkpoint folder to restart the run from scratch)",
+                    s.name
+                ),
+            ));
+        }
         let second = match b {
             Some(b) => {
                 let second = get(format!("{b}.{}", s.name))?;

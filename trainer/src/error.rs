@@ -11,8 +11,8 @@ pub enum Error {
     Io {
         /// The file.
         file: PathBuf,
-        /// The cause.
-        #[source]
+        /// The cause (kept out of the error chain: the message already has it, and a chain
+        /// printed cause by cause would say it twice).
         err: std::io::Error,
     },
     /// A run file (config, state, weights) that does not parse or does not fit.
@@ -32,9 +32,9 @@ pub enum Error {
     /// The dataset's manifest.
     #[error(transparent)]
     Dataset(#[from] siamlab_datasets::Error),
-    /// An op of the model.
+    /// An op of the model (not a `#[from]` source: the message already has it).
     #[error("model: {0}")]
-    Model(#[from] siamlab_model::OpError),
+    Model(siamlab_model::OpError),
     /// The loss became NaN or infinite.
     #[error("loss is {value} at epoch {epoch}, step {step}; stopped (the last good checkpoint is kept)")]
     NonFinite {
@@ -69,6 +69,12 @@ pub(crate) trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, file: impl AsRef<Path>) -> Result<T> {
         self.map_err(|err| Error::Io { file: file.as_ref().to_path_buf(), err })
+    }
+}
+
+impl From<siamlab_model::OpError> for Error {
+    fn from(e: siamlab_model::OpError) -> Self {
+        Error::Model(e)
     }
 }
 

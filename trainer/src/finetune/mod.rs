@@ -189,8 +189,8 @@ pub fn finetune(
     let mut state = State { epoch: 0, step: 0, optimizer_t: 0, best: None, history: vec![] };
     let (_lock, loaded) = start_or_resume::<_, State>(run, resume, &resolved)?;
     if let Some(l) = loaded {
-        run::restore(&l, &mut opt, &mut |f| net.walk(f), &optimized(c.linear))?;
         opt.t = l.state.optimizer_t;
+        run::restore(&l, &mut opt, &mut |f| net.walk(f), &optimized(c.linear))?;
         state = l.state;
         log(&format!("resuming {} at epoch {}", run.display(), state.epoch));
     }

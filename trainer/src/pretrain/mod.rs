@@ -140,8 +140,8 @@ pub fn pretrain(
         State { epoch: 0, step: 0, optimizer_t: 0, pipeline: None, partial: (0.0, 0.0, 0), history: vec![] };
     let (_lock, loaded) = start_or_resume::<_, State>(run, resume, &resolved)?;
     if let Some(l) = loaded {
-        run::restore(&l, &mut opt, &mut |f| net.walk(f), &|_| true)?;
         opt.t = l.state.optimizer_t;
+        run::restore(&l, &mut opt, &mut |f| net.walk(f), &|_| true)?;
         state = l.state;
         log(&format!("resuming {} at epoch {}, step {}", run.display(), state.epoch, state.step));
     }
