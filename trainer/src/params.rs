@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use dfdx::nn::tensor_collection::{
-    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
+    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName, ViewTensorRef,
 };
 use dfdx::prelude::*;
 
@@ -58,6 +58,44 @@ pub fn walk<D: Device<f32>, M: TensorCollection<f32, D>>(
     f: &mut TensorFn<'_>,
 ) -> Result<()> {
     let mut walk = Walk { f };
+    M::iter_tensors(&mut RecursiveWalker { m: (prefix.to_string(), model), f: &mut walk })?;
+    Ok(())
+}
+
+struct GradWalk<'g, D: Device<f32>> {
+    grads: &'g mut Gradients<f32, D>,
+    out: &'g mut StateDict,
+}
+
+impl<D: Device<f32>> TensorVisitor<f32, D> for GradWalk<'_, D> {
+    type Viewer = (ViewTensorName, ViewTensorRef);
+    type Err = Error;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, D>,
+        (name, t): (String, &Tensor<S, f32, D>),
+    ) -> Result<Option<Tensor<S, f32, D>>> {
+        if opts.do_gradient_update {
+            self.grads.try_alloc_for(t).map_err(|e| Error::Model(siamlab_model::OpError::device(e)))?;
+            let shape: Vec<usize> = t.shape().concrete().into_iter().collect();
+            self.out.insert(name, (shape, self.grads.get(t).as_vec()));
+        }
+        Ok(None)
+    }
+}
+
+/// The gradient held in `grads` for every trainable tensor of `model` (zeros where none has
+/// accumulated), under the tensor's name prefixed with `prefix`, added to `out`.
+pub fn collect_grads<D: Device<f32>, M: TensorCollection<f32, D>>(
+    model: &M,
+    grads: &mut Gradients<f32, D>,
+    prefix: &str,
+    out: &mut StateDict,
+) -> Result<()> {
+    let mut walk = GradWalk { grads, out };
     M::iter_tensors(&mut RecursiveWalker { m: (prefix.to_string(), model), f: &mut walk })?;
     Ok(())
 }

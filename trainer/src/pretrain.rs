@@ -80,6 +80,9 @@ pub struct PretrainConfig {
     pub checkpoint_every: u64,
     /// Stop after this many optimizer steps of this invocation (testing interruptions).
     pub max_steps: Option<u64>,
+    /// Write the first micro-batches, the initial tensors and each step's gradients and
+    /// tensors to a folder, then stop ([`crate::dump`]; `--dump-batches N DIR`).
+    pub dump: Option<crate::dump::DumpConfig>,
 }
 
 impl Default for PretrainConfig {
@@ -112,6 +115,7 @@ impl Default for PretrainConfig {
             monitor_images: 512,
             checkpoint_every: 0,
             max_steps: None,
+            dump: None,
         }
     }
 }
@@ -299,6 +303,7 @@ pub fn pretrain(
     same.workers = None;
     same.device = DeviceSpec::Cpu;
     same.max_steps = None;
+    same.dump = None;
     let resolved = Resolved { config: same, optim, batches_per_epoch: batches, schedule, net: net.info().clone() };
     let config_path = run.join("config.json");
     let mut opt = Optimizer::new(optim);
@@ -333,6 +338,13 @@ pub fn pretrain(
         write_json(&config_path, &resolved)?;
         let _ = std::fs::remove_file(run.join("metrics.jsonl"));
     }
+    let mut dump = match &cfg.dump {
+        Some(_) if resume => {
+            return Err(Error::config("--dump-batches records a run from its initial weights; not with --resume"))
+        }
+        Some(d) => Some(crate::dump::Recorder::start(d, &mut *net)?),
+        None => None,
+    };
 
     let mut losses = Vec::new();
     let mut steps_this_run = 0u64;
@@ -342,7 +354,11 @@ pub fn pretrain(
         let epoch = state.epoch;
         let pipeline = feed.open(&ds, epoch, state.pipeline)?;
         let mut micro = (state.pipeline.map_or(0, |p| p.next_sample) / cfg.batch as u64) as usize;
-        let mut stage = DevicePrefetch::new(pipeline, net.uploader(), 2, (image_size, image_size));
+        let uploader = match &dump {
+            Some(d) => d.wrap(net.uploader()),
+            None => net.uploader(),
+        };
+        let mut stage = DevicePrefetch::new(pipeline, uploader, 2, (image_size, image_size));
         let t0 = Instant::now();
         let mut busy = 0f64;
         let mut fill = (0f64, 0u64);
@@ -362,6 +378,9 @@ pub fn pretrain(
                 return Err(Error::NonFinite { value: s.loss, epoch, step: state.step });
             }
             losses.push(s.loss);
+            if let Some(d) = &mut dump {
+                d.micro(s.loss, scale);
+            }
             state.partial.0 += s.loss as f64;
             state.partial.1 += s.z_std as f64;
             state.partial.2 += 1;
@@ -369,13 +388,25 @@ pub fn pretrain(
             micro += 1;
             if micro.is_multiple_of(cfg.accum) || micro == batches {
                 let lr = schedule.lr(state.step);
+                let grads = match &dump {
+                    Some(d) if d.active() => Some(net.grads()?),
+                    _ => None,
+                };
                 net.step(&mut opt, lr)?;
                 state.step += 1;
+                let mut dumped = false;
+                if let (Some(d), Some(g)) = (&mut dump, grads) {
+                    d.step(state.step, lr, g, &mut *net)?;
+                    if !d.active() {
+                        d.finish(&resolved)?;
+                        dumped = true;
+                    }
+                }
                 steps_this_run += 1;
                 state.optimizer_t = opt.t;
                 bar.step(state.step, s.loss, lr, pairs as f64 / t0.elapsed().as_secs_f64());
                 let mid_epoch = micro < batches;
-                let stop = cfg.max_steps.is_some_and(|m| steps_this_run >= m);
+                let stop = dumped || cfg.max_steps.is_some_and(|m| steps_this_run >= m);
                 if mid_epoch && (stop || (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)))
                 {
                     state.pipeline = Some(position);
@@ -442,12 +473,16 @@ pub fn pretrain(
         state.partial = (0.0, 0.0, 0);
         save_checkpoint(run, &state, &mut *net, &opt)?;
         crate::plots::write_run_plot(run)?;
-        if cfg.max_steps.is_some_and(|m| steps_this_run >= m) && state.epoch < cfg.epochs {
+        let dumped = dump.as_ref().is_some_and(|d| !d.active());
+        if (dumped || cfg.max_steps.is_some_and(|m| steps_this_run >= m)) && state.epoch < cfg.epochs {
             bar.finish();
             return Ok(Outcome { run: run.to_path_buf(), losses, history: state.history, finished: false });
         }
     }
     bar.finish();
+    if let Some(d) = dump.as_ref().filter(|d| d.active()) {
+        d.finish(&resolved)?; // the run had fewer micro-batches than asked for
+    }
     save_safetensors(&run.join("backbone.safetensors"), &net.backbone_state()?)?;
     let last = state.history.last().cloned();
     write_json(
