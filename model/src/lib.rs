@@ -98,7 +98,7 @@ pub use backbones::trace::{StageTrace, SummaryRow};
 pub use device::Kernels;
 pub use element::Element;
 pub use error::OpError;
-pub use names::{named_tensors, visit_tensors, walk_tensors, NamedTensor, ReadFn, Slot, TensorFn};
+pub use names::{named_tensors, visit_grads, visit_tensors, walk_tensors, GradFn, NamedTensor, ReadFn, Slot, TensorFn};
 pub use ops::composed;
 pub use ops::{
     avg_pool2d, batch_norm, batched_matmul, conv2d, conv2d_bias, drop_path, gelu, global_avg_pool2d, layer_norm,

@@ -3,14 +3,17 @@
 //! what the trainer's checkpoints and the tests' fixtures are keyed by.
 //!
 //! One visitor of dfdx's tensor collections serves them all: [`visit_tensors`] reads a model
-//! (names, shapes, values on demand), [`walk_tensors`] may also write each tensor back.
+//! (names, shapes, values on demand), [`walk_tensors`] may also write each tensor back,
+//! [`visit_grads`] reads the gradients of the trainable ones.
 
 use std::marker::PhantomData;
 
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName, ViewTensorRef,
 };
-use dfdx::prelude::{Device, HasShape, Shape, Tensor};
+use dfdx::prelude::{Device, Gradients, HasShape, Shape, Tensor};
+
+use crate::OpError;
 
 /// A tensor of a model: its `state_dict` key, shape, and whether it is trained (parameters)
 /// or not (BatchNorm's running statistics).
@@ -42,6 +45,10 @@ pub type ReadFn<'f, E> = dyn FnMut(Slot<'_>, &dyn Fn() -> Vec<f32>) -> Result<()
 /// What [`walk_tensors`] does with each tensor: gets a host copy of its values, written back
 /// when the function returns `true`.
 pub type TensorFn<'f, E> = dyn FnMut(Slot<'_>, &mut Vec<f32>) -> Result<bool, E> + 'f;
+
+/// What [`visit_grads`] does with each trainable tensor: gets its slot and a host copy of its
+/// gradient.
+pub type GradFn<'f, E> = dyn FnMut(Slot<'_>, Vec<f32>) -> Result<(), E> + 'f;
 
 /// The visitor: `F` is what to do ([`ReadFn`] or [`TensorFn`]), `E` the caller's error.
 struct Visit<'h, F: ?Sized, E> {
@@ -110,6 +117,44 @@ pub fn walk_tensors<D: Device<f32>, M: TensorCollection<f32, D>, E>(
     f: &mut TensorFn<'_, E>,
 ) -> Result<(), E> {
     let mut visit = Visit { f, _err: PhantomData };
+    M::iter_tensors(&mut RecursiveWalker { m: (prefix.to_string(), model), f: &mut visit })?;
+    Ok(())
+}
+
+struct GradVisit<'h, 'f, D: Device<f32>, E> {
+    f: &'h mut GradFn<'f, E>,
+    grads: &'h mut Gradients<f32, D>,
+}
+
+impl<D: Device<f32>, E: From<OpError>> TensorVisitor<f32, D> for GradVisit<'_, '_, D, E> {
+    type Viewer = (ViewTensorName, ViewTensorRef);
+    type Err = E;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, D>,
+        (name, t): (String, &Tensor<S, f32, D>),
+    ) -> Result<Option<Tensor<S, f32, D>>, E> {
+        if opts.do_gradient_update {
+            self.grads.try_alloc_for(t).map_err(OpError::device)?;
+            let shape = shape_of(t.shape());
+            (self.f)(Slot { name: &name, shape: &shape, trainable: true }, self.grads.get(t).as_vec())?;
+        }
+        Ok(None)
+    }
+}
+
+/// Visits the gradient held in `grads` of every trainable tensor of `model` (zeros for a
+/// tensor none has reached yet), named as in [`visit_tensors`].
+pub fn visit_grads<D: Device<f32>, M: TensorCollection<f32, D>, E: From<OpError>>(
+    model: &M,
+    grads: &mut Gradients<f32, D>,
+    prefix: &str,
+    f: &mut GradFn<'_, E>,
+) -> Result<(), E> {
+    let mut visit = GradVisit { f, grads };
     M::iter_tensors(&mut RecursiveWalker { m: (prefix.to_string(), model), f: &mut visit })?;
     Ok(())
 }

@@ -95,6 +95,11 @@ pub struct PretrainArgs {
     /// Also checkpoint every N optimizer steps [default: 0 = each epoch only].
     #[arg(long)]
     checkpoint_every: Option<u64>,
+    /// Debugging: write the first N micro-batches (.npy), the initial tensors and each step's
+    /// gradients and tensors (.safetensors) into DIR, then stop (tools/step_parity.py replays
+    /// them in PyTorch).
+    #[arg(long, num_args = 2, value_names = ["N", "DIR"])]
+    dump_batches: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +210,12 @@ pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathB
     }
     if a.monitor_split.is_some() {
         c.monitor_split = a.monitor_split;
+    }
+    if let Some(d) = a.dump_batches {
+        let batches = d[0]
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--dump-batches N DIR: N must be a count of micro-batches, not {:?}", d[0]))?;
+        c.dump = Some(siamlab_trainer::dump::DumpConfig { batches, dir: PathBuf::from(&d[1]) });
     }
     c.require_data()?;
     Ok((c, a.out, a.resume, a.quiet))

@@ -17,6 +17,7 @@ pub mod ablate;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod dump;
 mod error;
 pub mod finetune;
 pub mod head;

@@ -98,6 +98,9 @@ pub trait SslNet {
     fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()>;
     /// The backbone's tensors with its own names (`conv1.weight`), for `backbone.safetensors`.
     fn backbone_state(&mut self) -> Result<StateDict>;
+    /// The gradients accumulated since the last [`step`](Self::step), one per trainable tensor
+    /// under the names of [`walk`](Self::walk) (zeros before any micro-batch).
+    fn grads(&mut self) -> Result<StateDict>;
 }
 
 /// A backbone and a linear head, for finetuning and evaluation.
@@ -298,6 +301,17 @@ where
         let mut out = StateDict::new();
         params::collect(&mut self.model.backbone, "", &mut out)?;
         Ok(out)
+    }
+
+    fn grads(&mut self) -> Result<StateDict> {
+        let mut grads = match self.grads.take() {
+            Some(g) => g,
+            None => self.model.try_alloc_grads().map_err(dev_err)?,
+        };
+        let mut out = StateDict::new();
+        let result = params::collect_grads(&self.model, &mut grads, "", &mut out);
+        self.grads = Some(grads);
+        result.map(|()| out)
     }
 }
 

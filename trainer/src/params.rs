@@ -27,6 +27,21 @@ pub fn walk<D: Device<f32>, M: TensorCollection<f32, D>>(
     siamlab_model::walk_tensors(model, prefix, f)
 }
 
+/// The gradient held in `grads` for every trainable tensor of `model` (zeros where none has
+/// accumulated), under the tensor's name prefixed with `prefix`, added to `out`
+/// ([`siamlab_model::visit_grads`]).
+pub fn collect_grads<D: Device<f32>, M: TensorCollection<f32, D>>(
+    model: &M,
+    grads: &mut Gradients<f32, D>,
+    prefix: &str,
+    out: &mut StateDict,
+) -> Result<()> {
+    siamlab_model::visit_grads::<D, M, Error>(model, grads, prefix, &mut |s, g| {
+        out.insert(s.name.to_string(), (s.shape.to_vec(), g));
+        Ok(())
+    })
+}
+
 /// Tensors by name, as read from or written to a safetensors file (the model crate's type).
 pub use siamlab_model::weights::StateDict;
 

@@ -70,6 +70,9 @@ pub struct PretrainConfig {
     pub checkpoint_every: u64,
     /// Stop after this many optimizer steps of this invocation (testing interruptions).
     pub max_steps: Option<u64>,
+    /// Write the first micro-batches, the initial tensors and each step's gradients and
+    /// tensors to a folder, then stop ([`crate::dump`]; `--dump-batches N DIR`).
+    pub dump: Option<crate::dump::DumpConfig>,
 }
 
 impl Default for PretrainConfig {
@@ -102,6 +105,7 @@ impl Default for PretrainConfig {
             monitor_images: 512,
             checkpoint_every: 0,
             max_steps: None,
+            dump: None,
         }
     }
 }

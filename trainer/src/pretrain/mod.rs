@@ -134,10 +134,14 @@ pub fn pretrain(
     same.workers = None;
     same.device = DeviceSpec::Cpu;
     same.max_steps = None;
+    same.dump = None;
     let resolved = Resolved { config: same, optim, batches_per_epoch: batches, schedule, net: net.info().clone() };
     let mut opt = Optimizer::new(optim);
     let mut state =
         State { epoch: 0, step: 0, optimizer_t: 0, pipeline: None, partial: (0.0, 0.0, 0), history: vec![] };
+    if cfg.dump.is_some() && resume {
+        return Err(Error::config("--dump-batches records a run from its initial weights; not with --resume"));
+    }
     let (_lock, loaded) = start_or_resume::<_, State>(run, resume, &resolved)?;
     if let Some(l) = loaded {
         opt.t = l.state.optimizer_t;
@@ -145,6 +149,10 @@ pub fn pretrain(
         state = l.state;
         log(&format!("resuming {} at epoch {}, step {}", run.display(), state.epoch, state.step));
     }
+    let mut dump = match &cfg.dump {
+        Some(d) => Some(crate::dump::Recorder::start(d, &mut *net)?),
+        None => None,
+    };
 
     let mut losses = Vec::new();
     let mut steps_this_run = 0u64;
@@ -154,7 +162,11 @@ pub fn pretrain(
         let epoch = state.epoch;
         let pipeline = feed.open(&ds, epoch, state.pipeline)?;
         let mut micro = (state.pipeline.map_or(0, |p| p.next_sample) / cfg.batch as u64) as usize;
-        let mut stage = DevicePrefetch::new(pipeline, net.uploader(), 2, (image_size, image_size));
+        let uploader = match &dump {
+            Some(d) => d.wrap(net.uploader()),
+            None => net.uploader(),
+        };
+        let mut stage = DevicePrefetch::new(pipeline, uploader, 2, (image_size, image_size));
         let t0 = Instant::now();
         let mut busy = 0f64;
         let mut fill = (0f64, 0u64);
@@ -172,18 +184,33 @@ pub fn pretrain(
             let s = net.train_uploaded(b.views, scale, &mut || stage.fill())?;
             finite(s.loss, epoch, state.step)?;
             losses.push(s.loss);
+            if let Some(d) = &mut dump {
+                d.micro(s.loss, scale);
+            }
             state.partial.0 += s.loss as f64;
             state.partial.1 += s.z_std as f64;
             state.partial.2 += 1;
             pairs += n;
             micro += 1;
             if micro.is_multiple_of(cfg.accum) || micro == batches {
+                let grads = match &dump {
+                    Some(d) if d.active() => Some(net.grads()?),
+                    _ => None,
+                };
                 let lr = optimizer_step(&schedule, &mut state.step, |lr| net.step(&mut opt, lr))?;
+                let mut dumped = false;
+                if let (Some(d), Some(g)) = (&mut dump, grads) {
+                    d.step(state.step, lr, g, &mut *net)?;
+                    if !d.active() {
+                        d.finish(&resolved)?;
+                        dumped = true;
+                    }
+                }
                 steps_this_run += 1;
                 state.optimizer_t = opt.t;
                 bar.step(state.step, s.loss, lr, pairs as f64 / t0.elapsed().as_secs_f64());
                 let mid_epoch = micro < batches;
-                let stop = cfg.max_steps.is_some_and(|m| steps_this_run >= m);
+                let stop = dumped || cfg.max_steps.is_some_and(|m| steps_this_run >= m);
                 if mid_epoch && (stop || (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)))
                 {
                     state.pipeline = Some(position);
@@ -250,12 +277,16 @@ pub fn pretrain(
         state.partial = (0.0, 0.0, 0);
         save_checkpoint(run, &state, &mut *net, &opt)?;
         crate::plots::write_run_plot(run)?;
-        if cfg.max_steps.is_some_and(|m| steps_this_run >= m) && state.epoch < cfg.epochs {
+        let dumped = dump.as_ref().is_some_and(|d| !d.active());
+        if (dumped || cfg.max_steps.is_some_and(|m| steps_this_run >= m)) && state.epoch < cfg.epochs {
             bar.finish();
             return Ok(Outcome { run: run.to_path_buf(), losses, history: state.history, finished: false });
         }
     }
     bar.finish();
+    if let Some(d) = dump.as_ref().filter(|d| d.active()) {
+        d.finish(&resolved)?; // the run had fewer micro-batches than asked for
+    }
     save_safetensors(&run.join(BACKBONE), &net.backbone_state()?)?;
     let last = state.history.last().cloned();
     write_json(
