@@ -219,7 +219,10 @@ fn a_label_outside_the_classes_names_its_shard_and_row() {
         ..Default::default()
     };
     let rows = (0..6)
-        .map(|i| Row { label: Some(if i == 4 { 12 } else { (i % 2) as i64 }), ..hand_row(i, synth::pattern_png(i, 8, 8)) })
+        .map(|i| Row {
+            label: Some(if i == 4 { 12 } else { (i % 2) as i64 }),
+            ..hand_row(i, synth::pattern_png(i, 8, 8))
+        })
         .collect();
     hand_split(&dir, info, rows, 1 << 20);
     let res: Vec<_> = Pipeline::builder(&dir).batch_size(3).shuffle(false).workers(2).build().unwrap().collect();

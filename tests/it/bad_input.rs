@@ -182,14 +182,26 @@ fn write_shards_with_images(dir: &Path, images: &[Vec<u8>]) {
 fn write_shards(dir: &Path, rows: Vec<(Vec<u8>, Option<i64>)>, classes: Option<Vec<String>>, w: u32, h: u32) {
     use siamlab_datasets::shard::{self, Columns, Layout, Manifest, Row, SplitInfo, SplitWriter, SCHEMA_VERSION};
     use siamlab_datasets::SourceInfo;
-    let info =
-        SourceInfo { name: "folder".into(), splits: vec!["train".into()], classes: classes.clone(), ..Default::default() };
+    let info = SourceInfo {
+        name: "folder".into(),
+        splits: vec!["train".into()],
+        classes: classes.clone(),
+        ..Default::default()
+    };
     let cols = Columns::of(&info);
     let mut wr = SplitWriter::new(dir, "train", shard::schema(&info, cols), cols, Layout::with_shard_bytes(1 << 20));
     let n = rows.len() as u64;
     for (i, (bytes, label)) in rows.into_iter().enumerate() {
-        let row =
-            Row { index: i as i64, label, coarse_label: None, attributes: None, bytes, path: None, width: w, height: h };
+        let row = Row {
+            index: i as i64,
+            label,
+            coarse_label: None,
+            attributes: None,
+            bytes,
+            path: None,
+            width: w,
+            height: h,
+        };
         wr.push(row).unwrap();
     }
     let shards = wr.finish().unwrap();
@@ -477,7 +489,8 @@ fn a_damaged_parquet_footer_names_the_shard() {
 fn an_out_of_range_label_names_its_shard_and_row() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("d");
-    let rows = (0..8u64).map(|i| (synth::pattern_png(i, 16, 16), Some(if i == 5 { 12 } else { (i % 2) as i64 }))).collect();
+    let rows =
+        (0..8u64).map(|i| (synth::pattern_png(i, 16, 16), Some(if i == 5 { 12 } else { (i % 2) as i64 }))).collect();
     write_shards(&data, rows, Some(vec!["a".into(), "b".into()]), 16, 16);
     let err = fails(&[
         "train",

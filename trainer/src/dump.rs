@@ -113,7 +113,7 @@ impl Recorder {
         }
         std::fs::create_dir_all(&cfg.dir).at(&cfg.dir)?;
         let _ = std::fs::remove_file(cfg.dir.join("dump.json"));
-        save_safetensors(&cfg.dir.join("init.safetensors"), &crate::net::state_of(&mut |f| net.walk(f))?)?;
+        save_safetensors(&cfg.dir.join("init.safetensors"), &crate::run::state_of(&mut |f| net.walk(f))?)?;
         Ok(Recorder {
             cfg: cfg.clone(),
             next: Rc::new(Cell::new(0)),
@@ -154,7 +154,7 @@ impl Recorder {
             return Ok(());
         }
         let mut out: StateDict = grads.into_iter().map(|(k, v)| (format!("grad.{k}"), v)).collect();
-        out.extend(crate::net::state_of(&mut |f| net.walk(f))?);
+        out.extend(crate::run::state_of(&mut |f| net.walk(f))?);
         save_safetensors(&self.cfg.dir.join(format!("step-{step:05}.safetensors")), &out)?;
         self.steps.push(StepRecord { step, lr, micros: std::mem::take(&mut self.pending) });
         if self.micro.len() >= self.cfg.batches {

@@ -13,8 +13,9 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use siamlab_trainer::net::{build_ssl, state_of, Images};
+use siamlab_trainer::net::{build_ssl, Images};
 use siamlab_trainer::optim::{OptimConfig, Optimizer};
+use siamlab_trainer::run::state_of;
 use siamlab_trainer::DeviceSpec;
 
 const TOL: f64 = 1e-4;
@@ -31,8 +32,10 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let header = std::str::from_utf8(&b[10..10 + len]).unwrap();
     assert!(header.contains("'<f4'") && header.contains("False"), "{header}");
     let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = dims.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
-    let values: Vec<f32> = b[10 + len..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let shape: Vec<usize> =
+        dims.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let values: Vec<f32> =
+        b[10 + len..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     assert_eq!(values.len(), shape.iter().product::<usize>());
     (shape, values)
 }
@@ -62,7 +65,8 @@ fn check(what: &str, values: &[f32], want: &Value, failures: &mut Vec<String>) -
     let dn = (norm - wn).abs() / scale;
     let dp = (probe - wp).abs() / (scale * probe_norm(values.len()));
     if dn > TOL || dp > TOL {
-        failures.push(format!("{what}: norm {norm:.7e} vs {wn:.7e} ({dn:.1e}), probe {probe:.7e} vs {wp:.7e} ({dp:.1e})"));
+        failures
+            .push(format!("{what}: norm {norm:.7e} vs {wn:.7e} ({dn:.1e}), probe {probe:.7e} vs {wp:.7e} ({dp:.1e})"));
     }
     dn.max(dp)
 }
@@ -142,7 +146,8 @@ fn run_case(case: &str) {
         net.step(&mut opt, step["lr"].as_f64().unwrap()).unwrap();
         let after = state_of(&mut |f| net.walk(f)).unwrap();
         for (name, (_, v)) in &after {
-            worst = worst.max(check(&format!("step {k} {name} after the step"), v, &step["after"][name], &mut failures));
+            worst =
+                worst.max(check(&format!("step {k} {name} after the step"), v, &step["after"][name], &mut failures));
         }
     }
     assert!(failures.is_empty(), "{case}: {} differences above {TOL:.0e}:\n{}", failures.len(), failures.join("\n"));
