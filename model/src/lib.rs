@@ -22,6 +22,8 @@
 //! - **[`weights`]**: torchvision / timm `state_dict`s in (shapes checked, position embeddings
 //!   and patch kernels of another input size resampled as timm does) and out (loadable with
 //!   `strict=True`).
+//! - **[`init`]**: the libraries' initialisation schemes (torchvision's Kaiming fan-out, timm's
+//!   truncated normals) over the layers' PyTorch defaults, chosen per run.
 //! - **[`simsiam`]**: projector, predictor, the stop-gradient loss. (The classification head,
 //!   whose class count is known only at run time, is the trainer's.)
 //!
@@ -84,6 +86,7 @@ pub mod check;
 mod device;
 mod element;
 mod error;
+pub mod init;
 pub mod layers;
 pub mod memory;
 mod names;

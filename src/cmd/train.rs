@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use siamlab_model::init::InitScheme;
 use siamlab_trainer::optim::OptimizerKind;
 use siamlab_trainer::run::files::{BACKBONE, SUMMARY};
 use siamlab_trainer::{evaluate, finetune, pretrain, DeviceSpec, FinetuneConfig, PretrainConfig};
@@ -73,6 +74,22 @@ pub struct PretrainArgs {
     /// Seed [default: 0].
     #[arg(long)]
     seed: Option<u64>,
+    /// Backbone initialisation: uniform (PyTorch's layer defaults), library (torchvision's
+    /// Kaiming fan-out for ResNet, timm's for the others) or simsiam (the official SimSiam
+    /// encoder's: library + zero-init residual for ResNet) [default: uniform].
+    #[arg(long)]
+    init_scheme: Option<InitScheme>,
+    /// Step the predictor at the base learning rate, not decayed (the official --fix-pred-lr).
+    #[arg(long)]
+    fix_pred_lr: bool,
+    /// As the official projector: its last Linear's bias frozen and its output BatchNorm
+    /// without affine parameters (projector.6.bias, projector.7.weight/bias not trained).
+    #[arg(long)]
+    frozen_projector_output: bool,
+    /// No weight decay on biases, BatchNorm/LayerNorm parameters, pos_embed and cls_token
+    /// (timm's rule; the official code decays every parameter).
+    #[arg(long)]
+    no_decay_norm_bias: bool,
     /// Pipeline worker threads [default: all cores].
     #[arg(long)]
     workers: Option<usize>,
@@ -123,6 +140,10 @@ pub struct FinetuneArgs {
     /// names) [default: scratch].
     #[arg(long)]
     init: Option<String>,
+    /// Initialisation of a scratch backbone: uniform, library or simsiam (see `train pretrain
+    /// --help`) [default: uniform].
+    #[arg(long)]
+    init_scheme: Option<InitScheme>,
     /// Frozen backbone, linear head on its features.
     #[arg(long)]
     linear: bool,
@@ -189,7 +210,16 @@ macro_rules! set {
 pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathBuf, bool, bool)> {
     let mut c = PretrainConfig::read(a.config.as_deref())?;
     set!(c, a: data, split, fraction, backbone, epochs, batch, accum, optimizer, warmup_epochs, proj_dim, seed,
-         knn_every, knn_fraction, checkpoint_every);
+         knn_every, knn_fraction, checkpoint_every, init_scheme);
+    for (dst, on) in [
+        (&mut c.fix_pred_lr, a.fix_pred_lr),
+        (&mut c.frozen_projector_output, a.frozen_projector_output),
+        (&mut c.no_decay_norm_bias, a.no_decay_norm_bias),
+    ] {
+        if on {
+            *dst = true;
+        }
+    }
     if a.image_size.is_some() {
         c.image_size = a.image_size;
     }
@@ -223,7 +253,7 @@ pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathB
 
 pub fn finetune_config(a: FinetuneArgs) -> anyhow::Result<(FinetuneConfig, PathBuf, bool, bool)> {
     let mut c = FinetuneConfig::read(a.config.as_deref())?;
-    set!(c, a: data, init, train_split, val_fraction, fraction, epochs, batch, lr, wd, optimizer, seed);
+    set!(c, a: data, init, train_split, val_fraction, fraction, epochs, batch, lr, wd, optimizer, seed, init_scheme);
     if a.linear {
         c.linear = true;
     }

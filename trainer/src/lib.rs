@@ -15,6 +15,7 @@
 
 pub mod ablate;
 pub mod checkpoint;
+pub mod choices;
 pub mod data;
 pub mod device;
 pub mod dump;

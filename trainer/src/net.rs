@@ -5,6 +5,7 @@
 use dfdx::nn::ZeroGrads;
 use dfdx::prelude::*;
 use siamlab_model::backbones::{with_backbone, Backbone, BackboneVisitor};
+use siamlab_model::init::{initialise, InitScheme};
 use siamlab_model::layers::Mode;
 use siamlab_model::simsiam::{simsiam_loss, Predictor, Projector, SimSiam};
 use siamlab_model::weights::{import_state_dict, ImportOptions, ImportReport};
@@ -338,11 +339,14 @@ struct SslBuilder<'a, Dv> {
     name: &'a str,
     image_size: usize,
     proj_dim: usize,
+    init: InitScheme,
+    seed: u64,
 }
 
 impl<Dv: Kernels<f32> + 'static> BackboneVisitor<Dv> for SslBuilder<'_, Dv> {
     type Output = Result<Box<dyn SslNet>>;
-    fn visit<B: Backbone<F, Dv> + BuildModule<Dv, f32> + 'static, const F: usize>(self, backbone: B) -> Self::Output {
+    fn visit<B: Backbone<F, Dv> + BuildModule<Dv, f32> + 'static, const F: usize>(self, mut backbone: B) -> Self::Output {
+        initialise(&mut backbone, self.init, init_seed(self.seed))?;
         fn make<
             B: Backbone<F, Dv> + 'static,
             const F: usize,
@@ -373,9 +377,15 @@ impl<Dv: Kernels<f32> + 'static> BackboneVisitor<Dv> for SslBuilder<'_, Dv> {
     }
 }
 
+/// The seed of a backbone's redraw by an [`InitScheme`] (apart from the device RNG's stream,
+/// which builds the layers and the heads).
+fn init_seed(seed: u64) -> u64 {
+    seed ^ 0x1A17_5EED
+}
+
 /// SimSiam on the backbone `name` at `image_size` with projection dim `proj_dim` (2048, 1024,
 /// 512, 256 or 128; the predictor's hidden layer is `proj_dim / 4`), on `device`, initialised
-/// from an RNG seeded with `seed`.
+/// from an RNG seeded with `seed` (PyTorch's layer defaults: [`build_ssl_with`] another scheme).
 pub fn build_ssl(
     device: DeviceSpec,
     seed: u64,
@@ -383,16 +393,29 @@ pub fn build_ssl(
     image_size: usize,
     proj_dim: usize,
 ) -> Result<Box<dyn SslNet>> {
+    build_ssl_with(device, seed, name, image_size, proj_dim, InitScheme::Uniform)
+}
+
+/// [`build_ssl`] with the backbone initialised by `init` ([`siamlab_model::init`]; the heads
+/// keep PyTorch's `nn.Linear` / `nn.BatchNorm1d` defaults, as in the official SimSiam code).
+pub fn build_ssl_with(
+    device: DeviceSpec,
+    seed: u64,
+    name: &str,
+    image_size: usize,
+    proj_dim: usize,
+    init: InitScheme,
+) -> Result<Box<dyn SslNet>> {
     crate::device::check_available(device)?;
     match device {
         DeviceSpec::Cpu => {
             let dev = Cpu::seed_from_u64(seed);
-            with_backbone(name, image_size, &dev, SslBuilder { dev: &dev, name, image_size, proj_dim })?
+            with_backbone(name, image_size, &dev, SslBuilder { dev: &dev, name, image_size, proj_dim, init, seed })?
         }
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => {
             let dev = crate::device::cuda_device(n, seed)?;
-            with_backbone(name, image_size, &dev, SslBuilder { dev: &dev, name, image_size, proj_dim })?
+            with_backbone(name, image_size, &dev, SslBuilder { dev: &dev, name, image_size, proj_dim, init, seed })?
         }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("check_available refuses cuda without the feature"),
@@ -582,11 +605,13 @@ struct ClsBuilder<'a, Dv> {
     image_size: usize,
     classes: usize,
     seed: u64,
+    init: InitScheme,
 }
 
 impl<Dv: Kernels<f32> + 'static> BackboneVisitor<Dv> for ClsBuilder<'_, Dv> {
     type Output = Result<Box<dyn ClsNet>>;
-    fn visit<B: Backbone<F, Dv> + BuildModule<Dv, f32> + 'static, const F: usize>(self, backbone: B) -> Self::Output {
+    fn visit<B: Backbone<F, Dv> + BuildModule<Dv, f32> + 'static, const F: usize>(self, mut backbone: B) -> Self::Output {
+        initialise(&mut backbone, self.init, init_seed(self.seed))?;
         let info = info_of::<B, F, Dv>(&backbone, self.name, self.image_size);
         Ok(Box::new(Cls::<B, F, Dv> {
             backbone,
@@ -600,7 +625,8 @@ impl<Dv: Kernels<f32> + 'static> BackboneVisitor<Dv> for ClsBuilder<'_, Dv> {
 }
 
 /// The backbone `name` at `image_size` with a fresh linear head of `classes` outputs, on
-/// `device`; backbone and head initialised from `seed`.
+/// `device`; backbone and head initialised from `seed` (PyTorch's layer defaults:
+/// [`build_cls_with`] another scheme).
 pub fn build_cls(
     device: DeviceSpec,
     seed: u64,
@@ -608,16 +634,29 @@ pub fn build_cls(
     image_size: usize,
     classes: usize,
 ) -> Result<Box<dyn ClsNet>> {
+    build_cls_with(device, seed, name, image_size, classes, InitScheme::Uniform)
+}
+
+/// [`build_cls`] with the backbone initialised by `init` ([`siamlab_model::init`]; the head
+/// keeps PyTorch's `nn.Linear` default).
+pub fn build_cls_with(
+    device: DeviceSpec,
+    seed: u64,
+    name: &str,
+    image_size: usize,
+    classes: usize,
+    init: InitScheme,
+) -> Result<Box<dyn ClsNet>> {
     crate::device::check_available(device)?;
     match device {
         DeviceSpec::Cpu => {
             let dev = Cpu::seed_from_u64(seed);
-            with_backbone(name, image_size, &dev, ClsBuilder { dev: &dev, name, image_size, classes, seed })?
+            with_backbone(name, image_size, &dev, ClsBuilder { dev: &dev, name, image_size, classes, seed, init })?
         }
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => {
             let dev = crate::device::cuda_device(n, seed)?;
-            with_backbone(name, image_size, &dev, ClsBuilder { dev: &dev, name, image_size, classes, seed })?
+            with_backbone(name, image_size, &dev, ClsBuilder { dev: &dev, name, image_size, classes, seed, init })?
         }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("check_available refuses cuda without the feature"),

@@ -14,10 +14,18 @@
 //! ([`Optimizer::tensor_ops_on_cpu`] picks the tensor ops there too). Moments reach the host
 //! only when a checkpoint is written ([`Optimizer::moments`]); read back
 //! ([`Optimizer::set_moments`]) they move to the device at their first update.
+//!
+//! [`ParamGroups`] are PyTorch's parameter groups by tensor name: tensors never stepped
+//! (`requires_grad = False`), a prefix stepped at a fixed learning rate (the official SimSiam
+//! code's `--fix-pred-lr`), no weight decay on biases and normalisation parameters (timm's rule).
+//! Without any, every trainable tensor is stepped alike, at the scheduled rate and with the
+//! common weight decay.
 
 use std::any::Any;
 
-use dfdx::nn::tensor_collection::{RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut};
+use dfdx::nn::tensor_collection::{
+    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
+};
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 use siamlab_model::OpError;
@@ -68,6 +76,53 @@ impl OptimConfig {
     /// SGD with momentum 0.9 and weight decay `wd`.
     pub fn sgd(wd: f64) -> Self {
         OptimConfig { kind: OptimizerKind::Sgd, weight_decay: wd, momentum: 0.9, betas: [0.9, 0.999], eps: 1e-8 }
+    }
+}
+
+/// PyTorch's parameter groups, by tensor name (as [`crate::params::walk`] names them): the
+/// exceptions to the common learning rate and weight decay. A tensor none of them names is
+/// stepped at the scheduled rate with [`OptimConfig::weight_decay`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParamGroups {
+    /// Tensors never stepped (PyTorch's `requires_grad = False`): no update and no weight
+    /// decay, so they keep their values; their moments stay zero (a checkpoint still lists them).
+    pub frozen: Vec<String>,
+    /// Tensors whose name starts with this prefix are stepped at this learning rate whatever
+    /// the schedule says (the official SimSiam code's `fix_lr` group).
+    pub fixed_lr: Option<(String, f64)>,
+    /// No weight decay on tensors of at most one dimension (biases, BatchNorm and LayerNorm
+    /// scales and shifts) nor on `pos_embed` and `cls_token` (timm's rule).
+    pub no_decay_norm_bias: bool,
+}
+
+/// How one tensor is stepped: its learning rate and weight decay, or not at all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TensorStep {
+    /// Not stepped.
+    Frozen,
+    /// Stepped at learning rate `lr` with weight decay `wd`.
+    Step {
+        /// Learning rate.
+        lr: f64,
+        /// L2 weight decay.
+        wd: f64,
+    },
+}
+
+impl ParamGroups {
+    /// How the tensor `name` of `ndim` dimensions is stepped at scheduled rate `lr` and common
+    /// weight decay `wd`.
+    pub fn step_of(&self, name: &str, ndim: usize, lr: f64, wd: f64) -> TensorStep {
+        if self.frozen.iter().any(|f| f == name) {
+            return TensorStep::Frozen;
+        }
+        let lr = match &self.fixed_lr {
+            Some((prefix, fixed)) if name.starts_with(prefix.as_str()) => *fixed,
+            _ => lr,
+        };
+        let last = name.rsplit('.').next().unwrap_or(name);
+        let no_decay = self.no_decay_norm_bias && (ndim <= 1 || last == "pos_embed" || last == "cls_token");
+        TensorStep::Step { lr, wd: if no_decay { 0.0 } else { wd } }
     }
 }
 
@@ -123,6 +178,9 @@ pub struct Optimizer {
     /// On `Cpu`, update with the tensor ops that other devices run instead of the fused host
     /// loop (the same bits, several passes instead of one; for tests).
     pub tensor_ops_on_cpu: bool,
+    /// The exceptions to the common learning rate and weight decay, by tensor name (none:
+    /// every tensor alike), applied by [`step_module`](Self::step_module).
+    pub groups: ParamGroups,
     slots: Vec<Moments>,
 }
 
@@ -132,6 +190,7 @@ impl std::fmt::Debug for Optimizer {
             .field("cfg", &self.cfg)
             .field("t", &self.t)
             .field("tensor_ops_on_cpu", &self.tensor_ops_on_cpu)
+            .field("groups", &self.groups)
             .field("slots", &self.slots.len())
             .finish()
     }
@@ -140,7 +199,12 @@ impl std::fmt::Debug for Optimizer {
 impl Optimizer {
     /// A fresh optimizer.
     pub fn new(cfg: OptimConfig) -> Self {
-        Optimizer { cfg, t: 0, tensor_ops_on_cpu: false, slots: Vec::new() }
+        Optimizer { cfg, t: 0, tensor_ops_on_cpu: false, groups: ParamGroups::default(), slots: Vec::new() }
+    }
+
+    /// A fresh optimizer with parameter groups.
+    pub fn with_groups(cfg: OptimConfig, groups: ParamGroups) -> Self {
+        Optimizer { groups, ..Self::new(cfg) }
     }
 
     /// Starts a step: call once, then [`update`](Self::update) (or the tensor forms) for every
@@ -184,6 +248,11 @@ impl Optimizer {
     /// Updates tensor number `slot` in place from its gradient, at learning rate `lr`, on the
     /// host: the fused loop.
     pub fn update(&mut self, slot: usize, lr: f64, p: &mut [f32], g: &[f32]) {
+        self.update_host(slot, lr, self.cfg.weight_decay, p, g)
+    }
+
+    /// [`update`](Self::update) with weight decay `wd`.
+    fn update_host(&mut self, slot: usize, lr: f64, wd: f64, p: &mut [f32], g: &[f32]) {
         let cfg = self.cfg;
         let t = self.t;
         let state = self.slot(slot);
@@ -195,7 +264,7 @@ impl Optimizer {
             *state = Moments::Host(Vec::new(), Vec::new());
         }
         let Moments::Host(first, second) = state else { unreachable!("made host above") };
-        let wd = cfg.weight_decay as f32;
+        let wd = wd as f32;
         let lr32 = lr as f32;
         match cfg.kind {
             OptimizerKind::Adam => {
@@ -237,6 +306,18 @@ impl Optimizer {
         slot: usize,
         lr: f64,
         p: &mut Tensor<S, f32, D>,
+        g: Tensor<S, f32, D>,
+    ) -> Result<()> {
+        self.update_tensor_wd(slot, lr, self.cfg.weight_decay, p, g)
+    }
+
+    /// [`update_tensor`](Self::update_tensor) with weight decay `wd`.
+    fn update_tensor_wd<S: Shape, D: Device<f32>>(
+        &mut self,
+        slot: usize,
+        lr: f64,
+        wd: f64,
+        p: &mut Tensor<S, f32, D>,
         mut g: Tensor<S, f32, D>,
     ) -> Result<()> {
         let cfg = self.cfg;
@@ -265,7 +346,7 @@ impl Optimizer {
         let Some(m) = moved.as_any_mut().downcast_mut::<OnDevice<S, D>>() else {
             unreachable!("the slot holds this shape and device")
         };
-        let wd = cfg.weight_decay as f32;
+        let wd = wd as f32;
         let result = (|| -> std::result::Result<(), D::Err> {
             match cfg.kind {
                 OptimizerKind::Adam => {
@@ -321,19 +402,42 @@ impl Optimizer {
         p: &mut Tensor<S, f32, D>,
         grads: &mut Gradients<f32, D>,
     ) -> Result<()> {
+        self.update_param_wd(slot, lr, self.cfg.weight_decay, p, grads)
+    }
+
+    /// [`update_param`](Self::update_param) with weight decay `wd`.
+    fn update_param_wd<S: Shape, D: Device<f32>>(
+        &mut self,
+        slot: usize,
+        lr: f64,
+        wd: f64,
+        p: &mut Tensor<S, f32, D>,
+        grads: &mut Gradients<f32, D>,
+    ) -> Result<()> {
         if !self.tensor_ops_on_cpu {
             let on_cpu = (&mut *grads as &mut dyn Any).downcast_mut::<Gradients<f32, Cpu>>();
             if let (Some(g), Some(pc)) = (on_cpu, (&mut *p as &mut dyn Any).downcast_mut::<Tensor<S, f32, Cpu>>()) {
                 let mut values = pc.as_vec();
                 let g: &[f32] = g.get_or_alloc_mut(&*pc)?;
-                self.update(slot, lr, &mut values, g);
+                self.update_host(slot, lr, wd, &mut values, g);
                 pc.copy_from(&values);
                 return Ok(());
             }
         }
         grads.try_alloc_for(&*p).map_err(dev_err)?;
         let g = grads.get(&*p);
-        self.update_tensor(slot, lr, p, g)
+        self.update_tensor_wd(slot, lr, wd, p, g)
+    }
+
+    /// Gives the frozen tensor number `slot` (of `numel` values) zero moments if it has none, so
+    /// that a checkpoint holds state for every trainable tensor; the tensor is not touched.
+    fn keep_frozen(&mut self, slot: usize, numel: usize) {
+        let kind = self.cfg.kind;
+        let state = self.slot(slot);
+        if matches!(state, Moments::Empty) {
+            let second = if kind == OptimizerKind::Adam { vec![0.0; numel] } else { Vec::new() };
+            *state = Moments::Host(vec![0.0; numel], second);
+        }
     }
 
     /// Updates parameter `p` (tensor number `slot`) from its gradient `g`: on `Cpu` the fused
@@ -358,7 +462,9 @@ impl Optimizer {
     }
 
     /// Updates every trainable tensor of `module` from `grads`, numbering them from `first_slot`
-    /// in visiting order (the order of [`crate::params::walk`]); returns the next free slot.
+    /// in visiting order (the order of [`crate::params::walk`]); returns the next free slot. Each
+    /// tensor is stepped as [`groups`](Self::groups) says of its name (a frozen one keeps its
+    /// slot number, so the numbering does not depend on the groups).
     pub fn step_module<D: Device<f32>, M: TensorCollection<f32, D>>(
         &mut self,
         module: &mut M,
@@ -367,7 +473,7 @@ impl Optimizer {
         first_slot: usize,
     ) -> Result<usize> {
         let mut walk = StepWalk { opt: self, grads, lr, slot: first_slot };
-        M::iter_tensors(&mut RecursiveWalker { m: module, f: &mut walk })?;
+        M::iter_tensors(&mut RecursiveWalker { m: (String::new(), module), f: &mut walk })?;
         Ok(walk.slot)
     }
 }
@@ -390,7 +496,7 @@ struct StepWalk<'a, D: Device<f32>> {
 }
 
 impl<D: Device<f32>> TensorVisitor<f32, D> for StepWalk<'_, D> {
-    type Viewer = ViewTensorMut;
+    type Viewer = (ViewTensorName, ViewTensorMut);
     type Err = Error;
     type E2 = f32;
     type D2 = D;
@@ -398,10 +504,14 @@ impl<D: Device<f32>> TensorVisitor<f32, D> for StepWalk<'_, D> {
     fn visit<S: Shape>(
         &mut self,
         opts: TensorOptions<S, f32, D>,
-        p: &mut Tensor<S, f32, D>,
+        (name, p): (String, &mut Tensor<S, f32, D>),
     ) -> Result<Option<Tensor<S, f32, D>>> {
         if opts.do_gradient_update {
-            self.opt.update_param(self.slot, self.lr, p, self.grads)?;
+            let ndim = p.shape().concrete().into_iter().count();
+            match self.opt.groups.step_of(&name, ndim, self.lr, self.opt.cfg.weight_decay) {
+                TensorStep::Frozen => self.opt.keep_frozen(self.slot, p.shape().num_elements()),
+                TensorStep::Step { lr, wd } => self.opt.update_param_wd(self.slot, lr, wd, p, self.grads)?,
+            }
             self.slot += 1;
         }
         Ok(None)
@@ -493,6 +603,92 @@ mod tests {
             eprintln!("{:?}: max |Δ| parameters {dp:e}, moments {dm:e}", cfg.kind);
             assert!(dp <= 1e-6 && dm <= 1e-6, "{:?}: {dp:e} {dm:e}", cfg.kind);
             assert_eq!((dp, dm), (0.0, 0.0), "{:?}: the two paths no longer round alike", cfg.kind);
+        }
+    }
+
+    /// `Linear<3, 4>` (`0.weight`, `0.bias`), ReLU, `Linear<4, 2>` (`2.weight`, `2.bias`) from
+    /// seed 11, stepped `steps` times by `opt` at learning rate `lr` on a fixed batch (with
+    /// `zero_grads`, on a zero gradient): the tensors before and after.
+    fn stepped(
+        opt: &mut Optimizer,
+        steps: usize,
+        lr: f64,
+        zero_grads: bool,
+    ) -> (crate::params::StateDict, crate::params::StateDict) {
+        use dfdx::nn::ZeroGrads;
+        type Net = (Linear<3, 4>, ReLU, Linear<4, 2>);
+        let mut net = Cpu::seed_from_u64(11).build_module::<Net, f32>();
+        let x = Cpu::seed_from_u64(12).sample_normal::<Rank2<6, 3>>();
+        let mut before = crate::params::StateDict::new();
+        crate::params::collect(&mut net, "", &mut before).unwrap();
+        for _ in 0..steps {
+            let mut grads = if zero_grads {
+                net.alloc_grads()
+            } else {
+                net.forward(x.clone().traced(net.alloc_grads())).square().mean().backward()
+            };
+            opt.begin_step();
+            assert_eq!(opt.step_module(&mut net, &mut grads, lr, 0).unwrap(), 4);
+        }
+        let mut after = crate::params::StateDict::new();
+        crate::params::collect(&mut net, "", &mut after).unwrap();
+        (before, after)
+    }
+
+    /// A frozen tensor (PyTorch's `requires_grad = False`) keeps its values through Adam steps
+    /// with weight decay, and still has (zero) moments for a checkpoint; the others move.
+    #[test]
+    fn a_frozen_tensor_is_unchanged_after_steps() {
+        let groups = ParamGroups { frozen: vec!["0.bias".into()], ..ParamGroups::default() };
+        let mut opt = Optimizer::with_groups(OptimConfig::adam(0.1), groups);
+        let (before, after) = stepped(&mut opt, 5, 0.01, false);
+        assert_eq!(before["0.bias"], after["0.bias"]);
+        for name in ["0.weight", "2.weight", "2.bias"] {
+            assert_ne!(before[name], after[name], "{name} did not move");
+        }
+        let (m, v) = opt.moments(1);
+        assert_eq!((m.len(), v.len()), (4, 4));
+        assert!(m.iter().chain(&v).all(|&x| x == 0.0));
+        // Without the group the same tensor moves.
+        let (before, after) = stepped(&mut Optimizer::new(OptimConfig::adam(0.1)), 5, 0.01, false);
+        assert_ne!(before["0.bias"], after["0.bias"]);
+    }
+
+    /// A fixed-lr group (the official `--fix-pred-lr`) moves by its own rate, the rest by the
+    /// scheduled one: plain SGD (no momentum, no decay) steps by exactly `lr · g`.
+    #[test]
+    fn a_fixed_lr_group_moves_by_the_base_lr() {
+        let sgd = OptimConfig { momentum: 0.0, ..OptimConfig::sgd(0.0) };
+        let (base, scheduled) = (0.5, 0.01);
+        let groups = ParamGroups { fixed_lr: Some(("2.".into(), base)), ..ParamGroups::default() };
+        let (before, fixed) = stepped(&mut Optimizer::with_groups(sgd, groups), 1, scheduled, false);
+        let (_, plain) = stepped(&mut Optimizer::new(sgd), 1, scheduled, false);
+        for (name, (_, b)) in &before {
+            let (f, p) = (&fixed[name].1, &plain[name].1);
+            let ratio = if name.starts_with("2.") { base / scheduled } else { 1.0 };
+            for i in 0..b.len() {
+                let (df, dp) = ((f[i] - b[i]) as f64, (p[i] - b[i]) as f64);
+                assert!((df - ratio * dp).abs() <= 1e-5 * (1.0 + df.abs()), "{name}[{i}]: {df} vs {ratio} × {dp}");
+            }
+            assert!(p.iter().zip(b).any(|(p, b)| p != b), "{name} did not move");
+        }
+    }
+
+    /// Without gradient, SGD with weight decay shrinks every tensor by `lr · wd · p`; with
+    /// `no_decay_norm_bias` the biases (1-D) stay.
+    #[test]
+    fn no_decay_spares_the_biases() {
+        let sgd = OptimConfig::sgd(0.1);
+        let groups = ParamGroups { no_decay_norm_bias: true, ..ParamGroups::default() };
+        let (before, after) = stepped(&mut Optimizer::with_groups(sgd, groups), 1, 0.5, true);
+        let (_, decayed) = stepped(&mut Optimizer::new(sgd), 1, 0.5, true);
+        for name in ["0.bias", "2.bias"] {
+            assert_eq!(before[name], after[name], "{name}");
+            assert_ne!(before[name], decayed[name], "{name}");
+        }
+        for name in ["0.weight", "2.weight"] {
+            let want: Vec<f32> = before[name].1.iter().map(|p| p - 0.5 * (0.1 * p)).collect();
+            assert_eq!(after[name].1, want, "{name}");
         }
     }
 

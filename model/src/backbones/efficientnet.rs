@@ -27,6 +27,7 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
 use super::Backbone;
+use crate::init::{conv_fan_out, Draw};
 use crate::backbones::trace::StageTrace;
 use crate::layers::{AnyTape, BatchNorm2d, Block, Conv2d, Conv2dBias, DwConv2d, Mode};
 use crate::{Image, Kernels, OpError};
@@ -556,6 +557,20 @@ impl<
 {
     fn name(&self) -> String {
         format!("efficientnet (stem stride {SS}, widths {C0}/{C1}/{C2}/{C3}/{C4}/{C5}/{C6}/{C7}, head {CH})")
+    }
+
+    /// timm's `_init_weight_goog` (`fix_group_fanout=True`): every convolution N(0, 2/fan_out)
+    /// with fan-out `O·k²/groups` (groups = O for the depthwise `conv_dw`), convolution biases
+    /// (squeeze-and-excitation) 0, BatchNorm at 1 and 0 (as built).
+    fn library_init(name: &str, shape: &[usize], _: bool) -> Option<Draw> {
+        match shape.len() {
+            4 => {
+                let groups = if name.contains("conv_dw.") { shape[0] } else { 1 };
+                Some(Draw::kaiming_normal(conv_fan_out(shape) / groups))
+            }
+            1 if name.contains(".se.") && name.ends_with(".bias") => Some(Draw::Constant(0.0)),
+            _ => None,
+        }
     }
 
     fn forward_traced<T: AnyTape<D>>(

@@ -52,6 +52,14 @@ pub trait Backbone<const F: usize, D: Kernels<f32> = Cpu>: TensorCollection<f32,
     /// (`resnet18 (cifar stem)`).
     fn name(&self) -> String;
 
+    /// How the architecture's library (torchvision for ResNet, timm for the others) draws the
+    /// trainable tensor `name` of shape `shape` (names as [`crate::named_tensors`] gives them),
+    /// or `None` where it keeps PyTorch's generic layer default, as built. With
+    /// `zero_init_residual`, ResNet zeroes the last BatchNorm scale of each residual block
+    /// (torchvision's option; the official SimSiam code sets it); the others ignore it.
+    /// [`crate::init::initialise`] applies it.
+    fn library_init(name: &str, shape: &[usize], zero_init_residual: bool) -> Option<crate::init::Draw>;
+
     /// The forward pass, reporting each stage to `trace`.
     fn forward_traced<T: AnyTape<D>>(
         &mut self,

@@ -25,6 +25,7 @@ use rand_distr::Uniform;
 
 use super::vit::{Tokens, TransformerBlock};
 use super::Backbone;
+use crate::init::Draw;
 use crate::backbones::trace::StageTrace;
 use crate::layers::{AnyTape, Block, Conv2dBias, LayerNorm, Mode};
 use crate::{Image, Kernels, OpError};
@@ -353,6 +354,13 @@ where
 {
     fn name(&self) -> String {
         format!("pit (patch {P} stride {ST}, grid {G}, widths {D0}/{D1}/{D2})")
+    }
+
+    /// timm's `PoolingVisionTransformer.__init__`: `pos_embed` and `cls_token` truncated
+    /// N(0, 0.02²), LayerNorms at 1 and 0 (as built); every other layer keeps PyTorch's
+    /// default (timm does not redraw them).
+    fn library_init(name: &str, _: &[usize], _: bool) -> Option<Draw> {
+        matches!(name, "pos_embed" | "cls_token").then_some(super::vit::TIMM_TRUNC_NORMAL)
     }
 
     fn forward_traced<T: AnyTape<Dev>>(

@@ -22,6 +22,7 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
 use super::Backbone;
+use crate::init::{conv_fan_out, Draw};
 use crate::backbones::trace::StageTrace;
 use crate::layers::{AnyTape, BatchNorm2d, Block, Conv2d, Mode};
 use crate::{Image, OpError, Pool2dConfig};
@@ -213,6 +214,16 @@ where
 {
     fn name(&self) -> String {
         format!("resnet18 ({}, widths {C1}/{C2}/{C3}/{C4})", St::NAME)
+    }
+
+    /// torchvision's `ResNet.__init__`: every convolution `kaiming_normal_(mode="fan_out",
+    /// nonlinearity="relu")`, BatchNorm at 1 and 0 (as built); with `zero_init_residual`,
+    /// `bn2.weight` of every block at 0.
+    fn library_init(name: &str, shape: &[usize], zero_init_residual: bool) -> Option<Draw> {
+        if zero_init_residual && name.starts_with("layer") && name.ends_with(".bn2.weight") {
+            return Some(Draw::Constant(0.0));
+        }
+        (shape.len() == 4).then(|| Draw::kaiming_normal(conv_fan_out(shape)))
     }
 
     fn forward_traced<T: AnyTape<D>>(

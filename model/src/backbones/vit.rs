@@ -25,6 +25,7 @@ use rand_distr::uniform::SampleUniform;
 use rand_distr::Uniform;
 
 use super::Backbone;
+use crate::init::Draw;
 use crate::backbones::trace::StageTrace;
 use crate::layers::{AnyTape, Block, Conv2dBias, LayerNorm, Mode};
 use crate::{Image, Kernels, OpError};
@@ -129,6 +130,9 @@ pub fn vit_s_patch_size(image_size: usize) -> usize {
         _ => 16,
     }
 }
+
+/// timm's `trunc_normal_(std=.02)` (bounds ±2 absolute).
+pub(crate) const TIMM_TRUNC_NORMAL: Draw = Draw::TruncNormal { std: 0.02, bound: 2.0 };
 
 /// Uniform with standard deviation 0.02 (timm draws a truncated normal of that deviation).
 fn small<E: Dtype + Float + SampleUniform, Dev: Device<E>, S: Shape>(
@@ -304,6 +308,21 @@ impl<
 {
     fn name(&self) -> String {
         format!("vit (patch {P}, {T} tokens, dim {D}, {H} heads, mlp {M}, depth {L})")
+    }
+
+    /// timm's `VisionTransformer.init_weights` (mode `''`, `init_weights_vit_timm`): Linear
+    /// weights (`attn.qkv`, `attn.proj`, `mlp.fc1`, `mlp.fc2`) truncated N(0, 0.02²) at ±2 and
+    /// their biases 0; `pos_embed` truncated N(0, 0.02²); `cls_token` N(0, 1e-6²); the patch
+    /// convolution and LayerNorms keep PyTorch's defaults (as built).
+    fn library_init(name: &str, shape: &[usize], _: bool) -> Option<Draw> {
+        let linear = name.starts_with("blocks.") && (name.contains(".attn.") || name.contains(".mlp."));
+        match name {
+            "pos_embed" => Some(TIMM_TRUNC_NORMAL),
+            "cls_token" => Some(Draw::Normal(1e-6)),
+            _ if linear && shape.len() == 2 => Some(TIMM_TRUNC_NORMAL),
+            _ if linear && shape.len() == 1 => Some(Draw::Constant(0.0)),
+            _ => None,
+        }
     }
 
     fn forward_traced<Tp: AnyTape<Dev>>(

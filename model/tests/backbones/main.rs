@@ -4,6 +4,7 @@
 
 mod efficientnet;
 mod fixtures;
+mod init;
 mod pit;
 mod resnet;
 mod simsiam;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use siamlab_model::init::InitScheme;
 use siamlab_pipeline::Subset;
 
 use crate::device::DeviceSpec;
@@ -34,6 +35,11 @@ pub struct FinetuneConfig {
     pub image_size: Option<usize>,
     /// `scratch`, `ssl:RUN_DIR` or `imagenet:FILE.safetensors`.
     pub init: String,
+    /// How a `scratch` backbone is initialised: `uniform` (PyTorch's generic layer defaults),
+    /// `library` (torchvision's for ResNet, timm's for the others) or `simsiam` (the library's,
+    /// with `zero_init_residual` for ResNet).
+    #[serde(with = "crate::choices::init_scheme")]
+    pub init_scheme: InitScheme,
     /// Frozen backbone, linear head on its features.
     pub linear: bool,
     /// Epochs.
@@ -70,6 +76,7 @@ impl Default for FinetuneConfig {
             backbone: None,
             image_size: None,
             init: "scratch".into(),
+            init_scheme: InitScheme::Uniform,
             linear: false,
             epochs: 30,
             batch: 64,

@@ -33,7 +33,7 @@ use crate::finetune::epoch::{end_epoch, optimized};
 use crate::finetune::eval::{collect_outputs, eval_feed, metrics_of, split_name, targets};
 use crate::finetune::record::State;
 use crate::head::Loss;
-use crate::net::{build_cls, ClsNet};
+use crate::net::{build_cls_with, ClsNet};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind};
 use crate::params::{self, load_safetensors};
 use crate::prefetch::DevicePrefetch;
@@ -161,7 +161,7 @@ pub fn finetune(
     let outputs = names.len();
     let image_size = c.image_size.unwrap_or(32);
     let backbone = c.backbone.clone().unwrap_or_default();
-    let mut net = build_cls(c.device, c.seed, &backbone, image_size, outputs)?;
+    let mut net = build_cls_with(c.device, c.seed, &backbone, image_size, outputs, c.init_scheme)?;
     if let Some(file) = &weights {
         let report = net.load_backbone(&load_safetensors(file)?, file)?;
         for line in report.lines() {

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use siamlab_model::init::InitScheme;
 
 use crate::device::DeviceSpec;
 use crate::error::{Error, IoContext, Result};
@@ -42,6 +43,21 @@ pub struct PretrainConfig {
     pub warmup_epochs: f64,
     /// Projection dimension (2048, 1024, 512, 256, 128).
     pub proj_dim: usize,
+    /// How the backbone is initialised: `uniform` (PyTorch's generic layer defaults),
+    /// `library` (torchvision's for ResNet, timm's for the others) or `simsiam` (the official
+    /// SimSiam encoder's: the library's, with `zero_init_residual` for ResNet).
+    #[serde(with = "crate::choices::init_scheme")]
+    pub init_scheme: InitScheme,
+    /// Step the predictor at the base learning rate throughout, not decayed (the official
+    /// code's `--fix-pred-lr`).
+    pub fix_pred_lr: bool,
+    /// The projector's output as the official code builds it: the bias of its last Linear
+    /// (`projector.6.bias`) frozen and its output BatchNorm without affine parameters
+    /// (`projector.7.weight` / `.bias` frozen at 1 and 0).
+    pub frozen_projector_output: bool,
+    /// No weight decay on biases, BatchNorm / LayerNorm parameters, `pos_embed` and
+    /// `cls_token` (timm's rule; the official code decays every parameter).
+    pub no_decay_norm_bias: bool,
     /// Seed of initialisation, order and augmentation.
     pub seed: u64,
     /// Pipeline worker threads (default: all cores).
@@ -91,6 +107,10 @@ impl Default for PretrainConfig {
             optimizer: OptimizerKind::Adam,
             warmup_epochs: 0.0,
             proj_dim: 2048,
+            init_scheme: InitScheme::Uniform,
+            fix_pred_lr: false,
+            frozen_projector_output: false,
+            no_decay_norm_bias: false,
             seed: 0,
             workers: None,
             device: DeviceSpec::Cpu,

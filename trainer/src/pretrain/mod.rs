@@ -11,11 +11,12 @@ use std::time::Instant;
 
 use siamlab_pipeline::Subset;
 
+use crate::choices::ssl_groups;
 use crate::data::{for_each_batch, Dataset, Feed, Labels};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::knn::knn_accuracy;
-use crate::net::{build_ssl, Images, SslNet};
+use crate::net::{build_ssl_with, Images, SslNet};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind};
 use crate::params::save_safetensors;
 use crate::prefetch::DevicePrefetch;
@@ -97,7 +98,7 @@ pub fn pretrain(
     let cfg = resolve(cfg, &ds)?;
     let image_size = cfg.image_size.unwrap_or(32);
     let monitor = Monitors::new(&cfg, &ds, image_size)?;
-    let mut net = build_ssl(cfg.device, cfg.seed, &cfg.backbone, image_size, cfg.proj_dim)?;
+    let mut net = build_ssl_with(cfg.device, cfg.seed, &cfg.backbone, image_size, cfg.proj_dim, cfg.init_scheme)?;
     let feed = Feed {
         split: cfg.split.clone(),
         subset: fraction_subset(cfg.seed, cfg.fraction),
@@ -136,7 +137,8 @@ pub fn pretrain(
     same.max_steps = None;
     same.dump = None;
     let resolved = Resolved { config: same, optim, batches_per_epoch: batches, schedule, net: net.info().clone() };
-    let mut opt = Optimizer::new(optim);
+    let groups = ssl_groups(cfg.frozen_projector_output, cfg.fix_pred_lr, cfg.no_decay_norm_bias, schedule.base_lr);
+    let mut opt = Optimizer::with_groups(optim, groups);
     let mut state =
         State { epoch: 0, step: 0, optimizer_t: 0, pipeline: None, partial: (0.0, 0.0, 0), history: vec![] };
     if cfg.dump.is_some() && resume {
