@@ -68,6 +68,9 @@ pub struct PretrainArgs {
     /// Epochs of linear warmup [default: 0].
     #[arg(long)]
     warmup_epochs: Option<f64>,
+    /// Set the cosine once per epoch (the official code's schedule) [default: every step].
+    #[arg(long)]
+    cosine_per_epoch: bool,
     /// Projection dimension: 2048, 1024, 512, 256 or 128 [default: 2048].
     #[arg(long)]
     proj_dim: Option<usize>,
@@ -215,6 +218,7 @@ pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathB
         (&mut c.fix_pred_lr, a.fix_pred_lr),
         (&mut c.frozen_projector_output, a.frozen_projector_output),
         (&mut c.no_decay_norm_bias, a.no_decay_norm_bias),
+        (&mut c.cosine_per_epoch, a.cosine_per_epoch),
     ] {
         if on {
             *dst = true;

@@ -21,7 +21,12 @@ pub const PREDICTOR: &str = "predictor.";
 /// The parameter groups of a SimSiam run: `frozen_projector_output` freezes
 /// [`FROZEN_PROJECTOR_OUTPUT`], `fix_pred_lr` steps the predictor at `base_lr` throughout,
 /// `no_decay_norm_bias` exempts biases and normalisation parameters from weight decay.
-pub fn ssl_groups(frozen_projector_output: bool, fix_pred_lr: bool, no_decay_norm_bias: bool, base_lr: f64) -> ParamGroups {
+pub fn ssl_groups(
+    frozen_projector_output: bool,
+    fix_pred_lr: bool,
+    no_decay_norm_bias: bool,
+    base_lr: f64,
+) -> ParamGroups {
     ParamGroups {
         frozen: if frozen_projector_output {
             FROZEN_PROJECTOR_OUTPUT.iter().map(|s| s.to_string()).collect()

@@ -6,8 +6,9 @@
 //!
 //! A backbone is chosen by name at run time and wrapped in an object-safe [`net::SslNet`] /
 //! [`net::ClsNet`], so the loops compile once for all architectures. Optimizers ([`optim`])
-//! step on the model's device with their moments there; [`checkpoint`] writes them next to the
-//! model.
+//! step on the model's device with their moments there, by parameter groups where a run asks
+//! for them ([`choices`]: the official SimSiam code's frozen projector output and fixed
+//! predictor rate); [`checkpoint`] writes them next to the model.
 //!
 //! This crate reads shards only through the pipeline and knows no command line: `siamlab
 //! train ...` parses flags into [`PretrainConfig`] / [`FinetuneConfig`] and calls it.

@@ -345,7 +345,10 @@ struct SslBuilder<'a, Dv> {
 
 impl<Dv: Kernels<f32> + 'static> BackboneVisitor<Dv> for SslBuilder<'_, Dv> {
     type Output = Result<Box<dyn SslNet>>;
-    fn visit<B: Backbone<F, Dv> + BuildModule<Dv, f32> + 'static, const F: usize>(self, mut backbone: B) -> Self::Output {
+    fn visit<B: Backbone<F, Dv> + BuildModule<Dv, f32> + 'static, const F: usize>(
+        self,
+        mut backbone: B,
+    ) -> Self::Output {
         initialise(&mut backbone, self.init, init_seed(self.seed))?;
         fn make<
             B: Backbone<F, Dv> + 'static,
@@ -610,7 +613,10 @@ struct ClsBuilder<'a, Dv> {
 
 impl<Dv: Kernels<f32> + 'static> BackboneVisitor<Dv> for ClsBuilder<'_, Dv> {
     type Output = Result<Box<dyn ClsNet>>;
-    fn visit<B: Backbone<F, Dv> + BuildModule<Dv, f32> + 'static, const F: usize>(self, mut backbone: B) -> Self::Output {
+    fn visit<B: Backbone<F, Dv> + BuildModule<Dv, f32> + 'static, const F: usize>(
+        self,
+        mut backbone: B,
+    ) -> Self::Output {
         initialise(&mut backbone, self.init, init_seed(self.seed))?;
         let info = info_of::<B, F, Dv>(&backbone, self.name, self.image_size);
         Ok(Box::new(Cls::<B, F, Dv> {

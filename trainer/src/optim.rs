@@ -563,7 +563,7 @@ mod tests {
             [Cpu::seed_from_u64(7).build_module::<Net, f32>(), Cpu::seed_from_u64(7).build_module::<Net, f32>()];
         let mut opts = [Optimizer::new(cfg), Optimizer::new(cfg)];
         opts[1].tensor_ops_on_cpu = true;
-        let schedule = Schedule { base_lr: 0.05, warmup: 5, total: steps, cosine: true };
+        let schedule = Schedule { base_lr: 0.05, warmup: 5, total: steps, cosine: true, epoch_steps: 0 };
         let (mut dp, mut dm) = (0f32, 0f32);
         let max_diff = |a: &[f32], b: &[f32]| {
             assert_eq!(a.len(), b.len());

@@ -30,7 +30,7 @@ mod tests {
 
     #[test]
     fn a_step_uses_the_rate_of_its_number_then_counts() {
-        let schedule = Schedule { base_lr: 1.0, warmup: 2, total: 4, cosine: false };
+        let schedule = Schedule { base_lr: 1.0, warmup: 2, total: 4, cosine: false, epoch_steps: 0 };
         let (mut step, mut seen) = (0u64, Vec::new());
         for _ in 0..3 {
             let lr = optimizer_step(&schedule, &mut step, |lr| {

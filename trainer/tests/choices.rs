@@ -48,7 +48,8 @@ fn initial(run: &Path, cfg: &PretrainConfig) -> StateDict {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     let size = json["net"]["image_size"].as_u64().unwrap() as usize;
-    let mut net = build_ssl_with(DeviceSpec::Cpu, cfg.seed, &cfg.backbone, size, cfg.proj_dim, cfg.init_scheme).unwrap();
+    let mut net =
+        build_ssl_with(DeviceSpec::Cpu, cfg.seed, &cfg.backbone, size, cfg.proj_dim, cfg.init_scheme).unwrap();
     state_of(&mut |f| net.walk(f)).unwrap()
 }
 
@@ -147,15 +148,17 @@ fn old_configs_resume_and_changed_choices_are_refused() {
     pretrain(&PretrainConfig { max_steps: Some(2), ..cfg.clone() }, &run, false, true, &mut quiet).unwrap();
     let path = run.join("config.json");
     let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let keys = ["init_scheme", "fix_pred_lr", "frozen_projector_output", "no_decay_norm_bias"];
+    let keys = ["init_scheme", "fix_pred_lr", "frozen_projector_output", "no_decay_norm_bias", "cosine_per_epoch"];
     for k in keys {
         assert!(json["config"].as_object_mut().unwrap().remove(k).is_some(), "config.json lacks {k}");
     }
+    assert!(json["schedule"].as_object_mut().unwrap().remove("epoch_steps").is_some());
     std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
     for (changed, flag) in [
         (PretrainConfig { init_scheme: InitScheme::Library, ..cfg.clone() }, "--init-scheme"),
         (PretrainConfig { fix_pred_lr: true, ..cfg.clone() }, "--fix-pred-lr"),
         (PretrainConfig { no_decay_norm_bias: true, ..cfg.clone() }, "--no-decay-norm-bias"),
+        (PretrainConfig { cosine_per_epoch: true, ..cfg.clone() }, "--cosine-per-epoch"),
     ] {
         let e = pretrain(&changed, &run, true, true, &mut quiet).unwrap_err().to_string();
         assert!(e.contains(flag), "{flag}: {e}");

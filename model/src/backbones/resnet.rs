@@ -22,8 +22,8 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
 use super::Backbone;
-use crate::init::{conv_fan_out, Draw};
 use crate::backbones::trace::StageTrace;
+use crate::init::{conv_fan_out, Draw};
 use crate::layers::{AnyTape, BatchNorm2d, Block, Conv2d, Mode};
 use crate::{Image, OpError, Pool2dConfig};
 

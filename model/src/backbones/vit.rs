@@ -25,8 +25,8 @@ use rand_distr::uniform::SampleUniform;
 use rand_distr::Uniform;
 
 use super::Backbone;
-use crate::init::Draw;
 use crate::backbones::trace::StageTrace;
+use crate::init::Draw;
 use crate::layers::{AnyTape, Block, Conv2dBias, LayerNorm, Mode};
 use crate::{Image, Kernels, OpError};
 

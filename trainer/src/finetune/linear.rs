@@ -58,7 +58,8 @@ pub(crate) fn train(
     };
     let batch = c.batch.max(1);
     let steps_per_epoch = n.div_ceil(batch) as u64;
-    let schedule = Schedule { base_lr: c.lr, warmup: 0, total: steps_per_epoch * c.epochs, cosine: c.cosine };
+    let schedule =
+        Schedule { base_lr: c.lr, warmup: 0, total: steps_per_epoch * c.epochs, cosine: c.cosine, epoch_steps: 0 };
     let bar = Progress::new(quiet, schedule.total, state.step, "linear");
     while state.epoch < c.epochs {
         let t0 = std::time::Instant::now();

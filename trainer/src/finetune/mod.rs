@@ -229,7 +229,8 @@ pub fn finetune(
         if batches == 0 {
             return Err(Error::config(format!("the training split has fewer images than one batch of {}", c.batch)));
         }
-        let schedule = Schedule { base_lr: c.lr, warmup: 0, total: batches as u64 * c.epochs, cosine: c.cosine };
+        let schedule =
+            Schedule { base_lr: c.lr, warmup: 0, total: batches as u64 * c.epochs, cosine: c.cosine, epoch_steps: 0 };
         let bar = Progress::new(quiet, schedule.total, state.step, "finetune");
         while state.epoch < c.epochs {
             let t0 = std::time::Instant::now();

@@ -41,6 +41,8 @@ pub struct PretrainConfig {
     pub optimizer: OptimizerKind,
     /// Epochs of linear warmup.
     pub warmup_epochs: f64,
+    /// Set the cosine once per epoch, as the official code does (default: every optimizer step).
+    pub cosine_per_epoch: bool,
     /// Projection dimension (2048, 1024, 512, 256, 128).
     pub proj_dim: usize,
     /// How the backbone is initialised: `uniform` (PyTorch's generic layer defaults),
@@ -106,6 +108,7 @@ impl Default for PretrainConfig {
             wd: None,
             optimizer: OptimizerKind::Adam,
             warmup_epochs: 0.0,
+            cosine_per_epoch: false,
             proj_dim: 2048,
             init_scheme: InitScheme::Uniform,
             fix_pred_lr: false,

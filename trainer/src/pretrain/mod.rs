@@ -124,6 +124,7 @@ pub fn pretrain(
         warmup: (cfg.warmup_epochs * spe as f64).round() as u64,
         total,
         cosine: true,
+        epoch_steps: if cfg.cosine_per_epoch { spe } else { 0 },
     };
     let wd = cfg.wd.unwrap_or(0.0);
     let optim = match cfg.optimizer {
