@@ -666,8 +666,8 @@ mod tests {
         for (name, (_, b)) in &before {
             let (f, p) = (&fixed[name].1, &plain[name].1);
             let ratio = if name.starts_with("2.") { base / scheduled } else { 1.0 };
-            for i in 0..b.len() {
-                let (df, dp) = ((f[i] - b[i]) as f64, (p[i] - b[i]) as f64);
+            for (i, ((f, p), b)) in f.iter().zip(p).zip(b).enumerate() {
+                let (df, dp) = ((f - b) as f64, (p - b) as f64);
                 assert!((df - ratio * dp).abs() <= 1e-5 * (1.0 + df.abs()), "{name}[{i}]: {df} vs {ratio} × {dp}");
             }
             assert!(p.iter().zip(b).any(|(p, b)| p != b), "{name} did not move");
