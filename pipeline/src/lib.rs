@@ -51,6 +51,7 @@ pub mod augment;
 mod batch;
 pub mod decode;
 mod error;
+mod fetch;
 mod pipeline;
 pub mod plan;
 pub mod preview;

@@ -27,9 +27,16 @@ pub enum BenchCommand {
     },
     /// Multi-view pipeline throughput from shards: pairs/s, per-stage times, the bottleneck.
     Pipeline {
-        /// Shard folder (default: `--count` generated noise images of `--size` px in a temp folder).
+        /// Shard folder or URL (default: `--count` generated noise images of `--size` px in a
+        /// temp folder).
         #[arg(long)]
         data: Option<PathBuf>,
+        #[command(flatten)]
+        cache: super::store::CacheArgs,
+        /// With a URL: add this latency (ms) to every request, through object_store's
+        /// throttling wrapper (a far-away bucket).
+        #[arg(long)]
+        added_latency_ms: Option<u64>,
         /// Split to read.
         #[arg(long, default_value = "train")]
         split: String,
@@ -168,7 +175,19 @@ pub fn peak_rss_mb() -> Option<f64> {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Pipeline { data, split, recipe, views, count, size, batch, workers, epochs } => {
+        BenchCommand::Pipeline {
+            data,
+            cache,
+            added_latency_ms,
+            split,
+            recipe,
+            views,
+            count,
+            size,
+            batch,
+            workers,
+            epochs,
+        } => {
             let tmp = tempfile::tempdir()?;
             let dir = match data {
                 Some(d) => d,
@@ -180,14 +199,21 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     out
                 }
             };
+            let mut opts = cache.options();
+            opts.added_latency = added_latency_ms.map(std::time::Duration::from_millis);
+            let at = siamlab_datasets::store::open_path(&dir, &opts)?;
             let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
             let mut total = (0u64, 0f64);
             for epoch in 0..epochs {
-                let mut b = Pipeline::builder(&dir).split(&split).epoch(epoch).views(&recipe, views).batch_size(batch);
+                let before = at.cache_stats();
+                let mut b =
+                    Pipeline::builder_at(at.clone()).split(&split).epoch(epoch).views(&recipe, views).batch_size(batch);
                 if size > 0 && tmp.path().join("shards").exists() {
                     b = b.image_size(size);
                 }
+                let planning = Instant::now();
                 let mut p = b.workers(workers).build()?;
+                let planning = planning.elapsed().as_secs_f64();
                 let pb = super::progress::bar(Some(p.batches() as u64), false, &format!("epoch {epoch}"));
                 let start = Instant::now();
                 let mut n = 0u64;
@@ -211,7 +237,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     "  read {:.2}s ({} row groups), decode {:.2}s, augment {:.2}s, workers idle {:.2}s / blocked {:.2}s ({} workers)",
                     st.read_s, st.read_groups, st.decode_s, st.augment_s, st.worker_idle_s, st.worker_blocked_s, st.workers
                 );
-                outln!("  bottleneck: {}", st.bottleneck());
+                outln!("  bottleneck: {}; planned in {planning:.2}s (manifest and footers)", st.bottleneck());
+                if let (Some(now), Some(before)) = (at.cache_stats(), before) {
+                    outln!("  {}", super::store::cache_line(&now.since(&before)));
+                }
                 if epoch > 0 || epochs == 1 {
                     total.0 += n;
                     total.1 += secs;

@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::bail;
 use clap::Args;
 use siamlab_datasets::sources::{RandomSpec, ShapesSpec, SourceSpec};
-use siamlab_datasets::{ingest, IngestOptions, Outcome};
+use siamlab_datasets::store::{self, prepare_location, StoreOptions};
+use siamlab_datasets::{ingest_to, IngestOptions, Outcome};
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -16,7 +17,8 @@ pub struct IngestArgs {
     /// Archive file or folder holding the source (not used by `random`).
     #[arg(long)]
     src: Option<PathBuf>,
-    /// Output shard folder.
+    /// Output shard folder, or a URL (s3://bucket/prefix, gs://…, az://…): shards are written
+    /// locally, uploaded as each is finished, and the manifest last.
     #[arg(long)]
     out: PathBuf,
     /// Target shard size in MB.
@@ -79,10 +81,10 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         bail!("--shard-size-mb must be a positive number");
     }
     siamlab_datasets::decode::check_resize(a.resize)?;
-    if let Some(m) = siamlab_datasets::ingest::prepare_out(&a.out, a.overwrite, &arguments(&a))? {
+    let out = store::open_path(&a.out, &StoreOptions::default())?;
+    if let Some(m) = prepare_location(&out, a.overwrite, &arguments(&a))? {
         outln!(
-            "{} is already complete ({} source, {} rows); use --overwrite to redo it",
-            a.out.display(),
+            "{out} is already complete ({} source, {} rows); use --overwrite to redo it",
             m.source,
             m.splits.values().map(|s| s.rows).sum::<u64>()
         );
@@ -101,15 +103,16 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         skip_bad: a.skip_bad,
         arguments: arguments(&a),
         progress: Some(&progress),
+        on_shard: None,
     };
-    let outcome = ingest(source, &opts)?;
+    let outcome = ingest_to(source, &opts, &out)?;
     pb.finish_and_clear();
     let m = outcome.manifest();
     if let Outcome::AlreadyComplete(_) = outcome {
-        outln!("{} is already complete; use --overwrite to redo it", a.out.display());
+        outln!("{out} is already complete; use --overwrite to redo it");
         return Ok(());
     }
-    outln!("wrote {} ({}) in {:.2}s", a.out.display(), m.source, start.elapsed().as_secs_f64());
+    outln!("wrote {out} ({}) in {:.2}s", m.source, start.elapsed().as_secs_f64());
     for name in &m.split_order {
         let s = &m.splits[name];
         let skipped = if s.skipped > 0 { format!(", {} skipped (did not decode)", s.skipped) } else { String::new() };

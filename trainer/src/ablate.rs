@@ -19,8 +19,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use siamlab_datasets::decode::check_resize;
-use siamlab_datasets::ingest::{ingest, prepare_out, IngestOptions};
+use siamlab_datasets::ingest::IngestOptions;
 use siamlab_datasets::sources::SourceSpec;
+use siamlab_datasets::store::{ingest_to, prepare_location};
 use siamlab_model::backbones::vit_s_patch_size;
 
 use crate::checkpoint::write_json;
@@ -146,6 +147,10 @@ pub struct Plan {
     pub work: PathBuf,
     /// Steps in dependency order.
     pub steps: Vec<Step>,
+    /// Where the datasets are kept (`WORK/data`, or a folder or URL: [`Plan::set_data`]).
+    pub data: String,
+    /// How datasets at a URL are read (cache folder and limit).
+    pub store: siamlab_datasets::StoreOptions,
 }
 
 impl Experiment {
@@ -201,6 +206,41 @@ impl Plan {
                 Step::Ingest { .. } => {}
             }
         }
+    }
+
+    /// Keeps the datasets under `root` — a folder, or a URL such as `s3://bucket/prefix` — instead
+    /// of `WORK/data`: ingested there and read from there with `store`'s cache.
+    pub fn set_data(&mut self, root: &str, store: &siamlab_datasets::StoreOptions) {
+        let root = root.trim_end_matches('/').to_string();
+        let old = self.work.join("data");
+        let remap = |p: &mut PathBuf| {
+            if let Ok(rest) = p.strip_prefix(&old) {
+                *p = PathBuf::from(format!("{root}/{}", rest.display()));
+            }
+        };
+        for step in &mut self.steps {
+            match step {
+                Step::Pretrain { config, .. } => {
+                    remap(&mut config.data);
+                    if let Some(k) = &mut config.knn_data {
+                        remap(k);
+                    }
+                    config.store = store.clone();
+                }
+                Step::Finetune { config, .. } => {
+                    remap(&mut config.data);
+                    config.store = store.clone();
+                }
+                Step::Ingest { .. } => {}
+            }
+        }
+        self.data = root;
+        self.store = store.clone();
+    }
+
+    /// Where dataset `id` is kept.
+    fn data_of(&self, id: &str) -> PathBuf {
+        PathBuf::from(format!("{}/{id}", self.data))
     }
 
     /// Resolves `e` under `work`; `base` is the folder relative paths (`src`, `imagenet:`) are
@@ -269,7 +309,8 @@ impl Plan {
             steps.push(Step::Pretrain { id: format!("{pid}--s{seed}"), config });
         }
         steps.extend(cells);
-        Ok(Plan { experiment: e, work: work.to_path_buf(), steps })
+        let data = work.join("data").display().to_string();
+        Ok(Plan { experiment: e, work: work.to_path_buf(), steps, data, store: Default::default() })
     }
 
     /// One line per step with its epochs and its estimated wall time on a 2-core CPU.
@@ -308,7 +349,7 @@ impl Plan {
         let mut data = BTreeMap::new();
         for s in &self.steps {
             if let Step::Ingest { id, spec } = s {
-                data.insert(self.work.join("data").join(id), DataShape::of(spec));
+                data.insert(self.data_of(id), DataShape::of(spec));
             }
         }
         let unknown = DataShape::of(&DatasetSpec { source: "folder".into(), ..Default::default() });
@@ -317,7 +358,7 @@ impl Plan {
             .iter()
             .map(|s| match s {
                 Step::Ingest { id, .. } => {
-                    let d = shape(&self.work.join("data").join(id));
+                    let d = shape(&self.data_of(id));
                     d.splits.iter().map(|(_, n)| n).sum::<f64>() * d.ingest_per_image
                 }
                 Step::Pretrain { config, .. } => {
@@ -491,18 +532,18 @@ pub fn run(plan: &Plan, quiet: bool, log: &mut dyn FnMut(&str)) -> Result<Vec<Re
         let n = i + 1;
         match step {
             Step::Ingest { id, spec } => {
-                let out = plan.work.join("data").join(id);
+                let out = siamlab_datasets::store::open_path(&plan.data_of(id), &plan.store)?;
                 let arguments = serde_json::to_value(spec).unwrap_or_default();
                 // Done when complete with the same spec; a changed spec is an error naming what changed.
-                if prepare_out(&out, false, &arguments)?.is_some() {
+                if prepare_location(&out, false, &arguments)?.is_some() {
                     log(&format!("[{n}/{total}] data/{id}: done"));
                     continue;
                 }
                 log(&format!("[{n}/{total}] ingest {} → data/{id}", spec.source));
-                let mut opts = IngestOptions::new(&out);
+                let mut opts = IngestOptions::new(plan.data_of(id));
                 opts.resize = spec.resize;
                 opts.arguments = arguments;
-                ingest(spec.source_spec().open()?, &opts)?;
+                ingest_to(spec.source_spec().open()?, &opts, &out)?;
             }
             Step::Pretrain { id, config } => {
                 let out = plan.work.join("pretrain").join(id);

@@ -39,8 +39,12 @@ use crate::schedule::Schedule;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FinetuneConfig {
-    /// Labeled shard folder.
+    /// Labeled shard folder (a path, or a URL such as `s3://bucket/prefix`).
     pub data: PathBuf,
+    /// How a URL in `data` is read: cache folder and limit (not part of the run's
+    /// configuration: not saved, never compared).
+    #[serde(skip)]
+    pub store: siamlab_datasets::StoreOptions,
     /// Training split.
     pub train_split: String,
     /// Validation split (default: `valid` / `val` when present, else a hold-out of train).
@@ -85,6 +89,7 @@ impl Default for FinetuneConfig {
     fn default() -> Self {
         FinetuneConfig {
             data: PathBuf::new(),
+            store: siamlab_datasets::StoreOptions::default(),
             train_split: "train".into(),
             val_split: None,
             val_fraction: 0.1,
@@ -425,7 +430,7 @@ pub fn finetune(
     quiet: bool,
     log: &mut dyn FnMut(&str),
 ) -> Result<Summary> {
-    let ds = Dataset::open(&cfg.data)?;
+    let ds = Dataset::open_with(&cfg.data, &cfg.store)?;
     let (c, loss, names, weights) = resolve(cfg, &ds)?;
     let outputs = names.len();
     let image_size = c.image_size.unwrap_or(32);
@@ -737,6 +742,7 @@ pub fn evaluate(
     data: Option<&Path>,
     workers: Option<usize>,
     device: DeviceSpec,
+    store: &siamlab_datasets::StoreOptions,
 ) -> Result<EvalMetrics> {
     let config_path = run.join("config.json");
     if !config_path.is_file() {
@@ -748,7 +754,7 @@ pub fn evaluate(
             "not a finetuning run's configuration (pretraining runs are evaluated by finetuning them)",
         )
     })?;
-    let ds = Dataset::open(data.unwrap_or(&r.config.data))?;
+    let ds = Dataset::open_with(data.unwrap_or(&r.config.data), store)?;
     let names = match ds.labels() {
         Labels::Classes(n) | Labels::Attributes(n) => n,
         Labels::None => return Err(Error::config(format!("{} has no labels", ds.dir.display()))),

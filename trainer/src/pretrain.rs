@@ -26,8 +26,12 @@ use crate::schedule::{group_len, steps_per_epoch, Schedule};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PretrainConfig {
-    /// Shard folder.
+    /// Shard folder (a path, or a URL such as `s3://bucket/prefix`).
     pub data: PathBuf,
+    /// How a URL in `data` is read: cache folder and limit (not part of the run's
+    /// configuration: not saved, never compared).
+    #[serde(skip)]
+    pub store: siamlab_datasets::StoreOptions,
     /// Split to pretrain on.
     pub split: String,
     /// Use only this fraction of the split (seeded), for quick runs.
@@ -86,6 +90,7 @@ impl Default for PretrainConfig {
     fn default() -> Self {
         PretrainConfig {
             data: PathBuf::new(),
+            store: siamlab_datasets::StoreOptions::default(),
             split: "train".into(),
             fraction: 1.0,
             backbone: "resnet18".into(),
@@ -257,7 +262,7 @@ pub fn pretrain(
     quiet: bool,
     log: &mut dyn FnMut(&str),
 ) -> Result<Outcome> {
-    let ds = Dataset::open(&cfg.data)?;
+    let ds = Dataset::open_with(&cfg.data, &cfg.store)?;
     let cfg = resolve(cfg, &ds)?;
     let image_size = cfg.image_size.unwrap_or(32);
     let monitor = Monitors::new(&cfg, &ds, image_size)?;
@@ -505,7 +510,7 @@ impl Monitors {
         };
         let knn = if cfg.knn_every > 0 {
             let kds = match &cfg.knn_data {
-                Some(d) => Dataset::open(d)?,
+                Some(d) => Dataset::open_with(d, &cfg.store)?,
                 None => ds.clone(),
             };
             match kds.labels() {
