@@ -99,6 +99,9 @@ impl<T> IoContext<T> for std::io::Result<T> {
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename,
 /// fsync of the folder. On failure the temporary file is removed and `path` is untouched.
+///
+/// The one atomic write of siamlab: manifests and markers here, checkpoints, run files, plots
+/// and experiment results in the trainer, previews in the pipeline all go through it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp: PathBuf = tmp_name(path);
@@ -129,5 +132,39 @@ pub(crate) fn tmp_name(path: &Path) -> PathBuf {
 pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_file_and_leaves_no_temporary() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("a.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<String> =
+            std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert_eq!(names, ["a.json"]);
+    }
+
+    /// A write that cannot finish (the target is a folder: the rename fails) keeps the target
+    /// as it was and removes the temporary file.
+    #[test]
+    fn a_failed_write_cleans_up_and_keeps_the_target() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("taken");
+        std::fs::create_dir(&p).unwrap();
+        std::fs::write(p.join("inside"), b"x").unwrap();
+        let err = write_atomic(&p, b"new").unwrap_err().to_string();
+        assert!(err.contains("taken"), "{err}");
+        assert!(p.join("inside").is_file());
+        let names: Vec<String> =
+            std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert_eq!(names, ["taken"], "no temporary left");
+        assert!(write_atomic(&t.path().join("missing/x"), b"y").is_err());
     }
 }

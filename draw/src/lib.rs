@@ -1,7 +1,8 @@
 //! siamlab-draw: the pictures siamlab makes for people to look at — training curves
 //! ([`chart`]), contact sheets of samples ([`sheet`]) — with anti-aliased text ([`text`]) in
 //! DejaVu Sans, embedded in the binary (a subset; `fonts/LICENSE-DejaVu.txt` is its licence),
-//! so no font needs to be installed. [`save_png`] writes a picture atomically.
+//! so no font needs to be installed. [`encode_png`] turns a picture into PNG bytes (the caller
+//! writes them with its atomic write).
 //!
 //! It knows pixels and text only: what to plot and which samples to show is for the crates
 //! above it (the trainer's run folders, the pipeline's previews).
@@ -19,4 +20,4 @@ mod png;
 pub mod sheet;
 pub mod text;
 
-pub use png::save_png;
+pub use png::encode_png;

@@ -86,6 +86,9 @@ fn cases() -> Vec<Case> {
 }
 
 fn main() {
+    // As the `siamlab` binary and the SimSiam bench: freed blocks stay in the process, so a
+    // backward pass's fresh gradients do not pay page faults and TLB shootdowns.
+    siamlab_model::memory::retain_freed_memory();
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
     let dev = Cpu::default();
     println!("siamlab-model conv f32 batch {BATCH}, {} threads", rayon::current_num_threads());

@@ -71,7 +71,7 @@ fn values(seed: u64, n: usize) -> Vec<f32> {
 }
 
 fn input<S: Shape, D: Kernels<f32>>(dev: &D, seed: u64, shape: S) -> Result<Tensor<S, f32, D>, OpError> {
-    dev.try_tensor_from_vec(values(seed, shape.num_elements()), shape).map_err(composed::dev_err)
+    dev.try_tensor_from_vec(values(seed, shape.num_elements()), shape).map_err(OpError::device)
 }
 
 /// `Σ y·r` backward; the output and the gradients of `inputs` on the host.
@@ -82,7 +82,7 @@ fn finish<S: Shape, D: Kernels<f32>>(
     let shape = *y.shape();
     let out = y.retaped::<NoneTape>().as_vec();
     let r = input(y.device(), 999, shape)?;
-    let loss = y.try_mul(r).and_then(|l| l.try_sum::<Rank0, _>()).map_err(composed::dev_err)?;
+    let loss = y.try_mul(r).and_then(|l| l.try_sum::<Rank0, _>()).map_err(OpError::device)?;
     let g = loss.backward();
     Ok(Outcome { out, grads: grads_of(&g) })
 }
@@ -144,7 +144,7 @@ fn batch_norm<D: Kernels<f32>>(dev: &D, path: Path, training: bool, relu: bool) 
     let w: Tensor<Rank1<4>, f32, D> = input(dev, 7, Default::default())?;
     let b: Tensor<Rank1<4>, f32, D> = input(dev, 8, Default::default())?;
     let mut mean: Tensor<Rank1<4>, f32, D> = input(dev, 9, Default::default())?;
-    let mut var = dev.try_tensor([0.5f32, 1.0, 2.0, 0.25]).map_err(composed::dev_err)?;
+    let mut var = dev.try_tensor([0.5f32, 1.0, 2.0, 0.25]).map_err(OpError::device)?;
     let cfg = BatchNormConfig::new(training).relu(relu);
     let y = pick!(path, D, batch_norm(x.leaky_trace(), w.leaky_trace(), b.leaky_trace(), &mut mean, &mut var, cfg))?;
     finish(y, |g| vec![g.get(&x).as_vec(), g.get(&w).as_vec(), g.get(&b).as_vec(), mean.as_vec(), var.as_vec()])
@@ -192,7 +192,7 @@ fn heads<D: Kernels<f32>>(dev: &D, path: Path) -> Result<Outcome, OpError> {
     let x = input(dev, 19, (2, 5, Const::<24>))?;
     // Split part 1 of 3 (k of qkv) into 2 heads of 4, scale, merge back to width 8.
     let h = pick!(path, D, split_heads(x.leaky_trace(), 1, 3, 2))?;
-    let h = h.try_mul(1.5f32).map_err(composed::dev_err)?;
+    let h = h.try_mul(1.5f32).map_err(OpError::device)?;
     let y = match path {
         Path::Kernels => D::merge_heads::<8, _>(h, 2)?,
         Path::Composed => composed::merge_heads::<8, _, _, _>(h, 2)?,
@@ -275,8 +275,44 @@ pub fn compare_ops<D: Kernels<f32>>(dev: &D, path: Path) -> Result<Vec<OpCheck>,
     for ((name, r), (_, t)) in reference.into_iter().zip(target) {
         let want = r(&cpu, Path::Kernels)?;
         let got = t(dev, path)?;
-        let backward = want.grads.iter().zip(&got.grads).map(|(w, g)| rel(g, w)).fold(0f64, f64::max);
-        rows.push(OpCheck { op: name.to_string(), forward: rel(&got.out, &want.out), backward });
+        rows.push(check(name, &got, &want));
     }
     Ok(rows)
+}
+
+/// `got` against the reference `want`: a missing gradient counts as infinitely wrong.
+fn check(op: &str, got: &Outcome, want: &Outcome) -> OpCheck {
+    let backward = if got.grads.len() == want.grads.len() {
+        want.grads.iter().zip(&got.grads).map(|(w, g)| rel(g, w)).fold(0f64, f64::max)
+    } else {
+        f64::INFINITY
+    };
+    OpCheck { op: op.to_string(), forward: rel(&got.out, &want.out), backward }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(out: &[f32], grads: &[&[f32]]) -> Outcome {
+        Outcome { out: out.to_vec(), grads: grads.iter().map(|g| g.to_vec()).collect() }
+    }
+
+    /// What the comparison must catch in a device's op: a wrong output value, a wrong value in
+    /// any one gradient, a gradient of the wrong length, a gradient that is not there.
+    #[test]
+    fn the_comparison_catches_wrong_outputs_and_gradients() {
+        let want = outcome(&[1.0, -4.0], &[&[2.0, 0.5], &[8.0]]);
+        let same = check("op", &outcome(&[1.0, -4.0], &[&[2.0, 0.5], &[8.0]]), &want);
+        assert_eq!((same.forward, same.backward), (0.0, 0.0));
+        let out = check("op", &outcome(&[1.0, -3.0], &[&[2.0, 0.5], &[8.0]]), &want);
+        assert_eq!((out.forward, out.backward), (0.25, 0.0));
+        let second = check("op", &outcome(&[1.0, -4.0], &[&[2.0, 0.5], &[6.0]]), &want);
+        assert_eq!((second.forward, second.backward), (0.0, 0.25));
+        assert_eq!(second.worst(), 0.25);
+        let short = check("op", &outcome(&[1.0, -4.0], &[&[2.0], &[8.0]]), &want);
+        assert_eq!(short.backward, f64::INFINITY);
+        let missing = check("op", &outcome(&[1.0, -4.0], &[&[2.0, 0.5]]), &want);
+        assert_eq!(missing.backward, f64::INFINITY);
+    }
 }

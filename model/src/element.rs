@@ -362,6 +362,51 @@ pub(crate) fn matmul_strided<E: Element>(
     }
 }
 
+/// `dst (m × n, row-major) += a (m × k) · b (k × n)` for a long inner dimension and a small
+/// product (a weight gradient `dyᵀ · x` over many rows): gemm spreads its work over blocks of
+/// `m` and `n` only, so a 64 × 64 product over 30,000 rows runs on one thread. Here the inner
+/// dimension is cut into one run per rayon thread, each run's product goes into its own
+/// scratch, and the partial products are added in run order (deterministic for a given
+/// thread count). Falls back to [`matmul`] when the product is large enough for gemm to split.
+pub(crate) fn matmul_acc_split_k<E: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [E],
+    a: Mat<'_, E>,
+    b: Mat<'_, E>,
+) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    // Below this many product elements per thread gemm's split leaves threads idle, and
+    // cutting the inner dimension wins (given enough of it).
+    const SMALL_PRODUCT: usize = 128 * 256;
+    if threads < 2 || m * n > SMALL_PRODUCT * threads || k < 256 * threads {
+        return matmul(m, n, k, dst, true, a, b, true);
+    }
+    let run = k.div_ceil(threads);
+    let parts: Vec<Scratch<E>> = (0..threads)
+        .into_par_iter()
+        .map(|t| {
+            let (k0, k1) = (t * run, ((t + 1) * run).min(k));
+            let mut part = Scratch::with_len(m * n);
+            if k1 > k0 {
+                let a_t = Mat::strided(&a.data[k0 * a.cs..], a.rs, a.cs);
+                let b_t = Mat::strided(&b.data[k0 * b.rs..], b.rs, b.cs);
+                matmul(m, n, k1 - k0, &mut part, false, a_t, b_t, false);
+            } else {
+                part.fill(E::zero());
+            }
+            part
+        })
+        .collect();
+    for part in &parts {
+        for (d, &v) in dst.iter_mut().zip(part.iter()) {
+            *d += v;
+        }
+    }
+}
+
 /// Writes the `rows × cols` matrix `src` row-major into `dst`, in tiles so that both sides stay
 /// in cache.
 fn transpose_into<E: Element>(src: Mat<'_, E>, rows: usize, cols: usize, dst: &mut [E]) {
@@ -404,6 +449,26 @@ mod tests {
                         let expect = want(i, j) + if acc { 1.0 } else { 0.0 };
                         assert_eq!(dst[i * rs + j * cs], expect, "{m}x{n}x{k} ta {ta} tb {tb} td {td} acc {acc}");
                     }
+                }
+            }
+        }
+    }
+
+    /// The inner dimension cut over threads (a weight gradient over many rows) gives the naive
+    /// product, for runs of uneven length, and adds onto what `dst` held.
+    #[test]
+    fn split_inner_dimension_agrees_with_the_naive_product() {
+        let (m, n, k) = (3, 5, 2_001);
+        let a: Vec<f64> = (0..k * m).map(|i| ((i * 7 + 3) % 11) as f64 - 5.0).collect(); // aᵀ row-major
+        let b: Vec<f64> = (0..k * n).map(|i| ((i * 5 + 1) % 13) as f64 - 6.0).collect();
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut dst = vec![1.0f64; m * n];
+            pool.install(|| super::matmul_acc_split_k(m, n, k, &mut dst, Mat::transposed(&a, m), Mat::rows(&b, n)));
+            for i in 0..m {
+                for j in 0..n {
+                    let want = 1.0 + (0..k).map(|l| a[l * m + i] * b[l * n + j]).sum::<f64>();
+                    assert_eq!(dst[i * n + j], want, "{threads} threads, ({i}, {j})");
                 }
             }
         }

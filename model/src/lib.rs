@@ -22,8 +22,8 @@
 //! - **[`weights`]**: torchvision / timm `state_dict`s in (shapes checked, position embeddings
 //!   and patch kernels of another input size resampled as timm does) and out (loadable with
 //!   `strict=True`).
-//! - **[`simsiam`]** (projector, predictor, the stop-gradient loss) and **[`heads`]** (linear
-//!   evaluation and finetuning classifiers, multi-class or multi-label).
+//! - **[`simsiam`]**: projector, predictor, the stop-gradient loss. (The classification head,
+//!   whose class count is known only at run time, is the trainer's.)
 //!
 //! Kernels: im2col + GEMM on the `gemm` crate (the library dfdx's CPU backend uses, in a
 //! version with AVX-512 on stable Rust), with small feature maps batched into wide GEMMs and the
@@ -84,7 +84,6 @@ pub mod check;
 mod device;
 mod element;
 mod error;
-pub mod heads;
 pub mod layers;
 pub mod memory;
 mod names;
@@ -95,14 +94,15 @@ pub mod simsiam;
 mod summary;
 pub mod weights;
 
+pub use backbones::trace::{StageTrace, SummaryRow};
 pub use device::Kernels;
 pub use element::Element;
 pub use error::OpError;
-pub use names::{named_tensors, NamedTensor};
+pub use names::{named_tensors, visit_grads, visit_tensors, walk_tensors, GradFn, NamedTensor, ReadFn, Slot, TensorFn};
 pub use ops::composed;
 pub use ops::{
     avg_pool2d, batch_norm, batched_matmul, conv2d, conv2d_bias, drop_path, gelu, global_avg_pool2d, layer_norm,
     linear, linear_no_bias, max_pool2d, merge_heads, residual_add, scale_channels, scaled_softmax, silu, split_heads,
     BatchNormConfig, Conv2dConfig, Image, Pool2dConfig,
 };
-pub use summary::{summary, StageTrace, Summary, SummaryRow};
+pub use summary::{summary, Summary};

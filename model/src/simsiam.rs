@@ -20,7 +20,6 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
 use crate::backbones::Backbone;
-use crate::composed::dev_err;
 use crate::layers::{AnyTape, BatchNorm1d, Block, Mode};
 use crate::{Image, Kernels, OpError};
 
@@ -177,7 +176,7 @@ pub fn negative_cosine<const M: usize, Dev: Kernels<f32>, T: AnyTape<Dev>>(
         let z = unit_rows(z)?;
         p.try_mul(z)?.try_sum::<(usize,), Axis<1>>()?.try_mean::<Rank0, _>()?.try_negate()
     };
-    d().map_err(dev_err)
+    d().map_err(OpError::device)
 }
 
 /// SimSiam's symmetric loss `½·D(p1, z2) + ½·D(p2, z1)`; the targets `z1`, `z2` are detached
@@ -190,7 +189,7 @@ pub fn simsiam_loss<const M: usize, Dev: Kernels<f32>, T: AnyTape<Dev>>(
 ) -> Result<Tensor<Rank0, f32, Dev, T>, OpError> {
     let a = negative_cosine(p1, z2)?;
     let b = negative_cosine(p2, z1)?;
-    a.try_add(b).and_then(|l| l.try_mul(0.5)).map_err(dev_err)
+    a.try_add(b).and_then(|l| l.try_mul(0.5)).map_err(OpError::device)
 }
 
 /// What [`SimSiam::forward_pair`] returns: the projections (detached, the targets) and the

@@ -5,22 +5,12 @@
 use std::fmt;
 
 use dfdx::nn::NumParams;
-use dfdx::prelude::{Const, Cpu, HasShape, Shape, Storage, Tensor, ZerosTensor};
+use dfdx::prelude::{Const, Cpu, ZerosTensor};
 
+use crate::backbones::trace::{StageTrace, SummaryRow};
 use crate::backbones::Backbone;
 use crate::layers::Mode;
 use crate::OpError;
-
-/// One row of a [`Summary`]: a stage of the backbone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SummaryRow {
-    /// The stage, named as in the state dict where it is one module (`layer1`, `blocks`).
-    pub name: String,
-    /// Its output shape, batch first.
-    pub shape: Vec<usize>,
-    /// Trainable parameters of the stage.
-    pub params: usize,
-}
 
 /// The table [`summary`] returns; `Display` prints it as torchinfo does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,46 +23,6 @@ pub struct Summary {
     pub rows: Vec<SummaryRow>,
     /// All trainable parameters of the backbone (equal to the sum of the rows).
     pub total_params: usize,
-}
-
-/// Where a forward pass reports its stages; [`StageTrace::off`] for ordinary forwards (records
-/// nothing and never calls the parameter counters).
-#[derive(Debug, Default)]
-pub struct StageTrace {
-    rows: Option<Vec<SummaryRow>>,
-}
-
-impl StageTrace {
-    /// A trace that records nothing.
-    pub fn off() -> Self {
-        StageTrace { rows: None }
-    }
-
-    /// A trace that records every stage.
-    pub fn on() -> Self {
-        StageTrace { rows: Some(Vec::new()) }
-    }
-
-    /// Records a stage's output; `params` is only called when the trace is on.
-    pub fn record<S: Shape, D: Storage<f32>, T>(
-        &mut self,
-        name: &str,
-        y: &Tensor<S, f32, D, T>,
-        params: impl FnOnce() -> usize,
-    ) {
-        if let Some(rows) = &mut self.rows {
-            rows.push(SummaryRow {
-                name: name.to_string(),
-                shape: y.shape().concrete().into_iter().collect(),
-                params: params(),
-            });
-        }
-    }
-
-    /// The recorded rows (empty when off).
-    pub fn into_rows(self) -> Vec<SummaryRow> {
-        self.rows.unwrap_or_default()
-    }
 }
 
 /// Runs one `image_size × image_size` zero image through `backbone` in evaluation mode and

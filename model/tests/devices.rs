@@ -17,10 +17,16 @@ fn composed_ops_match_the_cpu_kernels_forward_and_backward() {
     assert!(bad.is_empty(), "{bad:#?}");
 }
 
+/// The comparison runs the composed implementations, not the kernels twice: where their
+/// arithmetic differs (another summation order), a difference shows, small.
 #[test]
-fn the_kernels_path_on_cpu_is_the_reference_itself() {
-    let rows = compare_ops(&Cpu::default(), Path::Kernels).unwrap();
-    assert!(rows.iter().all(|r| r.worst() == 0.0), "{rows:#?}");
+fn the_composed_path_is_what_is_compared() {
+    let composed = compare_ops(&Cpu::default(), Path::Composed).unwrap();
+    let kernels = compare_ops(&Cpu::default(), Path::Kernels).unwrap();
+    assert_eq!(composed.len(), kernels.len());
+    assert!(kernels.iter().all(|r| r.worst() == 0.0), "the CPU kernels are deterministic: {kernels:#?}");
+    let differing: Vec<&str> = composed.iter().filter(|r| r.worst() > 0.0).map(|r| r.op.as_str()).collect();
+    assert!(differing.len() >= 3, "composed results identical to the kernels' bit for bit: {differing:?}");
 }
 
 #[test]

@@ -26,7 +26,37 @@ pub enum Error {
     /// Invalid builder settings.
     #[error("{0}")]
     Config(String),
-    /// A worker panicked; the message is re-raised as a panic by the blocking iterator.
-    #[error("pipeline worker panicked: {0}")]
-    Panic(String),
+    /// A row's label is not one of the manifest's classes.
+    #[error("{shard}: row {row}: label {label} is not a class of this dataset (0..{classes})")]
+    Label {
+        /// The shard file.
+        shard: String,
+        /// Row within the shard.
+        row: u64,
+        /// The label read.
+        label: i64,
+        /// Number of classes in the manifest.
+        classes: usize,
+    },
+    /// A stage panicked (a bug): every consumer receives it as this error, never as a panic of
+    /// its own thread, and the pipeline then ends.
+    #[error("pipeline {stage} stage panicked: {msg}")]
+    Panic {
+        /// The stage: `read` or `decode/augment`.
+        stage: &'static str,
+        /// The panic's message.
+        msg: String,
+    },
+}
+
+impl Error {
+    /// The error for a panic payload caught in `stage`.
+    pub(crate) fn panic(stage: &'static str, payload: &(dyn std::any::Any + Send)) -> Self {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Error::Panic { stage, msg }
+    }
 }

@@ -49,6 +49,7 @@
 
 pub mod augment;
 mod batch;
+pub mod bench;
 pub mod decode;
 mod error;
 mod fetch;

@@ -50,6 +50,9 @@ pub struct PipelineBuilder {
     normalize: Option<Normalize>,
     skip_bad: bool,
     start_sample: u64,
+    /// Tests: the stage that panics at its first batch.
+    #[cfg(test)]
+    panic_in: Option<&'static str>,
 }
 
 /// Where the shards are: as given (resolved when the pipeline is built), or resolved already.
@@ -118,6 +121,8 @@ impl PipelineBuilder {
             normalize: None,
             skip_bad: false,
             start_sample: 0,
+            #[cfg(test)]
+            panic_in: None,
         }
     }
     /// How a URL given to [`Pipeline::builder`] is opened: cache folder and limit (a
@@ -247,6 +252,7 @@ impl PipelineBuilder {
         let [c, h, w] = recipe.output_shape();
         let shape = [o.batch_size, c, h, w];
         let n_attr = manifest.attributes.as_ref().map_or(0, |a| a.len());
+        let classes = manifest.classes.as_ref().map_or(0, |c| c.len());
 
         let counters = Arc::new(Counters::default());
         let (jobs_tx, jobs_rx) = async_channel::bounded::<Job>(self.workers * 2);
@@ -274,6 +280,8 @@ impl PipelineBuilder {
             let counters = counters.clone();
             let out_err = done_tx.clone();
             let location = location.clone();
+            #[cfg(test)]
+            let panic_read = self.panic_in == Some("read");
             runtime.spawn(async move {
                 let last_use = plan.last_use();
                 let mut cache: HashMap<u32, Arc<ShardBatch>> = HashMap::new();
@@ -289,8 +297,14 @@ impl PipelineBuilder {
                                 }
                                 let (shard, location) = (shards[g.shard].clone(), location.clone());
                                 let t = Instant::now();
-                                let read =
-                                    tokio::task::spawn_blocking(move || read_group(&location, &shard, g.group)).await;
+                                let read = tokio::task::spawn_blocking(move || {
+                                    #[cfg(test)]
+                                    if panic_read {
+                                        panic!("injected into the read stage");
+                                    }
+                                    read_group(&location, &shard, g.group)
+                                })
+                                .await;
                                 add(&counters.read_ns, t.elapsed());
                                 counters.read_groups.fetch_add(1, Relaxed);
                                 let data = match read {
@@ -300,8 +314,11 @@ impl PipelineBuilder {
                                         return;
                                     }
                                     Err(e) => {
-                                        let _ =
-                                            out_err.send((b as u64, Event::Error(Error::Panic(e.to_string())))).await;
+                                        let err = match e.try_into_panic() {
+                                            Ok(payload) => Error::panic("read", &*payload),
+                                            Err(e) => Error::Panic { stage: "read", msg: e.to_string() },
+                                        };
+                                        let _ = out_err.send((b as u64, Event::Error(err))).await;
                                         return;
                                     }
                                 };
@@ -345,10 +362,13 @@ impl PipelineBuilder {
                 epoch: o.epoch,
                 shape,
                 n_attr,
+                classes,
                 skip_bad: self.skip_bad,
                 shard_paths: shard_paths.clone(),
                 counters: counters.clone(),
                 gate: gate.clone(),
+                #[cfg(test)]
+                panic: self.panic_in == Some("decode/augment"),
             };
             let h = std::thread::Builder::new()
                 .name(format!("siamlab-augment-{i}"))
@@ -479,10 +499,14 @@ struct WorkerCtx {
     epoch: u64,
     shape: [usize; 4],
     n_attr: usize,
+    /// Classes in the manifest (0: none; labels are then not checked).
+    classes: usize,
     skip_bad: bool,
     shard_paths: Arc<Vec<String>>,
     counters: Arc<Counters>,
     gate: Arc<ReorderGate>,
+    #[cfg(test)]
+    panic: bool,
 }
 
 /// The reorder window: a worker starts batch `seq` only once it is less than `window` batches
@@ -542,16 +566,16 @@ impl WorkerCtx {
                 return; // consumer gone
             }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                #[cfg(test)]
+                if self.panic {
+                    panic!("injected into a worker");
+                }
                 self.fill(job, &mut scratch, &mut rgb, &mut tmp)
             }));
             let ev = match result {
                 Ok(Ok(b)) => Event::Batch(b),
                 Ok(Err(e)) => Event::Error(e),
-                Err(p) => {
-                    let msg =
-                        p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
-                    Event::Error(Error::Panic(msg.unwrap_or_else(|| "unknown panic".into())))
-                }
+                Err(p) => Event::Error(Error::panic("decode/augment", &*p)),
             };
             let t = Instant::now();
             if self.done.send_blocking((seq, ev)).is_err() {
@@ -596,7 +620,16 @@ impl WorkerCtx {
                 self.recipe.apply(rgb, w, h, &mut rng, &mut out[k * per..(k + 1) * per], scratch)?;
             }
             add(&self.counters.augment_ns, t.elapsed());
-            buf.labels.push(s.data.label(s.row).unwrap_or(-1));
+            let label = s.data.label(s.row).unwrap_or(-1);
+            if label < -1 || (self.classes > 0 && label >= self.classes as i64) {
+                return Err(Error::Label {
+                    shard: self.shard_paths[s.shard].clone(),
+                    row: s.shard_row,
+                    label,
+                    classes: self.classes,
+                });
+            }
+            buf.labels.push(label);
             if self.n_attr > 0 {
                 match s.data.attributes(s.row) {
                     Some(a) => buf.attributes.extend_from_slice(&a),
@@ -739,12 +772,9 @@ impl futures_core::Stream for PipelineStream {
 impl Iterator for Pipeline {
     type Item = Result<Batch>;
 
-    /// Blocking iteration. A worker panic is re-raised here as a panic.
+    /// Blocking iteration. A stage's panic arrives as [`Error::Panic`] naming the stage.
     fn next(&mut self) -> Option<Result<Batch>> {
-        match self.next_blocking() {
-            Some(Err(Error::Panic(msg))) => std::panic::resume_unwind(Box::new(msg)),
-            other => other,
-        }
+        self.next_blocking()
     }
 }
 
@@ -782,6 +812,36 @@ pub(crate) fn named_recipe(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Issue 17: a panic in a worker was re-raised by the blocking iterator, so a consumer
+    /// (finetuning, eval, the kNN monitor) died with a panic of its own instead of an error.
+    /// Each stage's panic now reaches the consumer as one error naming the stage, through
+    /// the iterator and `next_blocking` alike, and the pipeline ends and shuts down.
+    #[test]
+    fn a_panic_in_any_stage_reaches_the_consumer_as_an_error_naming_the_stage() {
+        let t = tempfile::tempdir().unwrap();
+        let src = siamlab_datasets::synth::cifar_binary(t.path(), 4, 2, false).unwrap();
+        let dir = t.path().join("shards");
+        let cifar = siamlab_datasets::sources::Cifar::open(&src, false).unwrap();
+        siamlab_datasets::ingest(Box::new(cifar), &siamlab_datasets::IngestOptions::new(&dir)).unwrap();
+        for stage in ["read", "decode/augment"] {
+            let build = || {
+                let mut b = Pipeline::builder(&dir).batch_size(4).workers(2);
+                b.panic_in = Some(stage);
+                b.build().unwrap()
+            };
+            let items: Vec<Result<Batch>> = build().collect();
+            assert_eq!(items.len(), 1, "{stage}: the error, then the end");
+            let err = items[0].as_ref().unwrap_err();
+            assert!(matches!(err, Error::Panic { stage: s, .. } if *s == stage), "{err}");
+            assert!(err.to_string().starts_with(&format!("pipeline {stage} stage panicked: injected")), "{err}");
+            let mut p = build();
+            assert!(matches!(p.next_blocking(), Some(Err(Error::Panic { .. }))), "{stage}");
+            assert!(p.next_blocking().is_none(), "{stage}");
+        }
+    }
+
     /// Regression, issue 3: the builder's default window was a fixed 8,192 rows (220 MiB of
     /// 96 px PNGs held by the read stage) instead of the documented ~32 MiB.
     #[test]

@@ -106,7 +106,8 @@ pub fn sheet(at: impl Into<Location>, split: &str, o: &SheetOptions) -> Result<R
 /// Writes [`sheet`] as a PNG to `out` atomically.
 pub fn write_sheet(at: impl Into<Location>, split: &str, o: &SheetOptions, out: &Path) -> Result<()> {
     let img = sheet(at, split, o)?;
-    siamlab_draw::save_png(out, &img).map_err(|e| Error::Config(format!("{}: {e}", out.display())))
+    let png = siamlab_draw::encode_png(&img).map_err(|e| Error::Config(format!("{}: {e}", out.display())))?;
+    Ok(siamlab_datasets::write_atomic(out, &png)?)
 }
 
 fn rgb_image(w: u32, h: u32, px: Vec<u8>) -> Result<RgbImage> {

@@ -206,6 +206,35 @@ fn undecodable_row_names_shard_and_row_or_is_skipped() {
     assert_eq!(got, [3, 2]);
 }
 
+/// Issue 17: a label outside the manifest's classes reached the trainer, which could only say
+/// "label 12 is not a class" without the shard or row holding it.
+#[test]
+fn a_label_outside_the_classes_names_its_shard_and_row() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("labels");
+    let info = SourceInfo {
+        name: "test".into(),
+        splits: vec!["train".into()],
+        classes: Some(vec!["a".into(), "b".into()]),
+        ..Default::default()
+    };
+    let rows = (0..6)
+        .map(|i| Row {
+            label: Some(if i == 4 { 12 } else { (i % 2) as i64 }),
+            ..hand_row(i, synth::pattern_png(i, 8, 8))
+        })
+        .collect();
+    hand_split(&dir, info, rows, 1 << 20);
+    let res: Vec<_> = Pipeline::builder(&dir).batch_size(3).shuffle(false).workers(2).build().unwrap().collect();
+    assert!(res[0].is_ok());
+    let err = res[1].as_ref().unwrap_err().to_string();
+    assert!(
+        err.contains("part-00000-of-00001.parquet: row 4: label 12 is not a class of this dataset (0..2)"),
+        "{err}"
+    );
+    assert_eq!(res.len(), 2, "the pipeline ends after the error");
+}
+
 #[test]
 fn labels_attributes_and_indices_follow_their_rows_across_row_groups() {
     let t = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use siamlab_datasets::StoreOptions;
 use siamlab_trainer::ablate::{duration, run, Experiment, Plan, DEMO};
+use siamlab_trainer::run::files::{RESULTS_MD, RUNS_PLOT};
 use siamlab_trainer::DeviceSpec;
 
 pub fn ablate(
@@ -56,9 +57,9 @@ fn execute(
         return Ok(());
     }
     run(&plan, quiet, &mut |l| outln!("{l}"))?;
-    let md = std::fs::read_to_string(work.join("results.md"))?;
+    let md = std::fs::read_to_string(work.join(RESULTS_MD))?;
     outln!("\n{md}");
-    outln!("table: {} (and results.json beside it)", work.join("results.md").display());
-    outln!("plot:  {} (every run's curves; `siamlab show RUN` for one run)", work.join("runs.png").display());
+    outln!("table: {} (and results.json beside it)", work.join(RESULTS_MD).display());
+    outln!("plot:  {} (every run's curves; `siamlab show RUN` for one run)", work.join(RUNS_PLOT).display());
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Subcommand;
 use siamlab_datasets::sources::{Cifar, Random, RandomSpec};
 use siamlab_datasets::{ingest, synth, IngestOptions};
-use siamlab_pipeline::Pipeline;
+use siamlab_pipeline::bench::PipelineBench;
 use siamlab_trainer::device::check_ops;
 use siamlab_trainer::speed::{FinetuneBench, SimSiamBench};
 use siamlab_trainer::DeviceSpec;
@@ -203,53 +203,51 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             opts.added_latency = added_latency_ms.map(std::time::Duration::from_millis);
             let at = siamlab_datasets::store::open_path(&dir, &opts)?;
             let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-            let mut total = (0u64, 0f64);
-            for epoch in 0..epochs {
-                let before = at.cache_stats();
-                let mut b =
-                    Pipeline::builder_at(at.clone()).split(&split).epoch(epoch).views(&recipe, views).batch_size(batch);
-                if size > 0 && tmp.path().join("shards").exists() {
-                    b = b.image_size(size);
-                }
-                let planning = Instant::now();
-                let mut p = b.workers(workers).build()?;
-                let planning = planning.elapsed().as_secs_f64();
-                let pb = super::progress::bar(Some(p.batches() as u64), false, &format!("epoch {epoch}"));
-                let start = Instant::now();
-                let mut n = 0u64;
-                let mut fill = 0usize;
-                let mut batches = 0usize;
-                while let Some(batch) = p.next_blocking() {
-                    n += batch?.len() as u64;
-                    fill += p.queue_fill();
-                    batches += 1;
-                    pb.inc(1);
-                }
-                pb.finish_and_clear();
-                let secs = start.elapsed().as_secs_f64();
-                let st = p.stats();
-                outln!(
-                    "epoch {epoch}: {n} samples × {views} views in {secs:.2}s = {:.0} samples/s; mean prefetch fill {:.1}",
-                    n as f64 / secs,
-                    fill as f64 / batches.max(1) as f64
-                );
-                outln!(
-                    "  read {:.2}s ({} row groups), decode {:.2}s, augment {:.2}s, workers idle {:.2}s / blocked {:.2}s ({} workers)",
-                    st.read_s, st.read_groups, st.decode_s, st.augment_s, st.worker_idle_s, st.worker_blocked_s, st.workers
-                );
-                outln!("  bottleneck: {}; planned in {planning:.2}s (manifest and footers)", st.bottleneck());
-                if let (Some(now), Some(before)) = (at.cache_stats(), before) {
-                    outln!("  {}", super::store::cache_line(&now.since(&before)));
-                }
-                if epoch > 0 || epochs == 1 {
-                    total.0 += n;
-                    total.1 += secs;
-                }
-            }
+            let generated = tmp.path().join("shards").exists();
+            let bench = PipelineBench {
+                at,
+                split,
+                recipe: recipe.clone(),
+                views,
+                batch,
+                workers,
+                epochs,
+                image_size: (size > 0 && generated).then_some(size),
+            };
+            // The bar of the epoch in progress (both callbacks reach it).
+            let pb = std::cell::RefCell::new(None);
+            let r = bench.run(
+                &mut |epoch, done, total| {
+                    let mut pb = pb.borrow_mut();
+                    let bar = pb.get_or_insert_with(|| {
+                        super::progress::bar(Some(total as u64), false, &format!("epoch {epoch}"))
+                    });
+                    bar.set_position(done as u64);
+                },
+                &mut |e| {
+                    if let Some(bar) = pb.borrow_mut().take() {
+                        bar.finish_and_clear();
+                    }
+                    let (epoch, n, secs, st) = (e.epoch, e.samples, e.secs, &e.stats);
+                    outln!(
+                        "epoch {epoch}: {n} samples × {views} views in {secs:.2}s = {:.0} samples/s; mean prefetch fill {:.1}",
+                        n as f64 / secs,
+                        e.mean_fill
+                    );
+                    outln!(
+                        "  read {:.2}s ({} row groups), decode {:.2}s, augment {:.2}s, workers idle {:.2}s / blocked {:.2}s ({} workers)",
+                        st.read_s, st.read_groups, st.decode_s, st.augment_s, st.worker_idle_s, st.worker_blocked_s, st.workers
+                    );
+                    outln!("  bottleneck: {}; planned in {:.2}s (manifest and footers)", st.bottleneck(), e.planning_secs);
+                    if let Some(c) = &e.cache {
+                        outln!("  {}", super::store::cache_line(c));
+                    }
+                },
+            )?;
             outln!(
                 "{recipe}: {:.0} samples/s ({views} views each) over {} epoch(s){}; peak RSS {:.0} MB",
-                total.0 as f64 / total.1.max(1e-9),
-                if epochs > 1 { epochs - 1 } else { 1 },
+                r.samples_per_s,
+                r.timed_epochs,
                 if epochs > 1 { " after the first" } else { "" },
                 peak_rss_mb().unwrap_or(0.0)
             );

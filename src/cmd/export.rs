@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use siamlab_model::weights::{export_by_name, Format, ImportOptions};
-use siamlab_trainer::net::NetInfo;
 use siamlab_trainer::params::{load_safetensors, save_safetensors};
+use siamlab_trainer::run::model_of;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -24,21 +24,14 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
-    let config = args.run.join("config.json");
-    let text = std::fs::read_to_string(&config)
-        .with_context(|| format!("{}: not a siamlab run folder (config.json)", config.display()))?;
-    let doc: serde_json::Value = serde_json::from_str(&text).with_context(|| config.display().to_string())?;
-    let net: NetInfo = serde_json::from_value(doc["net"].clone())
-        .with_context(|| format!("{}: no net.backbone / net.image_size", config.display()))?;
     // A pretraining run keeps the backbone alone; a finetuning run the backbone beside its head
     // (the backbone's keys under a `backbone.` prefix, which the import finds).
-    let file = match (args.run.join("backbone.safetensors"), args.run.join("best.safetensors")) {
-        (pre, _) if pre.is_file() => pre,
-        (_, best) if best.is_file() => best,
-        _ => anyhow::bail!(
+    let net = model_of(&args.run)?;
+    let Some(file) = net.weights().map(|f| f.to_path_buf()) else {
+        anyhow::bail!(
             "{}: neither backbone.safetensors nor best.safetensors (has the run finished? resume it)",
             args.run.display()
-        ),
+        )
     };
     let format: Format = args.format.parse()?;
     let dict = load_safetensors(&file)?;

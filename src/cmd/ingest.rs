@@ -6,8 +6,7 @@ use std::time::Instant;
 use anyhow::bail;
 use clap::Args;
 use siamlab_datasets::sources::{RandomSpec, ShapesSpec, SourceSpec};
-use siamlab_datasets::store::{self, prepare_location, StoreOptions};
-use siamlab_datasets::{ingest_to, IngestOptions, Outcome};
+use siamlab_datasets::{IngestOptions, IngestRequest, Outcome};
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -80,9 +79,27 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     if !(a.shard_size_mb > 0.0 && a.shard_size_mb.is_finite()) {
         bail!("--shard-size-mb must be a positive number");
     }
-    siamlab_datasets::decode::check_resize(a.resize)?;
-    let out = store::open_path(&a.out, &StoreOptions::default())?;
-    if let Some(m) = prepare_location(&out, a.overwrite, &arguments(&a))? {
+    let start = Instant::now();
+    let pb = super::progress::bar(None, a.quiet, "ingest");
+    let progress = |done: u64, _total: Option<u64>| pb.set_position(done);
+    let request = IngestRequest {
+        spec: spec(&a),
+        options: IngestOptions {
+            out: a.out.clone(),
+            shard_bytes: (a.shard_size_mb * 1024.0 * 1024.0) as u64,
+            resize: a.resize,
+            jobs: a.jobs.unwrap_or(0),
+            overwrite: a.overwrite,
+            skip_bad: a.skip_bad,
+            arguments: arguments(&a),
+            progress: Some(&progress),
+            on_shard: None,
+        },
+    };
+    request.check()?;
+    let out = request.location()?;
+    if let Some(m) = request.already_complete()? {
+        pb.finish_and_clear();
         outln!(
             "{out} is already complete ({} source, {} rows); use --overwrite to redo it",
             m.source,
@@ -90,22 +107,11 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let start = Instant::now();
-    let source = spec(&a).open()?;
-    let pb = super::progress::bar(source.info().total, a.quiet, "ingest");
-    let progress = |done: u64, _total: Option<u64>| pb.set_position(done);
-    let opts = IngestOptions {
-        out: a.out.clone(),
-        shard_bytes: (a.shard_size_mb * 1024.0 * 1024.0) as u64,
-        resize: a.resize,
-        jobs: a.jobs.unwrap_or(0),
-        overwrite: a.overwrite,
-        skip_bad: a.skip_bad,
-        arguments: arguments(&a),
-        progress: Some(&progress),
-        on_shard: None,
-    };
-    let outcome = ingest_to(source, &opts, &out)?;
+    let source = request.open()?;
+    if let Some(total) = source.info().total {
+        pb.set_length(total);
+    }
+    let outcome = request.ingest(source)?;
     pb.finish_and_clear();
     let m = outcome.manifest();
     if let Outcome::AlreadyComplete(_) = outcome {

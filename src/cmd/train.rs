@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use siamlab_trainer::optim::OptimizerKind;
+use siamlab_trainer::run::files::{BACKBONE, SUMMARY};
 use siamlab_trainer::{evaluate, finetune, pretrain, DeviceSpec, FinetuneConfig, PretrainConfig};
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +98,11 @@ pub struct PretrainArgs {
     /// Also checkpoint every N optimizer steps [default: 0 = each epoch only].
     #[arg(long)]
     checkpoint_every: Option<u64>,
+    /// Debugging: write the first N micro-batches (.npy), the initial tensors and each step's
+    /// gradients and tensors (.safetensors) into DIR, then stop (tools/step_parity.py replays
+    /// them in PyTorch).
+    #[arg(long, num_args = 2, value_names = ["N", "DIR"])]
+    dump_batches: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]
@@ -186,10 +192,7 @@ macro_rules! set {
 }
 
 pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathBuf, bool, bool)> {
-    let mut c = match &a.config {
-        Some(p) => PretrainConfig::from_toml(p)?,
-        None => PretrainConfig::default(),
-    };
+    let mut c = PretrainConfig::read(a.config.as_deref())?;
     c.store = a.cache.options();
     set!(c, a: data, split, fraction, backbone, epochs, batch, accum, optimizer, warmup_epochs, proj_dim, seed,
          knn_every, knn_fraction, checkpoint_every);
@@ -214,17 +217,18 @@ pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathB
     if a.monitor_split.is_some() {
         c.monitor_split = a.monitor_split;
     }
-    if c.data.as_os_str().is_empty() {
-        anyhow::bail!("--data is required (a shard folder written by `siamlab ingest`)");
+    if let Some(d) = a.dump_batches {
+        let batches = d[0]
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--dump-batches N DIR: N must be a count of micro-batches, not {:?}", d[0]))?;
+        c.dump = Some(siamlab_trainer::dump::DumpConfig { batches, dir: PathBuf::from(&d[1]) });
     }
+    c.require_data()?;
     Ok((c, a.out, a.resume, a.quiet))
 }
 
 pub fn finetune_config(a: FinetuneArgs) -> anyhow::Result<(FinetuneConfig, PathBuf, bool, bool)> {
-    let mut c = match &a.config {
-        Some(p) => FinetuneConfig::from_toml(p)?,
-        None => FinetuneConfig::default(),
-    };
+    let mut c = FinetuneConfig::read(a.config.as_deref())?;
     c.store = a.cache.options();
     set!(c, a: data, init, train_split, val_fraction, fraction, epochs, batch, lr, wd, optimizer, seed);
     if a.linear {
@@ -252,9 +256,7 @@ pub fn finetune_config(a: FinetuneArgs) -> anyhow::Result<(FinetuneConfig, PathB
     if let Some(d) = a.device {
         c.device = d;
     }
-    if c.data.as_os_str().is_empty() {
-        anyhow::bail!("--data is required (a labeled shard folder written by `siamlab ingest`)");
-    }
+    c.require_data()?;
     Ok((c, a.out, a.resume, a.quiet))
 }
 
@@ -264,12 +266,12 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
         TrainCommand::Pretrain(a) => {
             let (c, out, resume, quiet) = pretrain_config(a)?;
             let o = pretrain(&c, &out, resume, quiet, &mut log)?;
-            outln!("pretrained backbone: {}", o.run.join("backbone.safetensors").display());
+            outln!("pretrained backbone: {}", o.run.join(BACKBONE).display());
         }
         TrainCommand::Finetune(a) => {
             let (c, out, resume, quiet) = finetune_config(a)?;
             finetune(&c, &out, resume, quiet, &mut log)?;
-            outln!("summary: {}", out.join("summary.json").display());
+            outln!("summary: {}", out.join(SUMMARY).display());
         }
     }
     Ok(())

@@ -95,12 +95,16 @@ fn corrupt_archive() {
     let err = fails(&["ingest", "cifar10", "--src", s(&tgz), "--out", s(&out)]);
     assert!(err.contains("c.tar.gz") && err.contains("corrupt archive"), "{err}");
     assert_clean(&out);
-    let zip = t.path().join("bad.zip");
-    std::fs::write(&zip, b"PK\x03\x04 not really").unwrap();
-    std::fs::write(t.path().join("list_attr_celeba.txt"), "0\n").unwrap();
-    std::fs::write(t.path().join("list_eval_partition.txt"), "").unwrap();
-    let err = fails(&["ingest", "folder", "--src", s(&zip), "--out", s(&out)]);
-    assert!(err.contains("bad.zip"), "{err}");
+    // A CelebA image zip whose end (the central directory) is cut off: the annotations read
+    // fine, the zip reader refuses the archive, naming it.
+    let root = synth::celeba(&t.path().join("celeba"), 4, 12, 15, false, true, false).unwrap();
+    let zip = root.join("img_align_celeba.zip");
+    let b = std::fs::read(&zip).unwrap();
+    std::fs::write(&zip, &b[..b.len() - 30]).unwrap();
+    let out = t.path().join("o2");
+    let err = fails(&["ingest", "celeba", "--src", s(&root), "--out", s(&out)]);
+    assert!(err.contains("img_align_celeba.zip") && err.contains("corrupt zip"), "{err}");
+    assert_clean(&out);
 }
 
 #[test]
@@ -168,28 +172,40 @@ fn truncated_jpeg_is_refused_at_ingest_and_by_verify_decode() {
     assert!(err.contains("part-00000-of-00001.parquet: row 1: image does not decode: truncated JPEG"), "{err}");
 }
 
-/// A one-split shard folder holding `images` as they are (what an older siamlab could write).
+/// A one-split shard folder holding `images` (40 × 32) as they are (what an older siamlab could write).
 fn write_shards_with_images(dir: &Path, images: &[Vec<u8>]) {
+    write_shards(dir, images.iter().map(|b| (b.clone(), None)).collect(), None, 40, 32);
+}
+
+/// A one-split (`train`) shard folder of `rows` (image bytes of `w` × `h`, label) as they
+/// are, with `classes` in the manifest: rows no ingest would write.
+fn write_shards(dir: &Path, rows: Vec<(Vec<u8>, Option<i64>)>, classes: Option<Vec<String>>, w: u32, h: u32) {
     use siamlab_datasets::shard::{self, Columns, Layout, Manifest, Row, SplitInfo, SplitWriter, SCHEMA_VERSION};
     use siamlab_datasets::SourceInfo;
-    let info = SourceInfo { name: "folder".into(), splits: vec!["train".into()], ..Default::default() };
+    let info = SourceInfo {
+        name: "folder".into(),
+        splits: vec!["train".into()],
+        classes: classes.clone(),
+        ..Default::default()
+    };
     let cols = Columns::of(&info);
-    let mut w = SplitWriter::new(dir, "train", shard::schema(&info, cols), cols, Layout::with_shard_bytes(1 << 20));
-    for (i, bytes) in images.iter().enumerate() {
+    let mut wr = SplitWriter::new(dir, "train", shard::schema(&info, cols), cols, Layout::with_shard_bytes(1 << 20));
+    let n = rows.len() as u64;
+    for (i, (bytes, label)) in rows.into_iter().enumerate() {
         let row = Row {
             index: i as i64,
-            label: None,
+            label,
             coarse_label: None,
             attributes: None,
-            bytes: bytes.clone(),
+            bytes,
             path: None,
-            width: 40,
-            height: 32,
+            width: w,
+            height: h,
         };
-        w.push(row).unwrap();
+        wr.push(row).unwrap();
     }
-    let shards = w.finish().unwrap();
-    let split = SplitInfo { rows: images.len() as u64, skipped: 0, size_range: None, stats: None, shards };
+    let shards = wr.finish().unwrap();
+    let split = SplitInfo { rows: n, skipped: 0, size_range: Some([w, h, w, h]), stats: None, shards };
     Manifest {
         schema_version: SCHEMA_VERSION,
         source: "folder".into(),
@@ -197,7 +213,7 @@ fn write_shards_with_images(dir: &Path, images: &[Vec<u8>]) {
         created_by: "test".into(),
         split_order: vec!["train".into()],
         splits: [("train".to_string(), split)].into(),
-        classes: None,
+        classes,
         coarse_classes: None,
         attributes: None,
         stats_split: None,
@@ -465,4 +481,57 @@ fn a_damaged_parquet_footer_names_the_shard() {
     assert!(err.contains("part-00000-of-00001.parquet") && err.contains("Parquet footer"), "{err}");
     let err = fails(&["verify", s(&data)]);
     assert!(err.contains("part-00000-of-00001.parquet"), "{err}");
+}
+
+/// Issue 17: a label outside the manifest's classes stopped finetuning with "label 12 is not a
+/// class of this dataset" and no word of where it came from.
+#[test]
+fn an_out_of_range_label_names_its_shard_and_row() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("d");
+    let rows =
+        (0..8u64).map(|i| (synth::pattern_png(i, 16, 16), Some(if i == 5 { 12 } else { (i % 2) as i64 }))).collect();
+    write_shards(&data, rows, Some(vec!["a".into(), "b".into()]), 16, 16);
+    let err = fails(&[
+        "train",
+        "finetune",
+        "--data",
+        s(&data),
+        "--backbone",
+        "resnet18_tiny",
+        "--batch",
+        "4",
+        "--epochs",
+        "1",
+        "--out",
+        s(&t.path().join("run")),
+        "-q",
+    ]);
+    assert!(
+        err.contains("train/part-00000-of-00001.parquet: row 5: label 12 is not a class of this dataset (0..2)"),
+        "{err}"
+    );
+}
+
+/// Issue 17: the error chain printed a cause twice when an error's message already held it
+/// (`model: backbone: unknown backbone "foo"; known: …: backbone: unknown backbone "foo"; …`).
+#[test]
+fn the_error_chain_prints_each_cause_once() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("d");
+    ok(&["ingest", "random", "--count", "16", "--size", "16", "--out", s(&data), "-q"]);
+    let file = t.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let cases: [(&[&str], &str, &str); 3] = [
+        (&["--backbone", "foo"], "run", "unknown backbone \"foo\""),
+        (&["--backbone", "vit_s", "--image-size", "48"], "run", "no preset for 48 px"),
+        (&["--backbone", "resnet18_tiny"], "file/run", "Not a directory"),
+    ];
+    for (flags, out, cause) in cases {
+        let out = t.path().join(out);
+        let mut args = vec!["train", "pretrain", "--data", s(&data), "--knn-every", "0", "--out", s(&out), "-q"];
+        args.extend_from_slice(flags);
+        let err = fails(&args);
+        assert_eq!(err.matches(cause).count(), 1, "{err}");
+    }
 }

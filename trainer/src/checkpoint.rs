@@ -20,17 +20,12 @@ use serde::Serialize;
 
 use siamlab_datasets::digest::sha256_file;
 
-use crate::error::{write_atomic, Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::params::{load_safetensors, save_safetensors, StateDict, TensorFn};
-
-const DIR: &str = "checkpoint";
-const OLD: &str = "checkpoint.old";
-const STATE: &str = "state.json";
-const DIGEST: &str = "digest.json";
-const WEIGHTS: [&str; 2] = ["model.safetensors", "optimizer.safetensors"];
-/// The lock file of a run folder.
-const LOCK: &str = ".lock";
+use crate::run::files::{
+    read_json, write_atomic, write_json, CHECKPOINT as DIR, CHECKPOINT_OLD as OLD, DIGEST, LOCK, STATE, WEIGHTS,
+};
 
 /// A run folder held by this process (released when dropped, or when the process ends however
 /// it ends: the operating system's file lock).
@@ -114,8 +109,9 @@ pub fn optimizer_state(opt: &Optimizer, walk: &mut dyn FnMut(&mut TensorFn<'_>) 
 }
 
 /// Puts optimizer state read from `dict` (the file `file`) back into `opt`'s slots; a moment
-/// of another shape than its parameter, or Adam's `exp_avg` without its `exp_avg_sq`, is an
-/// error naming the tensor.
+/// of another shape than its parameter, Adam's `exp_avg` without its `exp_avg_sq`, or (once
+/// `opt.t`, set from the checkpoint first, counts steps taken) a trainable tensor without its
+/// moments is an error naming the tensor: the optimizer never silently restarts from zero.
 pub fn restore_optimizer(
     opt: &mut Optimizer,
     dict: &StateDict,
@@ -123,6 +119,7 @@ pub fn restore_optimizer(
     walk: &mut dyn FnMut(&mut TensorFn<'_>) -> Result<()>,
 ) -> Result<()> {
     let (a, b) = moment_names(opt.cfg.kind);
+    let steps = opt.t;
     let mut slots = Vec::new();
     walk(&mut |s, _| {
         if !s.trainable {
@@ -139,6 +136,16 @@ pub fn restore_optimizer(
             }
         };
         let first = get(format!("{a}.{}", s.name))?;
+        if first.is_empty() && steps > 0 {
+            return Err(Error::bad_file(
+                file,
+                format!(
+                    "holds no {a}.{} though the run took {steps} optimizer steps (incomplete optimizer state; \
+                     delete the checkpoint folder to restart the run from scratch)",
+                    s.name
+                ),
+            ));
+        }
         let second = match b {
             Some(b) => {
                 let second = get(format!("{b}.{}", s.name))?;
@@ -250,28 +257,6 @@ fn check_digest(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Reads a JSON file of the run.
-pub fn read_json<S: DeserializeOwned>(path: &Path) -> Result<S> {
-    let text = std::fs::read_to_string(path).at(path)?;
-    serde_json::from_str(&text).map_err(|e| Error::bad_file(path, e.to_string()))
-}
-
-/// Writes a JSON file of the run atomically.
-pub fn write_json<S: Serialize>(path: &Path, value: &S) -> Result<()> {
-    let mut json = serde_json::to_vec_pretty(value).map_err(|e| Error::bad_file(path, e.to_string()))?;
-    json.push(b'\n');
-    write_atomic(path, &json)
-}
-
-/// Appends one JSON line to `path`.
-pub fn append_jsonl<S: Serialize>(path: &Path, value: &S) -> Result<()> {
-    use std::io::Write;
-    let mut line = serde_json::to_vec(value).map_err(|e| Error::bad_file(path, e.to_string()))?;
-    line.push(b'\n');
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).at(path)?;
-    f.write_all(&line).at(path)
 }
 
 #[cfg(test)]

@@ -20,17 +20,6 @@ pub enum Labels {
     None,
 }
 
-impl Labels {
-    /// Number of outputs a classifier needs.
-    pub fn outputs(&self) -> usize {
-        match self {
-            Labels::Classes(c) => c.len(),
-            Labels::Attributes(a) => a.len(),
-            Labels::None => 0,
-        }
-    }
-}
-
 /// An ingested dataset: its folder (or URL) and manifest.
 #[derive(Debug, Clone)]
 pub struct Dataset {

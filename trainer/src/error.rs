@@ -11,8 +11,8 @@ pub enum Error {
     Io {
         /// The file.
         file: PathBuf,
-        /// The cause.
-        #[source]
+        /// The cause (kept out of the error chain: the message already has it, and a chain
+        /// printed cause by cause would say it twice).
         err: std::io::Error,
     },
     /// A run file (config, state, weights) that does not parse or does not fit.
@@ -32,9 +32,9 @@ pub enum Error {
     /// The dataset's manifest.
     #[error(transparent)]
     Dataset(#[from] siamlab_datasets::Error),
-    /// An op of the model.
+    /// An op of the model (not a `#[from]` source: the message already has it).
     #[error("model: {0}")]
-    Model(#[from] siamlab_model::OpError),
+    Model(siamlab_model::OpError),
     /// The loss became NaN or infinite.
     #[error("loss is {value} at epoch {epoch}, step {step}; stopped (the last good checkpoint is kept)")]
     NonFinite {
@@ -45,9 +45,6 @@ pub enum Error {
         /// Optimizer step.
         step: u64,
     },
-    /// Stopped by the user.
-    #[error("interrupted")]
-    Interrupted,
 }
 
 /// `Result` with [`Error`].
@@ -75,6 +72,12 @@ impl<T> IoContext<T> for std::io::Result<T> {
     }
 }
 
+impl From<siamlab_model::OpError> for Error {
+    fn from(e: siamlab_model::OpError) -> Self {
+        Error::Model(e)
+    }
+}
+
 impl From<dfdx::tensor::CpuError> for Error {
     fn from(e: dfdx::tensor::CpuError) -> Self {
         Error::Model(e.into())
@@ -86,22 +89,4 @@ impl From<dfdx::tensor::CudaError> for Error {
     fn from(e: dfdx::tensor::CudaError) -> Self {
         Error::Model(e.into())
     }
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.at(path)
 }

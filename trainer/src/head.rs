@@ -7,14 +7,39 @@
 //! own backward pass computes their gradients (they are inputs of its matmul and add); an op
 //! on the tape reads each as soon as it is complete and adds it to the head's gradient tensors,
 //! on the device, which [`Head::step`] hands to the optimizer.
+//!
+//! The head's losses live here too: [`Loss`] and [`loss_of`] (cross-entropy or BCE on its logits).
 
 use std::sync::{Arc, Mutex};
 
 use dfdx::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::optim::Optimizer;
 use crate::params::{Slot, TensorFn};
+
+/// Which loss a head trains with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    /// Softmax cross-entropy.
+    Ce,
+    /// Per-output sigmoid BCE-with-logits.
+    Bce,
+}
+
+/// `loss(logits, targets)`, mean over the batch: softmax cross-entropy or per-output BCE.
+pub fn loss_of<D: Device<f32>, T: Tape<f32, D>>(
+    loss: Loss,
+    logits: Matrix<T, D>,
+    t: Matrix<NoneTape, D>,
+) -> Tensor<Rank0, f32, D, T> {
+    match loss {
+        Loss::Ce => cross_entropy_with_logits_loss(logits, t),
+        Loss::Bce => binary_cross_entropy_with_logits_loss(logits, t),
+    }
+}
 
 /// Features or logits `[N, M]` with both sizes at run time.
 pub type Matrix<T = NoneTape, D = Cpu> = Tensor<(usize, usize), f32, D, T>;
@@ -75,18 +100,14 @@ impl<D: Device<f32>> Head<D> {
         self.bias.shape().0
     }
 
-    /// Number of input features.
-    pub fn features(&self) -> usize {
-        self.weight.shape().1
-    }
-
     /// Logits `[N, K]` of features `[N, F]` (dfdx's matmul on the head's device); with a tape,
     /// the input gradient flows through dfdx and the backward pass also adds the weight and
     /// bias gradients to the head's own, on the device.
     pub fn forward<T: Tape<f32, D>>(&self, x: Matrix<T, D>) -> Result<Matrix<T, D>> {
         let (n, f) = *x.shape();
-        if f != self.features() {
-            return Err(crate::Error::config(format!("head expects {} features, got {f}", self.features())));
+        let features = self.weight.shape().1;
+        if f != features {
+            return Err(crate::Error::config(format!("head expects {features} features, got {f}")));
         }
         let k = self.classes();
         let (w, mut wtape) = self.weight.retaped::<T>().split_tape();
@@ -118,7 +139,7 @@ impl<D: Device<f32>> Head<D> {
     pub fn walk(&mut self, prefix: &str, f: &mut TensorFn<'_>) -> Result<()> {
         let name = format!("{prefix}weight");
         let mut values = self.weight.as_vec();
-        if f(Slot { name: &name, shape: &[self.classes(), self.features()], trainable: true }, &mut values)? {
+        if f(Slot { name: &name, shape: &[self.classes(), self.weight.shape().1], trainable: true }, &mut values)? {
             self.weight.copy_from(&values);
         }
         let name = format!("{prefix}bias");
@@ -161,7 +182,7 @@ impl<D: Device<f32>> Head<D> {
     #[cfg(test)]
     fn grads_host(&self) -> (Vec<f32>, Vec<f32>) {
         let g = self.grads.lock().unwrap_or_else(|e| e.into_inner());
-        let (k, f) = (self.classes(), self.features());
+        let (k, f) = (self.classes(), self.weight.shape().1);
         (
             g.weight.as_ref().map_or(vec![0.0; k * f], |t| t.as_vec()),
             g.bias.as_ref().map_or(vec![0.0; k], |t| t.as_vec()),
@@ -197,19 +218,28 @@ mod tests {
         let g = head.forward(x.leaky_trace()).unwrap().square().sum::<Rank0, _>().backward();
         let gx = g.get(&x).as_vec();
         let (gw, gb) = head.grads_host();
-        let w = head.weight.as_vec();
+        let (w, b) = (head.weight.as_vec(), head.bias.as_vec());
         let eps = 1e-2;
-        for (i, &g) in gw.iter().enumerate() {
+        // Every weight and every bias by central differences (a bias gradient that is lost, or
+        // summed over the wrong axis, fails here).
+        for (i, &g) in gw.iter().chain(&gb).enumerate() {
             let nudged = |d: f32| {
                 let mut h = head.clone();
-                let mut v = w.clone();
-                v[i] += d;
-                h.weight = dev.tensor_from_vec(v, (2, 3));
+                if i < w.len() {
+                    let mut v = w.clone();
+                    v[i] += d;
+                    h.weight = dev.tensor_from_vec(v, (2, 3));
+                } else {
+                    let mut v = b.clone();
+                    v[i - w.len()] += d;
+                    h.bias = dev.tensor_from_vec(v, (2,));
+                }
                 loss_of(&h)
             };
             let fd = (nudged(eps) - nudged(-eps)) / (2.0 * eps);
-            assert!((fd - g).abs() < 1e-2 * (1.0 + fd.abs()), "w{i}: {fd} vs {g}");
+            assert!((fd - g).abs() < 1e-2 * (1.0 + fd.abs()), "parameter {i}: {fd} vs {g}");
         }
+        assert_eq!(gb.len(), 2);
         // d/db of Σ(xWᵀ+b)² = 2 Σ_rows (xWᵀ+b); d/dx = 2 (xWᵀ+b) W
         let y = head.forward(dev.tensor_from_vec(xv.clone(), (2, 3))).unwrap().as_vec();
         for c in 0..2 {

@@ -1,8 +1,8 @@
 //! siamlab's trainer: SimSiam pretraining ([`pretrain`]), finetuning and linear evaluation
 //! ([`finetune`], [`evaluate`]) on batches from [`siamlab_pipeline`], with models from
-//! [`siamlab_model`]; metrics, kNN and collapse monitors, PNG plots ([`plots`], drawn by
-//! `siamlab_draw`), run summaries ([`overview`]), and checkpoints that
-//! resume bit for bit on CPU.
+//! [`siamlab_model`]; metrics ([`metrics`], [`knn`]) and collapse monitors, PNG plots
+//! ([`plots`], drawn by `siamlab_draw`), run summaries ([`overview`]), the run folder ([`run`]:
+//! its files, start or resume) and checkpoints that resume bit for bit on CPU.
 //!
 //! A backbone is chosen by name at run time and wrapped in an object-safe [`net::SslNet`] /
 //! [`net::ClsNet`], so the loops compile once for all architectures. Optimizers ([`optim`])
@@ -17,9 +17,11 @@ pub mod ablate;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod dump;
 mod error;
 pub mod finetune;
 pub mod head;
+pub mod knn;
 pub mod metrics;
 pub mod names;
 pub mod net;
@@ -30,8 +32,10 @@ pub mod plots;
 pub mod prefetch;
 pub mod pretrain;
 pub mod progress;
+pub mod run;
 pub mod schedule;
 pub mod speed;
+mod step;
 
 pub use device::DeviceSpec;
 pub use error::{Error, Result};

@@ -12,8 +12,7 @@ use siamlab_model::{Image, Kernels, OpError};
 
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
-use crate::finetune::Loss;
-use crate::head::{Head, Matrix};
+use crate::head::{loss_of, Head, Loss, Matrix};
 use crate::optim::Optimizer;
 use crate::params::{self, StateDict, TensorFn};
 use crate::prefetch::{Uploaded, Uploader};
@@ -99,18 +98,9 @@ pub trait SslNet {
     fn walk(&mut self, f: &mut TensorFn<'_>) -> Result<()>;
     /// The backbone's tensors with its own names (`conv1.weight`), for `backbone.safetensors`.
     fn backbone_state(&mut self) -> Result<StateDict>;
-}
-
-/// `loss(logits, targets)`, mean over the batch: softmax cross-entropy or per-output BCE.
-pub(crate) fn loss_of<D: Device<f32>, T: Tape<f32, D>>(
-    loss: Loss,
-    logits: Matrix<T, D>,
-    t: Matrix<NoneTape, D>,
-) -> Tensor<Rank0, f32, D, T> {
-    match loss {
-        Loss::Ce => cross_entropy_with_logits_loss(logits, t),
-        Loss::Bce => binary_cross_entropy_with_logits_loss(logits, t),
-    }
+    /// The gradients accumulated since the last [`step`](Self::step), one per trainable tensor
+    /// under the names of [`walk`](Self::walk) (zeros before any micro-batch).
+    fn grads(&mut self) -> Result<StateDict>;
 }
 
 /// A backbone and a linear head, for finetuning and evaluation.
@@ -311,6 +301,17 @@ where
         let mut out = StateDict::new();
         params::collect(&mut self.model.backbone, "", &mut out)?;
         Ok(out)
+    }
+
+    fn grads(&mut self) -> Result<StateDict> {
+        let mut grads = match self.grads.take() {
+            Some(g) => g,
+            None => self.model.try_alloc_grads().map_err(dev_err)?,
+        };
+        let mut out = StateDict::new();
+        let result = params::collect_grads(&self.model, &mut grads, "", &mut out);
+        self.grads = Some(grads);
+        result.map(|()| out)
     }
 }
 
@@ -621,16 +622,6 @@ pub fn build_cls(
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("check_available refuses cuda without the feature"),
     }
-}
-
-/// Model state of a net as a dict (every tensor).
-pub fn state_of(walker: &mut dyn FnMut(&mut TensorFn<'_>) -> Result<()>) -> Result<StateDict> {
-    let mut out = StateDict::new();
-    walker(&mut |slot, values| {
-        out.insert(slot.name.to_string(), (slot.shape.to_vec(), values.clone()));
-        Ok(false)
-    })?;
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -5,11 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
-
-use crate::checkpoint::read_json;
 use crate::error::{Error, IoContext, Result};
-use crate::{finetune, pretrain};
+use crate::finetune::config::Resolved as FinetuneResolved;
+use crate::finetune::record::{EpochRecord as FinetuneRecord, EvalMetrics, Summary};
+use crate::head::Loss;
+use crate::pretrain::config::Resolved as PretrainResolved;
+use crate::pretrain::record::EpochRecord as PretrainRecord;
+use crate::run::files::{read_json, read_records as records, CONFIG, SUMMARY};
 
 /// Which way a metric improves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,26 +82,6 @@ pub struct Overview {
     pub plots: Vec<PathBuf>,
 }
 
-/// Reads `metrics.jsonl`: one record per line; a line that does not parse is an error naming
-/// the line (a line cut short by a crash mid-write is the last one, and is skipped).
-fn records<R: DeserializeOwned>(dir: &Path) -> Result<Vec<R>> {
-    let path = dir.join("metrics.jsonl");
-    let text = match std::fs::read_to_string(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        r => r.at(&path)?,
-    };
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let mut out = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        match serde_json::from_str(line) {
-            Ok(r) => out.push(r),
-            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => break,
-            Err(e) => return Err(Error::bad_file(&path, format!("line {}: {e}", i + 1))),
-        }
-    }
-    Ok(out)
-}
-
 fn metric(name: &str, better: Better, values: impl Iterator<Item = (u64, Option<f64>)>) -> Option<Metric> {
     let values: Vec<(u64, f64)> = values.filter_map(|(e, v)| v.map(|v| (e, v))).collect();
     (!values.is_empty()).then(|| Metric { name: name.to_string(), better, values })
@@ -118,7 +100,7 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
 impl Overview {
     /// Reads the run folder `dir` (of `siamlab train pretrain` or `finetune`).
     pub fn read(dir: &Path) -> Result<Overview> {
-        let config_path = dir.join("config.json");
+        let config_path = dir.join(CONFIG);
         if !config_path.is_file() {
             return Err(Error::bad_file(
                 dir,
@@ -134,7 +116,7 @@ impl Overview {
             Err(e) => return Err(e).at(dir),
         };
         plots.sort();
-        let finished = dir.join("summary.json").is_file();
+        let finished = dir.join(SUMMARY).is_file();
         let mut o = if raw.get("schedule").is_some() {
             Self::pretrain(dir, &config_path, finished)?
         } else {
@@ -145,10 +127,10 @@ impl Overview {
     }
 
     fn pretrain(dir: &Path, config_path: &Path, finished: bool) -> Result<Overview> {
-        let r: pretrain::Resolved = read_json(config_path)?;
+        let r: PretrainResolved = read_json(config_path)?;
         let c = &r.config;
-        let h: Vec<pretrain::EpochRecord> = records(dir)?;
-        let e = |r: &pretrain::EpochRecord| r.epoch + 1;
+        let h: Vec<PretrainRecord> = records(dir)?;
+        let e = |r: &PretrainRecord| r.epoch + 1;
         let metrics = [
             metric("loss (−cos, −1 best)", Better::Lower, h.iter().map(|r| (e(r), Some(r.loss)))),
             metric("kNN top-1 (%)", Better::Higher, h.iter().map(|r| (e(r), r.knn_top1.map(|k| 100.0 * k)))),
@@ -206,12 +188,11 @@ impl Overview {
     }
 
     fn finetune(dir: &Path, config_path: &Path, finished: bool) -> Result<Overview> {
-        let r: finetune::Resolved = read_json(config_path)?;
+        let r: FinetuneResolved = read_json(config_path)?;
         let c = &r.config;
-        let h: Vec<finetune::EpochRecord> = records(dir)?;
-        let e = |r: &finetune::EpochRecord| r.epoch + 1;
-        let val =
-            |m: &finetune::EvalMetrics| m.top1.or(m.multi_label.as_ref().map(|x| x.mean_accuracy)).map(|v| 100.0 * v);
+        let h: Vec<FinetuneRecord> = records(dir)?;
+        let e = |r: &FinetuneRecord| r.epoch + 1;
+        let val = |m: &EvalMetrics| m.top1.or(m.multi_label.as_ref().map(|x| x.mean_accuracy)).map(|v| 100.0 * v);
         let val_name = if h.first().is_some_and(|r| r.val.top1.is_none() && r.val.multi_label.is_some()) {
             "validation mean attribute accuracy (%)"
         } else {
@@ -223,7 +204,7 @@ impl Overview {
             metric("training loss", Better::Lower, h.iter().map(|r| (e(r), Some(r.train_loss)))),
         ];
         let test = if finished {
-            let s: finetune::Summary = read_json(&dir.join("summary.json"))?;
+            let s: Summary = read_json(&dir.join(SUMMARY))?;
             s.test.map(|t| format!("{} (the best epoch, {})", t.line(), s.best_epoch + 1))
         } else {
             None
@@ -255,7 +236,7 @@ impl Overview {
                     format!(
                         "{} {} ({:?} loss)",
                         r.outputs,
-                        if r.loss == finetune::Loss::Bce { "attributes" } else { "classes" },
+                        if r.loss == Loss::Bce { "attributes" } else { "classes" },
                         r.loss
                     ),
                 ),

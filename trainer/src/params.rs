@@ -4,62 +4,42 @@
 
 use std::path::Path;
 
-use dfdx::nn::tensor_collection::{
-    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
-};
+use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
 
-use crate::error::{write_atomic, Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::run::files::write_atomic;
 
-/// A tensor met on the walk.
-#[derive(Debug)]
-pub struct Slot<'a> {
-    /// Its `state_dict` key.
-    pub name: &'a str,
-    /// Its shape.
-    pub shape: &'a [usize],
-    /// A parameter (`true`) or a buffer such as BatchNorm's running mean (`false`).
-    pub trainable: bool,
-}
+/// A tensor met on the walk (the model crate's: [`siamlab_model::Slot`]).
+pub use siamlab_model::Slot;
 
 /// What to do with each tensor: gets a host copy of its values, written back when the
-/// function returns `true`.
-pub type TensorFn<'f> = dyn FnMut(Slot<'_>, &mut Vec<f32>) -> Result<bool> + 'f;
-
-struct Walk<'f, 'h> {
-    f: &'h mut TensorFn<'f>,
-}
-
-impl<D: Device<f32>> TensorVisitor<f32, D> for Walk<'_, '_> {
-    type Viewer = (ViewTensorName, ViewTensorMut);
-    type Err = Error;
-    type E2 = f32;
-    type D2 = D;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, f32, D>,
-        (name, t): (String, &mut Tensor<S, f32, D>),
-    ) -> Result<Option<Tensor<S, f32, D>>> {
-        let shape: Vec<usize> = t.shape().concrete().into_iter().collect();
-        let mut values = t.as_vec();
-        if (self.f)(Slot { name: &name, shape: &shape, trainable: opts.do_gradient_update }, &mut values)? {
-            t.copy_from(&values);
-        }
-        Ok(None)
-    }
-}
+/// function returns `true` ([`siamlab_model::TensorFn`] with the trainer's error).
+pub type TensorFn<'f> = siamlab_model::TensorFn<'f, Error>;
 
 /// Walks every tensor of `model` as a module named `prefix` (names `{prefix}.{field}…`, or
-/// without the prefix when it is empty).
+/// without the prefix when it is empty): [`siamlab_model::walk_tensors`].
 pub fn walk<D: Device<f32>, M: TensorCollection<f32, D>>(
     model: &mut M,
     prefix: &str,
     f: &mut TensorFn<'_>,
 ) -> Result<()> {
-    let mut walk = Walk { f };
-    M::iter_tensors(&mut RecursiveWalker { m: (prefix.to_string(), model), f: &mut walk })?;
-    Ok(())
+    siamlab_model::walk_tensors(model, prefix, f)
+}
+
+/// The gradient held in `grads` for every trainable tensor of `model` (zeros where none has
+/// accumulated), under the tensor's name prefixed with `prefix`, added to `out`
+/// ([`siamlab_model::visit_grads`]).
+pub fn collect_grads<D: Device<f32>, M: TensorCollection<f32, D>>(
+    model: &M,
+    grads: &mut Gradients<f32, D>,
+    prefix: &str,
+    out: &mut StateDict,
+) -> Result<()> {
+    siamlab_model::visit_grads::<D, M, Error>(model, grads, prefix, &mut |s, g| {
+        out.insert(s.name.to_string(), (s.shape.to_vec(), g));
+        Ok(())
+    })
 }
 
 /// Tensors by name, as read from or written to a safetensors file (the model crate's type).
@@ -134,17 +114,8 @@ pub fn collect<D: Device<f32>, M: TensorCollection<f32, D>>(
     })
 }
 
-/// Loads `model` (names prefixed with `prefix`) from `dict`, which must hold every tensor with
-/// the same shape; `file` names the source in errors.
-pub fn restore<D: Device<f32>, M: TensorCollection<f32, D>>(
-    model: &mut M,
-    prefix: &str,
-    dict: &StateDict,
-    file: &Path,
-) -> Result<()> {
-    walk(model, prefix, &mut |slot, values| restore_one(slot, values, dict, file))
-}
-
+/// Puts the tensor `slot` of `dict` (read from `file`, named in errors) into `values`: it must
+/// be there with the same shape.
 pub(crate) fn restore_one(slot: Slot<'_>, values: &mut [f32], dict: &StateDict, file: &Path) -> Result<bool> {
     let (shape, data) = dict
         .get(slot.name)

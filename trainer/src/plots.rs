@@ -10,6 +10,7 @@ use siamlab_draw::chart::{line_chart, Panel, Series};
 
 use crate::error::{Error, IoContext, Result};
 use crate::overview::Overview;
+use crate::run::files::{write_atomic, CURVES};
 
 /// A panel: its title, y-axis label (with unit), and the metrics it shows ([`Overview`]
 /// names), the first one the main one (the only one when several runs are overlaid).
@@ -80,7 +81,7 @@ pub fn figure(title: &str, runs: &[Overview]) -> RgbImage {
 }
 
 fn save(out: &Path, img: &RgbImage) -> Result<()> {
-    siamlab_draw::save_png(out, img).at(out)
+    write_atomic(out, &siamlab_draw::encode_png(img).at(out)?)
 }
 
 /// Draws a run's `curves.png` from its folder.
@@ -88,7 +89,7 @@ pub fn write_run_plot(run: &Path) -> Result<PathBuf> {
     let o = Overview::read(run)?;
     let backbone = o.config.first().map(|c| c.1.split(' ').next().unwrap_or("").to_string()).unwrap_or_default();
     let title = format!("{} of {backbone} — {}", o.kind, labels(std::slice::from_ref(&o))[0]);
-    let out = run.join("curves.png");
+    let out = run.join(CURVES);
     save(&out, &figure(&title, &[o]))?;
     Ok(out)
 }

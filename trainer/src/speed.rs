@@ -8,7 +8,7 @@ use dfdx::prelude::{Const, Cpu, SampleTensor};
 
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
-use crate::finetune::Loss;
+use crate::head::Loss;
 use crate::net::{build_cls, build_ssl, Images};
 use crate::optim::{OptimConfig, Optimizer};
 

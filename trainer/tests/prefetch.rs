@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use siamlab_datasets::ingest::{ingest, IngestOptions};
 use siamlab_datasets::sources::cifar::Cifar;
 use siamlab_pipeline::Pipeline;
-use siamlab_trainer::finetune::Loss;
+use siamlab_trainer::head::Loss;
 use siamlab_trainer::net::{build_cls, build_ssl};
 use siamlab_trainer::prefetch::DevicePrefetch;
 use siamlab_trainer::DeviceSpec;

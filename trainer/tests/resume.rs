@@ -84,6 +84,39 @@ fn a_new_run_does_not_overwrite_and_a_changed_config_does_not_resume() {
     pretrain(&cfg, &run, true, true, &mut quiet).unwrap();
 }
 
+/// Issue 17: a checkpoint whose optimizer file lacked a parameter's moments (its digest made to
+/// match) resumed with that parameter's optimizer restarted from zero: another run than the
+/// one checkpointed, silently. It is an error naming the file and the tensor.
+#[test]
+fn a_checkpoint_missing_optimizer_moments_does_not_resume() {
+    use siamlab_trainer::params::{load_safetensors, save_safetensors};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let cfg = PretrainConfig { epochs: 1, knn_every: 0, ..config(&data) };
+    let run = tmp.path().join("run");
+    let mut quiet = |_: &str| {};
+    pretrain(&PretrainConfig { max_steps: Some(2), ..cfg.clone() }, &run, false, true, &mut quiet).unwrap();
+    let dir = run.join("checkpoint");
+    let file = dir.join("optimizer.safetensors");
+    let mut dict = load_safetensors(&file).unwrap();
+    let (moment, param) = {
+        let key = dict.keys().next().unwrap();
+        let (m, p) = key.split_once('.').unwrap();
+        (m.to_string(), p.to_string())
+    };
+    dict.retain(|k, _| k.split_once('.').unwrap().1 != param);
+    save_safetensors(&file, &dict).unwrap();
+    let digest_file = dir.join("digest.json");
+    let mut digest: serde_json::Value = serde_json::from_slice(&std::fs::read(&digest_file).unwrap()).unwrap();
+    digest["optimizer.safetensors"] = siamlab_datasets::digest::sha256_file(&file).unwrap().0.into();
+    std::fs::write(&digest_file, serde_json::to_vec(&digest).unwrap()).unwrap();
+    let e = pretrain(&cfg, &run, true, true, &mut quiet).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("optimizer.safetensors: holds no {moment}.{param} though the run took 2 optimizer steps")),
+        "{e}"
+    );
+}
+
 /// Finetuning (prefetched batches) and linear evaluation (head and features on the device)
 /// stopped after their first epoch and resumed for the second end with the same checkpoint,
 /// bit for bit, and the same per-epoch losses as uninterrupted runs.

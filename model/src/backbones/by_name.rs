@@ -3,7 +3,6 @@
 
 use dfdx::prelude::{BuildModule, Cpu};
 
-use crate::composed::dev_err;
 use crate::Kernels;
 
 use super::*;
@@ -57,27 +56,29 @@ pub fn with_backbone<D: Kernels<f32>, V: BackboneVisitor<D>>(
         || OpError::config("backbone", format!("{name} has no preset for {image_size} px (see with_backbone's table)"));
     Ok(match (name, image_size) {
         ("resnet18", 0..=96) | ("resnet18_cifar", _) => {
-            visitor.visit(ResNet18Cifar::<D>::try_build(dev).map_err(dev_err)?)
+            visitor.visit(ResNet18Cifar::<D>::try_build(dev).map_err(OpError::device)?)
         }
-        ("resnet18", _) | ("resnet18_imagenet", _) => visitor.visit(ResNet18::<D>::try_build(dev).map_err(dev_err)?),
-        ("efficientnet_b0", 0..=64) => visitor.visit(EfficientNetB0S1::<D>::try_build(dev).map_err(dev_err)?),
-        ("efficientnet_b0", _) => visitor.visit(EfficientNetB0::<D>::try_build(dev).map_err(dev_err)?),
-        ("vit_s", 32) => visitor.visit(VitS32::<D>::try_build(dev).map_err(dev_err)?),
-        ("vit_s", 64) => visitor.visit(VitS64::<D>::try_build(dev).map_err(dev_err)?),
-        ("vit_s", 96) => visitor.visit(VitS96::<D>::try_build(dev).map_err(dev_err)?),
-        ("vit_s", 128) => visitor.visit(VitS128::<D>::try_build(dev).map_err(dev_err)?),
-        ("vit_s", 224) => visitor.visit(VitS224::<D>::try_build(dev).map_err(dev_err)?),
-        ("pit_ti", 32) => visitor.visit(PitTi32::<D>::try_build(dev).map_err(dev_err)?),
-        ("pit_ti", 64) => visitor.visit(PitTi64::<D>::try_build(dev).map_err(dev_err)?),
-        ("pit_ti", 96) => visitor.visit(PitTi96::<D>::try_build(dev).map_err(dev_err)?),
-        ("pit_ti", 128) => visitor.visit(PitTi128::<D>::try_build(dev).map_err(dev_err)?),
-        ("pit_ti", 224) => visitor.visit(PitTi224::<D>::try_build(dev).map_err(dev_err)?),
-        ("resnet18_tiny", 0..=96) => visitor.visit(ResNet18CifarTiny::<D>::try_build(dev).map_err(dev_err)?),
-        ("resnet18_tiny", _) => visitor.visit(ResNet18Tiny::<D>::try_build(dev).map_err(dev_err)?),
-        ("efficientnet_tiny", _) => visitor.visit(EfficientNetTiny::<D>::try_build(dev).map_err(dev_err)?),
-        ("vit_tiny", 32) => visitor.visit(VitTiny32::<D>::try_build(dev).map_err(dev_err)?),
-        ("vit_tiny", 96) => visitor.visit(VitTiny96::<D>::try_build(dev).map_err(dev_err)?),
-        ("pit_tiny", 32) => visitor.visit(PitTiny32::<D>::try_build(dev).map_err(dev_err)?),
+        ("resnet18", _) | ("resnet18_imagenet", _) => {
+            visitor.visit(ResNet18::<D>::try_build(dev).map_err(OpError::device)?)
+        }
+        ("efficientnet_b0", 0..=64) => visitor.visit(EfficientNetB0S1::<D>::try_build(dev).map_err(OpError::device)?),
+        ("efficientnet_b0", _) => visitor.visit(EfficientNetB0::<D>::try_build(dev).map_err(OpError::device)?),
+        ("vit_s", 32) => visitor.visit(VitS32::<D>::try_build(dev).map_err(OpError::device)?),
+        ("vit_s", 64) => visitor.visit(VitS64::<D>::try_build(dev).map_err(OpError::device)?),
+        ("vit_s", 96) => visitor.visit(VitS96::<D>::try_build(dev).map_err(OpError::device)?),
+        ("vit_s", 128) => visitor.visit(VitS128::<D>::try_build(dev).map_err(OpError::device)?),
+        ("vit_s", 224) => visitor.visit(VitS224::<D>::try_build(dev).map_err(OpError::device)?),
+        ("pit_ti", 32) => visitor.visit(PitTi32::<D>::try_build(dev).map_err(OpError::device)?),
+        ("pit_ti", 64) => visitor.visit(PitTi64::<D>::try_build(dev).map_err(OpError::device)?),
+        ("pit_ti", 96) => visitor.visit(PitTi96::<D>::try_build(dev).map_err(OpError::device)?),
+        ("pit_ti", 128) => visitor.visit(PitTi128::<D>::try_build(dev).map_err(OpError::device)?),
+        ("pit_ti", 224) => visitor.visit(PitTi224::<D>::try_build(dev).map_err(OpError::device)?),
+        ("resnet18_tiny", 0..=96) => visitor.visit(ResNet18CifarTiny::<D>::try_build(dev).map_err(OpError::device)?),
+        ("resnet18_tiny", _) => visitor.visit(ResNet18Tiny::<D>::try_build(dev).map_err(OpError::device)?),
+        ("efficientnet_tiny", _) => visitor.visit(EfficientNetTiny::<D>::try_build(dev).map_err(OpError::device)?),
+        ("vit_tiny", 32) => visitor.visit(VitTiny32::<D>::try_build(dev).map_err(OpError::device)?),
+        ("vit_tiny", 96) => visitor.visit(VitTiny96::<D>::try_build(dev).map_err(OpError::device)?),
+        ("pit_tiny", 32) => visitor.visit(PitTiny32::<D>::try_build(dev).map_err(OpError::device)?),
         _ if BACKBONE_NAMES.contains(&name) => return Err(unsupported()),
         _ => {
             return Err(OpError::config(

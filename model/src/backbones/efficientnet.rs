@@ -27,9 +27,8 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
 use super::Backbone;
-use crate::composed::dev_err;
+use crate::backbones::trace::StageTrace;
 use crate::layers::{AnyTape, BatchNorm2d, Block, Conv2d, Conv2dBias, DwConv2d, Mode};
-use crate::summary::StageTrace;
 use crate::{Image, Kernels, OpError};
 
 /// Squeeze-and-excitation: global average → 1×1 conv `C → RD` (bias) → SiLU → 1×1 conv
@@ -382,10 +381,12 @@ impl<const C: usize, const RD: usize, D: Kernels<f32>> SqueezeExcite<C, RD, f32,
         mode: Mode,
     ) -> Result<Tensor<Image<C>, f32, D, T>, OpError> {
         let n = x.shape().0;
-        let s = D::global_avg_pool2d(x.retaped::<T>())?.try_reshape_like(&(n, Const::<C>, 1, 1)).map_err(dev_err)?;
+        let s = D::global_avg_pool2d(x.retaped::<T>())?
+            .try_reshape_like(&(n, Const::<C>, 1, 1))
+            .map_err(OpError::device)?;
         let s = D::silu(self.conv_reduce.run(s, mode)?)?;
         let s = self.conv_expand.run(s, mode)?;
-        let s = s.try_sigmoid().and_then(|s| s.try_reshape_like(&(n, Const::<C>))).map_err(dev_err)?;
+        let s = s.try_sigmoid().and_then(|s| s.try_reshape_like(&(n, Const::<C>))).map_err(OpError::device)?;
         D::scale_channels(x, s)
     }
 }
@@ -453,7 +454,7 @@ fn residual<const I: usize, const O: usize, D: Kernels<f32>, T: AnyTape<D>>(
         return Ok(y);
     }
     let shape = *y.shape();
-    let shortcut = shortcut.try_reshape_like(&shape).map_err(dev_err)?;
+    let shortcut = shortcut.try_reshape_like(&shape).map_err(OpError::device)?;
     D::residual_add(D::drop_path(y, drop_prob, mode.training())?, shortcut, false)
 }
 

@@ -1,6 +1,6 @@
 //! The backbones, one file per architecture, each with the same face: [`Backbone`] maps
-//! `[N, 3, H, W]` images to `[N, F]` features (headless, for Siamese training; the heads live
-//! in [`crate::heads`] and [`crate::simsiam`]).
+//! `[N, 3, H, W]` images to `[N, F]` features (headless, for Siamese training; SimSiam's heads
+//! live in [`crate::simsiam`], the classification head in the trainer).
 //!
 //! An architecture is a type: its table (channels, kernels, strides, repeats) is in const
 //! generics, so a preset is a type alias (`ResNet18Cifar`) and a variant is a few lines of
@@ -12,6 +12,7 @@ mod by_name;
 mod efficientnet;
 mod pit;
 mod resnet;
+pub mod trace;
 mod vit;
 
 pub use by_name::{summary_by_name, with_backbone, BackboneVisitor, BACKBONE_NAMES};
@@ -39,8 +40,8 @@ use dfdx::prelude::{Const, Cpu, Tensor};
 use crate::Kernels;
 
 use crate::layers::{AnyTape, Mode};
-use crate::summary::StageTrace;
 use crate::{Image, OpError};
+use trace::StageTrace;
 
 /// A feature extractor: images in, `F` features per image out.
 ///

@@ -25,9 +25,8 @@ use rand_distr::Uniform;
 
 use super::vit::{Tokens, TransformerBlock};
 use super::Backbone;
-use crate::composed::dev_err;
+use crate::backbones::trace::StageTrace;
 use crate::layers::{AnyTape, Block, Conv2dBias, LayerNorm, Mode};
-use crate::summary::StageTrace;
 use crate::{Image, Kernels, OpError};
 
 /// timm's `Pooling`: the token grid through a depthwise-grouped 3×3 stride-2 conv `I → O`
@@ -289,7 +288,7 @@ fn run_blocks<
         let grid = x.try_reshape_like(&(n, Const::<D>, h * w))?.try_permute::<_, Axes3<0, 2, 1>>()?;
         (cls, grid).try_concat_along(Axis::<1>)
     };
-    let tokens = blocks.run(join().map_err(dev_err)?, mode)?;
+    let tokens = blocks.run(join().map_err(OpError::device)?, mode)?;
     // The class token keeps the tape: it is what the backbone returns (the last grid is dropped).
     let split = || -> Result<_, Dev::Err> {
         let grid = tokens.retaped::<T>().try_slice((.., 1.., ..))?;
@@ -297,7 +296,7 @@ fn run_blocks<
         let x = grid.try_permute::<_, Axes3<0, 2, 1>>()?.try_reshape_like(&(n, Const::<D>, h, w))?;
         Ok((x, cls))
     };
-    split().map_err(dev_err)
+    split().map_err(OpError::device)
 }
 
 impl<const D: usize, const H: usize, const M: usize, const Q: usize, const L: usize, Dev: Kernels<f32>>
@@ -379,7 +378,7 @@ where
                 .try_broadcast_like::<_, Axis<0>>(&shape)?;
             x.try_add(pos)
         };
-        let x = add_pos().map_err(dev_err)?;
+        let x = add_pos().map_err(OpError::device)?;
         trace.record("patch_embed+pos_embed", &x, || self.patch_embed.num_trainable_params() + D0 * G * G);
         let cls_token = &self.cls_token;
         let cls = || -> Result<_, Dev::Err> {
@@ -389,7 +388,7 @@ where
                 .try_broadcast_like(&(n, Const::<1>, Const::<D0>))?
                 .try_reshape_like(&(n, 1, Const::<D0>))
         };
-        let cls = cls().map_err(dev_err)?;
+        let cls = cls().map_err(OpError::device)?;
         let t = &mut self.transformers;
         let (x, cls) = t.0.run_stage(x, cls, mode)?;
         trace.record("transformers.0", &x, || t.0.num_trainable_params() + D0);
@@ -398,7 +397,7 @@ where
         let (x, cls) = t.2.run_stage(x, cls, mode)?;
         trace.record("transformers.2", &x, || t.2.num_trainable_params());
         drop(x);
-        let cls = self.norm.run(cls, mode)?.try_reshape_like(&(n, Const::<D2>)).map_err(dev_err)?;
+        let cls = self.norm.run(cls, mode)?.try_reshape_like(&(n, Const::<D2>)).map_err(OpError::device)?;
         trace.record("norm (class token)", &cls, || self.norm.num_trainable_params());
         Ok(cls)
     }

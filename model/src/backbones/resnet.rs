@@ -22,8 +22,8 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
 use super::Backbone;
+use crate::backbones::trace::StageTrace;
 use crate::layers::{AnyTape, BatchNorm2d, Block, Conv2d, Mode};
-use crate::summary::StageTrace;
 use crate::{Image, OpError, Pool2dConfig};
 
 /// The residual block of ResNet-18/34 with an identity shortcut: conv3×3 – BN – ReLU –

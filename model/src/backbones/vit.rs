@@ -25,9 +25,8 @@ use rand_distr::uniform::SampleUniform;
 use rand_distr::Uniform;
 
 use super::Backbone;
-use crate::composed::dev_err;
+use crate::backbones::trace::StageTrace;
 use crate::layers::{AnyTape, Block, Conv2dBias, LayerNorm, Mode};
-use crate::summary::StageTrace;
 use crate::{Image, Kernels, OpError};
 
 /// Tokens of a batch: `[N, T, D]`.
@@ -338,14 +337,16 @@ impl<
                 .try_broadcast_like::<_, Axis<0>>(&shape)?;
             tokens.try_add(pos)
         };
-        let tokens = embed().map_err(dev_err)?;
+        let tokens = embed().map_err(OpError::device)?;
         trace.record("cls_token+pos_embed", &tokens, || T * D + D);
         let tokens = self.blocks.run(tokens, mode)?;
         trace.record("blocks", &tokens, || self.blocks.num_trainable_params());
         let tokens = self.norm.run(tokens, mode)?;
         trace.record("norm", &tokens, || self.norm.num_trainable_params());
-        let cls =
-            tokens.try_slice((.., 0..1, ..)).and_then(|t| t.try_reshape_like(&(n, Const::<D>))).map_err(dev_err)?;
+        let cls = tokens
+            .try_slice((.., 0..1, ..))
+            .and_then(|t| t.try_reshape_like(&(n, Const::<D>)))
+            .map_err(OpError::device)?;
         trace.record("class token", &cls, || 0);
         Ok(cls)
     }

@@ -6,7 +6,6 @@ use dfdx::nn::modules::{Linear, UnbiasedLinear};
 use dfdx::prelude::{Const, HasShape, ReshapeTo, Tensor};
 
 use super::{AnyTape, Block, Mode};
-use crate::composed::dev_err;
 use crate::{Kernels, OpError};
 
 macro_rules! linear_block {
@@ -32,8 +31,8 @@ macro_rules! linear_block {
                 _: Mode,
             ) -> Result<Self::Output, OpError> {
                 let (n, l, _) = *x.shape();
-                let rows = x.try_reshape_like(&(n * l, Const::<I>)).map_err(dev_err)?;
-                self.run(rows, Mode::Eval)?.try_reshape_like(&(n, l, Const::<O>)).map_err(dev_err)
+                let rows = x.try_reshape_like(&(n * l, Const::<I>)).map_err(OpError::device)?;
+                self.run(rows, Mode::Eval)?.try_reshape_like(&(n, l, Const::<O>)).map_err(OpError::device)
             }
         }
     };

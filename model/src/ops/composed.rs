@@ -25,11 +25,6 @@ type Mats<E, D, T> = Tensor<(usize, usize, usize), E, D, T>;
 /// `[N, T, W]`.
 type Tokens<const W: usize, E, D, T> = Tensor<(usize, usize, Const<W>), E, D, T>;
 
-/// A device error as an [`OpError`].
-pub(crate) fn dev_err<Er: std::fmt::Debug>(e: Er) -> OpError {
-    OpError::device(e)
-}
-
 /// `e` as the element type.
 fn elem<E: Dtype>(v: f64) -> E {
     E::from_f64(v).expect("value fits the float type")
@@ -116,7 +111,7 @@ where
 {
     let &(n, _, h, w) = x.shape();
     let g = cfg.geometry((n, C, h, w), O, IG, K)?;
-    conv_inner(x, weight, &cfg, g.ho, g.wo).map_err(dev_err)
+    conv_inner(x, weight, &cfg, g.ho, g.wo).map_err(OpError::device)
 }
 
 fn conv_inner<const C: usize, const O: usize, const IG: usize, const K: usize, E, D, T, TW>(
@@ -172,8 +167,8 @@ where
 {
     let y = conv2d(x, weight, cfg)?;
     let shape = *y.shape();
-    let b = bias.try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape).map_err(dev_err)?;
-    y.try_add(b).map_err(dev_err)
+    let b = bias.try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape).map_err(OpError::device)?;
+    y.try_add(b).map_err(OpError::device)
 }
 
 /// [`max_pool2d`](crate::max_pool2d) on any device.
@@ -189,7 +184,7 @@ pub fn max_pool2d<const C: usize, E: Dtype, D: Device<E>, T: Tape<E, D> + Merge<
         let y = cols.try_max::<(Const<C>, usize), Axis<1>>()?;
         y.try_reshape_like(&(Const::<C>, ho, wo, n))?.try_permute::<Image<C>, Axes4<3, 0, 1, 2>>()
     };
-    inner().map_err(dev_err)
+    inner().map_err(OpError::device)
 }
 
 /// [`avg_pool2d`](crate::avg_pool2d) on any device.
@@ -225,7 +220,7 @@ pub fn avg_pool2d<const C: usize, E: Dtype, D: Device<E>, T: Tape<E, D> + Merge<
             cols.try_reshape_like(&(Const::<C>, k * k, l))?.try_sum::<(Const<C>, usize), Axis<1>>()?.try_mul(inv)?;
         y.try_reshape_like(&(Const::<C>, ho, wo, n))?.try_permute::<Image<C>, Axes4<3, 0, 1, 2>>()
     };
-    inner().map_err(dev_err)
+    inner().map_err(OpError::device)
 }
 
 /// [`global_avg_pool2d`](crate::global_avg_pool2d) on any device.
@@ -236,7 +231,7 @@ pub fn global_avg_pool2d<const C: usize, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     if h * w == 0 {
         return Err(OpError::config("global_avg_pool2d", "empty input plane"));
     }
-    x.try_mean::<(usize, Const<C>), Axes2<2, 3>>().map_err(dev_err)
+    x.try_mean::<(usize, Const<C>), Axes2<2, 3>>().map_err(OpError::device)
 }
 
 /// [`batch_norm`](crate::batch_norm) on any device: `x` is `[N, C, ...]`.
@@ -297,7 +292,7 @@ where
         let y = if cfg.relu { y.try_relu()? } else { y };
         y.try_reshape_like(&shape)
     };
-    inner(running_mean, running_var).map_err(dev_err)
+    inner(running_mean, running_var).map_err(OpError::device)
 }
 
 /// [`layer_norm`](crate::layer_norm) on any device: over the last axis, of length `M`.
@@ -333,7 +328,7 @@ where
             .try_add(bias.try_broadcast_like::<_, Axis<0>>(&s2)?)?;
         y.try_reshape_like(&shape)
     };
-    inner().map_err(dev_err)
+    inner().map_err(OpError::device)
 }
 
 /// [`linear`](crate::linear) on any device.
@@ -351,7 +346,7 @@ where
 {
     let y = linear_no_bias(x, weight)?;
     let shape = *y.shape();
-    y.try_add(bias.try_broadcast_like::<_, Axis<0>>(&shape).map_err(dev_err)?).map_err(dev_err)
+    y.try_add(bias.try_broadcast_like::<_, Axis<0>>(&shape).map_err(OpError::device)?).map_err(OpError::device)
 }
 
 /// [`linear_no_bias`](crate::linear_no_bias) on any device.
@@ -365,8 +360,8 @@ where
     T: Tape<E, D> + Merge<TW>,
     TW: Tape<E, D>,
 {
-    let w = weight.try_permute::<Rank2<I, O>, Axes2<1, 0>>().map_err(dev_err)?;
-    x.try_matmul(w).map_err(dev_err)
+    let w = weight.try_permute::<Rank2<I, O>, Axes2<1, 0>>().map_err(OpError::device)?;
+    x.try_matmul(w).map_err(OpError::device)
 }
 
 /// [`batched_matmul`](crate::batched_matmul) on any device.
@@ -386,14 +381,18 @@ where
             format!("{:?} × {:?} (transpose_b {transpose_b}) do not fit", a.shape(), b.shape()),
         ));
     }
-    let b = if transpose_b { b.try_permute::<(usize, usize, usize), Axes3<0, 2, 1>>().map_err(dev_err)? } else { b };
-    a.try_matmul(b).map_err(dev_err)
+    let b = if transpose_b {
+        b.try_permute::<(usize, usize, usize), Axes3<0, 2, 1>>().map_err(OpError::device)?
+    } else {
+        b
+    };
+    a.try_matmul(b).map_err(OpError::device)
 }
 
 /// [`silu`](crate::silu) on any device: `x · σ(x)`.
 pub fn silu<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(x: Tensor<S, E, D, T>) -> Res<Tensor<S, E, D, T>> {
-    let s = x.retaped::<T>().try_sigmoid().map_err(dev_err)?;
-    x.try_mul(s).map_err(dev_err)
+    let s = x.retaped::<T>().try_sigmoid().map_err(OpError::device)?;
+    x.try_mul(s).map_err(OpError::device)
 }
 
 /// [`gelu`](crate::gelu) on any device.
@@ -413,7 +412,7 @@ pub fn gelu<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D> + Merge<NoneTape>>(
         let exact = x.retaped::<T>().try_accurate_gelu()?.try_mul(elem::<E>(c))?;
         x.try_mul(phi)?.try_mul(elem::<E>(1.0 - c))?.try_add(exact)
     };
-    inner().map_err(dev_err)
+    inner().map_err(OpError::device)
 }
 
 /// `Φ(x) = ½(1 + erf(x/√2))` without a tape: erf by Abramowitz & Stegun 7.1.26 (absolute
@@ -448,7 +447,7 @@ pub fn scaled_softmax<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
             .try_softmax::<Axis<1>>()?
             .try_reshape_like(&shape)
     };
-    inner().map_err(dev_err)
+    inner().map_err(OpError::device)
 }
 
 /// [`split_heads`](crate::split_heads) on any device.
@@ -472,7 +471,7 @@ pub fn split_heads<const W: usize, E: Dtype, D: Device<E>, T: Tape<E, D>>(
             .try_permute::<(usize, usize, usize, usize), Axes4<0, 2, 1, 3>>()?
             .try_reshape_like(&(n * heads, t, dh))
     };
-    inner().map_err(dev_err)
+    inner().map_err(OpError::device)
 }
 
 /// [`merge_heads`](crate::merge_heads) on any device.
@@ -489,7 +488,7 @@ pub fn merge_heads<const W: usize, E: Dtype, D: Device<E>, T: Tape<E, D>>(
             .try_permute::<(usize, usize, usize, usize), Axes4<0, 2, 1, 3>>()?
             .try_reshape_like(&(nh / heads, t, Const::<W>))
     };
-    inner().map_err(dev_err)
+    inner().map_err(OpError::device)
 }
 
 /// [`scale_channels`](crate::scale_channels) on any device.
@@ -507,8 +506,8 @@ where
     if s.shape().0 != shape.0 {
         return Err(OpError::config("scale_channels", format!("{} scales for {} images", s.shape().0, shape.0)));
     }
-    let s = s.try_broadcast_like::<_, Axes2<2, 3>>(&shape).map_err(dev_err)?;
-    x.try_mul(s).map_err(dev_err)
+    let s = s.try_broadcast_like::<_, Axes2<2, 3>>(&shape).map_err(OpError::device)?;
+    x.try_mul(s).map_err(OpError::device)
 }
 
 /// [`drop_path`](crate::drop_path) on any device: the per-sample mask drawn on the host from
@@ -542,7 +541,7 @@ pub fn drop_path<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
         let m = dev.try_tensor_from_vec(mask, (batch,))?.try_broadcast_like::<_, Axis<1>>(&(batch, per))?;
         x.try_reshape_like(&(batch, per))?.try_mul(m)?.try_reshape_like(&shape)
     };
-    inner().map_err(dev_err)
+    inner().map_err(OpError::device)
 }
 
 /// [`residual_add`](crate::residual_add) on any device.
@@ -568,9 +567,9 @@ where
             ),
         ));
     }
-    let y = x.try_add(shortcut).map_err(dev_err)?;
+    let y = x.try_add(shortcut).map_err(OpError::device)?;
     if relu {
-        y.try_relu().map_err(dev_err)
+        y.try_relu().map_err(OpError::device)
     } else {
         Ok(y)
     }

@@ -7,8 +7,10 @@
 //! the image itself as the column matrix. Backward recomputes the columns for the weight
 //! gradient; the input gradient of a stride-1 convolution is a convolution with flipped kernels
 //! ([`Transposed`]), otherwise a GEMM plus col2im scatter. Convolutions with one input channel
-//! per group (depthwise) run the direct kernels of `depthwise.rs`. Scratch buffers come from a
-//! per-thread pool.
+//! per group (depthwise) run the direct kernels of `depthwise.rs`; stride-1 "same"
+//! convolutions of small feature maps (8×8 and below) run one GEMM per kernel tap over the
+//! positions that tap reads inside the image (`taps.rs`), skipping im2col's padding zeros.
+//! Scratch buffers come from a per-thread pool.
 
 use dfdx::prelude::{Const, Cpu, HasShape, Merge, PutTape, Rank1, Rank4, SplitTape, Tape, Tensor, TensorFromVec};
 use rayon::prelude::*;
@@ -16,6 +18,7 @@ use rayon::prelude::*;
 use super::depthwise::{direct_backward, direct_forward};
 use super::grad::{grad_mut, put_grad, take_grad};
 use super::im2col::{col2im_add, im2col};
+use super::taps;
 use super::window::{Axis, ConvGeom};
 use super::Image;
 use crate::element::{matmul, matmul_strided, view, Mat, Scratch};
@@ -195,8 +198,12 @@ where
 }
 
 /// Adds the weight gradient accumulated by [`backward`] onto `dw` (`[O, ig, K, K]`). The GEMM
-/// path accumulates each group's `og × kk` block column-major; the direct kernels row-major.
+/// path accumulates each group's `og × kk` block column-major; the direct kernels row-major;
+/// the per-tap kernels tap by tap.
 fn add_weight_grad<E: Element>(g: &ConvGeom, dw: &mut [E], acc: &[E]) {
+    if taps::suits(g) {
+        return taps::add_weight_grad(g, dw, acc);
+    }
     if g.direct() {
         return add_assign(dw, acc);
     }
@@ -257,7 +264,15 @@ impl Plan {
 fn forward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], b: Option<&[E]>, y: &mut [E]) {
     let (chw, opp) = (g.c * g.hw(), g.o * g.pp());
     let plan = Plan::new(g);
+    let per_tap = taps::suits(g).then(|| taps::pack_weights(g, w, true));
     let run = |(ys, xs): (&mut [E], &[E])| {
+        if let Some(wp) = &per_tap {
+            taps::forward(g, xs, wp, ys, plan.parallel_gemm);
+            if let Some(b) = b {
+                add_bias(g, b, ys);
+            }
+            return;
+        }
         for (yb, xb) in ys.chunks_mut(plan.block * opp).zip(xs.chunks(plan.block * chw)) {
             forward_block(g, xb, w, b, yb, plan.parallel_gemm, false);
         }
@@ -328,10 +343,24 @@ fn forward_block<E: Element>(
         }
     }
     if let Some(b) = b {
-        for yn in y.chunks_exact_mut(opp) {
-            for (yo, &bo) in yn.chunks_exact_mut(pp).zip(b) {
-                yo.iter_mut().for_each(|v| *v += bo);
-            }
+        add_bias(g, b, y);
+    }
+}
+
+/// Adds the bias `b` (`[O]`) to every output plane of the images in `y`.
+fn add_bias<E: Element>(g: &ConvGeom, b: &[E], y: &mut [E]) {
+    for yn in y.chunks_exact_mut(g.o * g.pp()) {
+        for (yo, &bo) in yn.chunks_exact_mut(g.pp()).zip(b) {
+            yo.iter_mut().for_each(|v| *v += bo);
+        }
+    }
+}
+
+/// Adds the bias gradient (the output gradient summed over each plane) into `db` (`[O]`).
+fn add_bias_grad<E: Element>(g: &ConvGeom, gy: &[E], db: &mut [E]) {
+    for gyn in gy.chunks_exact(g.o * g.pp()) {
+        for (d, gyo) in db.iter_mut().zip(gyn.chunks_exact(g.pp())) {
+            *d += gyo.iter().copied().sum::<E>();
         }
     }
 }
@@ -342,10 +371,19 @@ fn backward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], gy: &[E], dx: &mut [E], 
     let (chw, opp) = (g.c * g.hw(), g.o * g.pp());
     let acc_len = g.o * g.kk() + g.o;
     let plan = Plan::new(g);
-    let flipped = Transposed::new(g, w);
+    let per_tap = taps::suits(g).then(|| taps::pack_weights(g, w, false));
+    let flipped = if per_tap.is_some() { None } else { Transposed::new(g, w) };
     // One accumulator for the weight and bias gradients per task.
     let run = |((dxs, xs), gys): ((&mut [E], &[E]), &[E])| {
         let mut acc = Scratch::zeroed(acc_len);
+        if let Some(wp) = &per_tap {
+            let (dw, db) = acc.split_at_mut(g.o * g.kk());
+            if bias {
+                add_bias_grad(g, gys, db);
+            }
+            taps::backward(g, xs, wp, gys, dxs, dw, plan.parallel_gemm);
+            return acc;
+        }
         let (bc, bo) = (plan.block * chw, plan.block * opp);
         for ((dxb, xb), gyb) in dxs.chunks_mut(bc).zip(xs.chunks(bc)).zip(gys.chunks(bo)) {
             let p = plan.parallel_gemm;
@@ -444,10 +482,8 @@ fn backward_block<E: Element>(
     let (chw, opp) = (g.c * hw, g.o * pp);
     let imgs = x.len() / chw;
     let (dw, db) = acc.split_at_mut(g.o * kk);
-    for gyn in gy.chunks_exact(opp).filter(|_| bias) {
-        for (d, gyo) in db.iter_mut().zip(gyn.chunks_exact(pp)) {
-            *d += gyo.iter().copied().sum::<E>();
-        }
+    if bias {
+        add_bias_grad(g, gy, db);
     }
     if g.direct() {
         for ((xn, gyn), dxn) in x.chunks_exact(chw).zip(gy.chunks_exact(opp)).zip(dx.chunks_exact_mut(chw)) {

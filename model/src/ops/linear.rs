@@ -5,7 +5,7 @@
 use dfdx::prelude::{Const, Cpu, HasShape, Merge, PutTape, Rank1, Rank2, SplitTape, Tape, Tensor, TensorFromVec};
 
 use super::grad::{grad_mut, put_grad, take_grad};
-use crate::element::{matmul, view, Mat};
+use crate::element::{matmul, matmul_acc_split_k, view, Mat};
 use crate::{Element, OpError};
 
 /// Rows of features: `[M, I]`.
@@ -83,7 +83,7 @@ fn linear_impl<const I: usize, const O: usize, E: Element, T: Tape<E, Cpu>>(
             let (xs, ws) = (view(&x), view(&w));
             // dx += dy · W; dW += dyᵀ · x; db += Σ_rows dy.
             matmul(m, I, O, grad_mut!(grads, &xg), true, Mat::rows(&gy, O), Mat::rows(ws, I), true);
-            matmul(O, I, m, grad_mut!(grads, &wg), true, Mat::transposed(&gy, O), Mat::rows(xs, I), true);
+            matmul_acc_split_k(O, I, m, grad_mut!(grads, &wg), Mat::transposed(&gy, O), Mat::rows(xs, I));
             if let Some(bg) = &bg {
                 let db = grad_mut!(grads, bg);
                 for row in gy.chunks_exact(O) {

@@ -16,6 +16,7 @@ mod linear;
 mod pool;
 mod scale;
 mod softmax;
+mod taps;
 mod window;
 
 pub use activation::{gelu, silu};

@@ -2,14 +2,12 @@
 //! `tools/model_fixtures.py`): every tensor is filled by the same formula of its state_dict key
 //! on both sides, so equal features mean equal names, shapes and arithmetic.
 
-use dfdx::nn::tensor_collection::{
-    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
-};
+use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
 use serde_json::Value;
 use siamlab_model::backbones::*;
 use siamlab_model::layers::Mode;
-use siamlab_model::named_tensors;
+use siamlab_model::{named_tensors, walk_tensors};
 
 fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3))
@@ -38,25 +36,6 @@ fn fill(name: &str, shape: &[usize]) -> Vec<f32> {
         .collect()
 }
 
-struct Fill;
-
-impl TensorVisitor<f32, Cpu> for Fill {
-    type Viewer = (ViewTensorName, ViewTensorMut);
-    type Err = CpuError;
-    type E2 = f32;
-    type D2 = Cpu;
-
-    fn visit<S: Shape>(
-        &mut self,
-        _: TensorOptions<S, f32, Cpu>,
-        (name, t): (String, &mut Tensor<S, f32, Cpu>),
-    ) -> Result<Option<Tensor<S, f32, Cpu>>, CpuError> {
-        let shape: Vec<usize> = t.shape().concrete().into_iter().collect();
-        t.copy_from(&fill(&name, &shape));
-        Ok(None)
-    }
-}
-
 fn fixture(case: &str) -> Value {
     let text = include_str!("../fixtures/backbones.json");
     let doc: Value = serde_json::from_str(text).expect("fixture parses");
@@ -78,7 +57,11 @@ fn check<B: Backbone<F> + TensorCollection<f32, Cpu>, const F: usize>(case: &str
         .collect();
     assert_eq!(ours, theirs, "{case}: state_dict keys");
 
-    B::iter_tensors(&mut RecursiveWalker { m: (String::new(), &mut net), f: &mut Fill }).unwrap();
+    walk_tensors::<Cpu, B, std::convert::Infallible>(&mut net, "", &mut |s, v| {
+        *v = fill(s.name, s.shape);
+        Ok(true)
+    })
+    .unwrap();
     let size = fx["size"].as_u64().unwrap() as usize;
     let n = 2 * 3 * size * size;
     let x: Vec<f32> = (0..n).map(|i| (0.37 * i as f64 + 0.1).sin() as f32).collect();

@@ -1,10 +1,8 @@
-//! SimSiam: the loss, the stop-gradient, the heads' names and sizes, a training step with Adam;
-//! the classification heads.
+//! SimSiam: the loss, the stop-gradient, the heads' names and sizes, a training step with Adam.
 
 use dfdx::optim::{Adam, AdamConfig, Optimizer};
 use dfdx::prelude::*;
 use siamlab_model::backbones::ResNet18CifarTiny;
-use siamlab_model::heads::{Classifier, Task};
 use siamlab_model::layers::{Block, Mode};
 use siamlab_model::named_tensors;
 use siamlab_model::simsiam::{negative_cosine, simsiam_loss, Features, SimSiam2048, SimSiamTiny};
@@ -128,26 +126,4 @@ fn adam_step_lowers_the_loss_on_a_fixed_pair() {
         opt.update(&mut model, &grads).unwrap();
     }
     assert!(losses[4] < losses[0], "{losses:?}");
-}
-
-#[test]
-fn classifier_gives_logits_for_both_tasks() {
-    let dev = Cpu::seed_from_u64(5);
-    let mut clf = Classifier::<ResNet18CifarTiny, 64, 10>::new(ResNet18CifarTiny::build(&dev), &dev);
-    let names = named_tensors(&clf);
-    assert!(names.iter().any(|t| t.name == "fc.weight" && t.shape == vec![10, 64]));
-    let logits = clf.forward_logits(images(&dev, 3, 32), Mode::Eval).unwrap();
-    assert_eq!(logits.shape(), &(3, Const::<10>));
-    let softmax = Task::MultiClass.probabilities(logits.clone()).unwrap().as_vec();
-    for row in softmax.chunks(10) {
-        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-    }
-    let sigmoid = Task::MultiLabel.probabilities(logits.clone()).unwrap().as_vec();
-    for (s, l) in sigmoid.iter().zip(logits.as_vec()) {
-        assert!((s - 1.0 / (1.0 + (-l).exp())).abs() < 1e-6);
-    }
-    let grads = clf.alloc_grads();
-    let logits = clf.forward_logits(images(&dev, 3, 32).traced(grads), Mode::Train).unwrap();
-    let grads = logits.sum().backward();
-    assert!(grads.get(&clf.fc.weight).as_vec().iter().any(|&g| g != 0.0));
 }

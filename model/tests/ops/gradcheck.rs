@@ -104,6 +104,16 @@ fn conv_stride1_unpadded_and_partly_padded() {
 }
 
 #[test]
+fn conv_same_padding_on_small_and_large_planes() {
+    // Planes of up to 64 positions take the per-tap kernels (one GEMM per kernel tap over the
+    // positions it reads inside the image); larger ones im2col.
+    check_conv::<3, 2, 3, 5>((3, 4, 5), Conv2dConfig::default().padding(2), true);
+    check_conv::<2, 3, 2, 3>((2, 1, 1), Conv2dConfig::default().padding(1), false);
+    with_threads(1, || check_conv::<2, 3, 2, 3>((3, 3, 2), Conv2dConfig::default().padding(1), true));
+    check_conv::<2, 3, 2, 3>((2, 9, 8), Conv2dConfig::default().padding(1), true);
+}
+
+#[test]
 fn conv_1x1_pointwise() {
     check_conv::<4, 3, 4, 1>((2, 3, 4), Conv2dConfig::default(), true);
 }

@@ -39,9 +39,16 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
-    /// The resize backend (fast_image_resize) rejected its input.
+    /// The resize backend (fast_image_resize) rejected its input (not a `#[from]` source:
+    /// the message already has it).
     #[error("resize failed: {0}")]
-    Resize(#[from] fast_image_resize::ResizeError),
+    Resize(fast_image_resize::ResizeError),
+}
+
+impl From<fast_image_resize::ResizeError> for Error {
+    fn from(e: fast_image_resize::ResizeError) -> Self {
+        Error::Resize(e)
+    }
 }
 
 /// Shorthand for results of this module.

@@ -13,21 +13,27 @@
 //! `results.json` hold the tables with the run folder of every number; `runs.png` overlays
 //! the curves of every run.
 
+mod estimate;
+mod results;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use siamlab_datasets::decode::check_resize;
-use siamlab_datasets::ingest::IngestOptions;
 use siamlab_datasets::sources::SourceSpec;
-use siamlab_datasets::store::{ingest_to, prepare_location};
-use siamlab_model::backbones::vit_s_patch_size;
+use siamlab_datasets::{IngestOptions, IngestRequest};
 
-use crate::checkpoint::write_json;
-use crate::error::{write_atomic, Error, IoContext, Result};
-use crate::finetune::{finetune, EvalMetrics, FinetuneConfig, Summary};
+use crate::ablate::results::collect;
+use crate::error::{Error, IoContext, Result};
+use crate::finetune::{finetune, FinetuneConfig, Summary};
 use crate::pretrain::{pretrain, PretrainConfig};
+use crate::run::files::{
+    read_json, write_atomic, write_json, BACKBONE, CONFIG, RESULTS_JSON, RESULTS_MD, RUNS_PLOT, SUMMARY,
+};
+
+pub use estimate::duration;
+pub use results::{markdown, ResultCell};
 
 /// A dataset of an experiment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -239,7 +245,7 @@ impl Plan {
     }
 
     /// Where dataset `id` is kept.
-    fn data_of(&self, id: &str) -> PathBuf {
+    pub(crate) fn data_of(&self, id: &str) -> PathBuf {
         PathBuf::from(format!("{}/{id}", self.data))
     }
 
@@ -342,126 +348,6 @@ impl Plan {
             })
             .collect()
     }
-
-    /// Estimated seconds of each step on a 2-core CPU, from measured throughputs (see
-    /// `seconds_per_image` and `DataShape`).
-    pub fn estimate_secs(&self) -> Vec<f64> {
-        let mut data = BTreeMap::new();
-        for s in &self.steps {
-            if let Step::Ingest { id, spec } = s {
-                data.insert(self.data_of(id), DataShape::of(spec));
-            }
-        }
-        let unknown = DataShape::of(&DatasetSpec { source: "folder".into(), ..Default::default() });
-        let shape = |p: &Path| data.get(p).unwrap_or(&unknown);
-        self.steps
-            .iter()
-            .map(|s| match s {
-                Step::Ingest { id, .. } => {
-                    let d = shape(&self.data_of(id));
-                    d.splits.iter().map(|(_, n)| n).sum::<f64>() * d.ingest_per_image
-                }
-                Step::Pretrain { config, .. } => {
-                    let d = shape(&config.data);
-                    let n = d.images(&config.split) * config.fraction;
-                    let size = config.image_size.unwrap_or(d.side);
-                    2.0 * n * config.epochs as f64 * seconds_per_image(&config.backbone, size)
-                }
-                Step::Finetune { config, .. } => {
-                    let d = shape(&config.data);
-                    let n = d.images("train") * config.fraction;
-                    let size = config.image_size.unwrap_or(d.side);
-                    let per = seconds_per_image(config.backbone.as_deref().unwrap_or("resnet18"), size);
-                    // Linear evaluation: one pass to extract features, the head is negligible.
-                    let epochs = if config.linear { 1.0 } else { config.epochs as f64 };
-                    // Evaluation passes cost about a third of a training pass: the validation
-                    // split (or a 10% hold-out of the training images) every epoch, then the test split.
-                    let val = match d.images("valid") {
-                        v if v > 0.0 => v,
-                        _ => 0.1 * n,
-                    };
-                    let eval = epochs * val + d.images("test");
-                    (n * epochs + eval / 3.0) * per
-                }
-            })
-            .collect()
-    }
-}
-
-/// `secs` as "42 s", "17 min", "2.5 h" or "9 days".
-pub fn duration(secs: f64) -> String {
-    if secs < 90.0 {
-        format!("{secs:.0} s")
-    } else if secs < 5400.0 {
-        format!("{:.0} min", secs / 60.0)
-    } else if secs < 172_800.0 {
-        format!("{:.1} h", secs / 3600.0)
-    } else {
-        format!("{:.0} days", secs / 86_400.0)
-    }
-}
-
-/// What an estimate needs of a dataset: images per split, their side, and the seconds
-/// `siamlab ingest` spends per image (measured on a 2-core CPU: CIFAR-10 60,000 images in 3 s,
-/// STL-10 113,000 at 96 px → 32 px in 47 s, CelebA 202,599 JPEGs → 32 px in 57 s).
-struct DataShape {
-    splits: Vec<(&'static str, f64)>,
-    side: usize,
-    ingest_per_image: f64,
-}
-
-impl DataShape {
-    fn of(spec: &DatasetSpec) -> DataShape {
-        let count = |d: u64| spec.count.unwrap_or(d) as f64;
-        let (splits, side, per) = match spec.source.as_str() {
-            "cifar10" | "cifar100" => (vec![("train", 50_000.0), ("test", 10_000.0)], 32, 5e-5),
-            "stl10" => (vec![("train", 5_000.0), ("test", 8_000.0), ("unlabeled", 100_000.0)], 96, 4.2e-4),
-            "celeba" => (vec![("train", 162_770.0), ("valid", 19_867.0), ("test", 19_962.0)], 178, 2.8e-4),
-            "random" => (vec![("train", count(10_000))], 32, 5e-5),
-            "shapes" => (vec![("train", count(5_000)), ("test", spec.test_count.unwrap_or(1_000) as f64)], 32, 5e-5),
-            _ => (vec![("train", count(10_000))], 224, 2e-3),
-        };
-        let side = spec.resize.or(spec.size).map(|s| s as usize).unwrap_or(side);
-        DataShape { splits, side, ingest_per_image: per }
-    }
-
-    fn images(&self, split: &str) -> f64 {
-        self.splits.iter().find(|(k, _)| *k == split).map(|(_, n)| *n).unwrap_or(0.0)
-    }
-}
-
-/// Seconds one image takes through a training pass of `backbone` at `size` px (forward,
-/// backward, optimizer share, augmentation, monitors) on a 2-core CPU with batch 64: measured
-/// at 32 px (SimSiam pairs/s ÷ 2, `siamlab ablate experiments/*-cpu.toml`, `siamlab bench
-/// simsiam`) and scaled by the pixel count, or for ViT / PiT by the token count of the preset.
-fn seconds_per_image(backbone: &str, size: usize) -> f64 {
-    let per_32 = match backbone {
-        "resnet18_tiny" => 1.0 / 660.0,
-        "efficientnet_tiny" => 1.0 / 334.0,
-        "vit_tiny" => 1.0 / 790.0,
-        "pit_tiny" => 1.0 / 450.0,
-        "efficientnet_b0" => 1.0 / 62.0,
-        "vit_s" => 1.0 / 15.4,
-        "pit_ti" => 1.0 / 57.6,
-        _ => 1.0 / 32.4, // resnet18 (CIFAR stem)
-    };
-    let tokens = |s: usize, patch: usize, stride: usize| {
-        let g = (s.saturating_sub(patch) / stride + 1) as f64;
-        g * g
-    };
-    // The ViT and PiT presets share the patch sizes; PiT's stride is half its patch.
-    let patch = vit_s_patch_size(size);
-    let scale = match backbone {
-        "vit_s" | "vit_tiny" => tokens(size, patch, patch) / tokens(32, 4, 4),
-        "pit_ti" | "pit_tiny" => tokens(size, patch, patch / 2) / tokens(32, 4, 2),
-        // A stride-4 ImageNet stem (ResNet-18 above 96 px) or EfficientNet's stride-2 stem (above
-        // 64 px) costs what the CIFAR / stride-1 stem costs at a quarter / half the side.
-        "resnet18_imagenet" => (size as f64 / 128.0).powi(2),
-        "resnet18" | "resnet18_tiny" if size > 96 => (size as f64 / 128.0).powi(2),
-        "efficientnet_b0" if size > 64 => (size as f64 / 64.0).powi(2),
-        _ => (size as f64 / 32.0).powi(2),
-    };
-    per_32 * scale
 }
 
 impl DatasetSpec {
@@ -479,45 +365,19 @@ impl DatasetSpec {
         }
     }
 
-    /// The checks `siamlab ingest` makes before reading anything: a known source, its `src`,
-    /// valid numbers, `resize` in range.
-    pub fn check(&self, id: &str) -> Result<()> {
-        let at = |e: siamlab_datasets::Error| Error::config(format!("[datasets.{id}]: {e}"));
-        self.source_spec().check().map_err(at)?;
-        check_resize(self.resize).map_err(at)
+    /// The ingest of this spec into `out`, recording the spec as its arguments: what
+    /// `siamlab ingest` would do with the same source and options ([`IngestRequest`]).
+    pub fn request(&self, out: &Path) -> IngestRequest<'_> {
+        let mut options = IngestOptions::new(out);
+        options.resize = self.resize;
+        options.arguments = serde_json::to_value(self).unwrap_or_default();
+        IngestRequest { spec: self.source_spec(), options }
     }
-}
 
-/// One number of the results, with where it came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResultCell {
-    /// Row.
-    pub row: String,
-    /// Column.
-    pub column: String,
-    /// Metric name with split (`test top1`).
-    pub metric: String,
-    /// Values per seed.
-    pub values: Vec<f64>,
-    /// Mean.
-    pub mean: f64,
-    /// Sample std over seeds (0 for one seed).
-    pub std: f64,
-    /// Run folders.
-    pub runs: Vec<String>,
-}
-
-fn metric_value(m: &EvalMetrics, name: &str) -> Option<f64> {
-    let ml = m.multi_label.as_ref();
-    match name {
-        "top1" => m.top1,
-        "mean_accuracy" => ml.map(|x| x.mean_accuracy),
-        "macro_auc" => ml.map(|x| x.macro_auc),
-        "micro_auc" => ml.map(|x| x.micro_auc),
-        "macro_jaccard" => ml.map(|x| x.macro_jaccard),
-        "micro_jaccard" => ml.map(|x| x.micro_jaccard),
-        "loss" => Some(m.loss),
-        _ => None,
+    /// The checks `siamlab ingest` makes before reading anything ([`IngestRequest::check`]):
+    /// a known source, its `src`, valid numbers, `resize` in range.
+    pub fn check(&self, id: &str) -> Result<()> {
+        self.request(Path::new(id)).check().map_err(|e| Error::config(format!("[datasets.{id}]: {e}")))
     }
 }
 
@@ -532,26 +392,22 @@ pub fn run(plan: &Plan, quiet: bool, log: &mut dyn FnMut(&str)) -> Result<Vec<Re
         let n = i + 1;
         match step {
             Step::Ingest { id, spec } => {
-                let out = siamlab_datasets::store::open_path(&plan.data_of(id), &plan.store)?;
-                let arguments = serde_json::to_value(spec).unwrap_or_default();
+                let request = spec.request(&plan.data_of(id));
                 // Done when complete with the same spec; a changed spec is an error naming what changed.
-                if prepare_location(&out, false, &arguments)?.is_some() {
+                if request.already_complete()?.is_some() {
                     log(&format!("[{n}/{total}] data/{id}: done"));
                     continue;
                 }
                 log(&format!("[{n}/{total}] ingest {} → data/{id}", spec.source));
-                let mut opts = IngestOptions::new(plan.data_of(id));
-                opts.resize = spec.resize;
-                opts.arguments = arguments;
-                ingest_to(spec.source_spec().open()?, &opts, &out)?;
+                request.ingest(request.open()?)?;
             }
             Step::Pretrain { id, config } => {
                 let out = plan.work.join("pretrain").join(id);
-                if out.join("backbone.safetensors").is_file() {
+                if out.join(BACKBONE).is_file() {
                     log(&format!("[{n}/{total}] pretrain/{id}: done"));
                     continue;
                 }
-                let resume = out.join("config.json").is_file();
+                let resume = out.join(CONFIG).is_file();
                 log(&format!(
                     "[{n}/{total}] pretrain {id} ({} epochs){}",
                     config.epochs,
@@ -561,12 +417,12 @@ pub fn run(plan: &Plan, quiet: bool, log: &mut dyn FnMut(&str)) -> Result<Vec<Re
             }
             Step::Finetune { id, row, column, config, .. } => {
                 let out = plan.work.join("cells").join(id);
-                let done = out.join("summary.json");
+                let done = out.join(SUMMARY);
                 let summary: Summary = if done.is_file() {
                     log(&format!("[{n}/{total}] cells/{id}: done"));
-                    crate::checkpoint::read_json(&done)?
+                    read_json(&done)?
                 } else {
-                    let resume = out.join("config.json").is_file();
+                    let resume = out.join(CONFIG).is_file();
                     log(&format!("[{n}/{total}] finetune {id}{}", if resume { ", resuming" } else { "" }));
                     finetune(config, &out, resume, quiet, &mut |l| log(&format!("    {l}")))?
                 };
@@ -576,8 +432,8 @@ pub fn run(plan: &Plan, quiet: bool, log: &mut dyn FnMut(&str)) -> Result<Vec<Re
     }
     let cells = collect(&plan.experiment, &summaries);
     let md = markdown(&plan.experiment, &cells, t0.elapsed().as_secs_f64());
-    write_atomic(&plan.work.join("results.md"), md.as_bytes())?;
-    write_json(&plan.work.join("results.json"), &cells)?;
+    write_atomic(&plan.work.join(RESULTS_MD), md.as_bytes())?;
+    write_json(&plan.work.join(RESULTS_JSON), &cells)?;
     let mut runs: Vec<PathBuf> = plan
         .steps
         .iter()
@@ -587,109 +443,8 @@ pub fn run(plan: &Plan, quiet: bool, log: &mut dyn FnMut(&str)) -> Result<Vec<Re
         })
         .collect();
     runs.extend(summaries.iter().map(|s| s.2.clone()));
-    crate::plots::write_overlay(&runs, &plan.experiment.title, &plan.work.join("runs.png"))?;
+    crate::plots::write_overlay(&runs, &plan.experiment.title, &plan.work.join(RUNS_PLOT))?;
     Ok(cells)
-}
-
-fn collect(e: &Experiment, summaries: &[(String, String, PathBuf, Summary)]) -> Vec<ResultCell> {
-    let mut out = Vec::new();
-    let mut keys: Vec<(String, String)> = Vec::new();
-    for (r, c, _, _) in summaries {
-        if !keys.contains(&(r.clone(), c.clone())) {
-            keys.push((r.clone(), c.clone()));
-        }
-    }
-    for (row, column) in keys {
-        for split in ["val", "test"] {
-            for metric in &e.metrics {
-                let mut values = Vec::new();
-                let mut runs = Vec::new();
-                for (r, c, dir, s) in summaries {
-                    if *r != row || *c != column {
-                        continue;
-                    }
-                    let m = if split == "val" { Some(&s.val) } else { s.test.as_ref() };
-                    if let Some(v) = m.and_then(|m| metric_value(m, metric)) {
-                        values.push(v);
-                        runs.push(dir.display().to_string());
-                    }
-                }
-                if values.is_empty() {
-                    continue;
-                }
-                let mean = values.iter().sum::<f64>() / values.len() as f64;
-                let std = if values.len() > 1 {
-                    (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64).sqrt()
-                } else {
-                    0.0
-                };
-                out.push(ResultCell {
-                    row: row.clone(),
-                    column: column.clone(),
-                    metric: format!("{split} {metric}"),
-                    values,
-                    mean,
-                    std,
-                    runs,
-                });
-            }
-        }
-    }
-    out
-}
-
-/// The tables as Markdown: one table per metric, rows × columns, `mean ± std` (percent for
-/// accuracies), and the run folders below.
-pub fn markdown(e: &Experiment, cells: &[ResultCell], secs: f64) -> String {
-    let mut rows: Vec<&str> = Vec::new();
-    let mut cols: Vec<&str> = Vec::new();
-    let mut metrics: Vec<&str> = Vec::new();
-    for c in cells {
-        if !rows.contains(&c.row.as_str()) {
-            rows.push(&c.row);
-        }
-        if !cols.contains(&c.column.as_str()) {
-            cols.push(&c.column);
-        }
-        if !metrics.contains(&c.metric.as_str()) {
-            metrics.push(&c.metric);
-        }
-    }
-    let mut s = format!("# {}\n\n", if e.title.is_empty() { &e.name } else { &e.title });
-    s += &format!("Seeds: {:?}. Wall time of this invocation: {:.0} s.\n\n", e.seeds, secs);
-    for m in &metrics {
-        let pct = !m.ends_with("loss") && !m.contains("auc") && !m.contains("jaccard");
-        s += &format!("## {m}{}\n\n| backbone |", if pct { " (%)" } else { "" });
-        for c in &cols {
-            s += &format!(" {c} |");
-        }
-        s += "\n|---|";
-        s += &"---|".repeat(cols.len());
-        s += "\n";
-        for r in &rows {
-            s += &format!("| {r} |");
-            for c in &cols {
-                match cells.iter().find(|x| x.row == *r && x.column == *c && x.metric == *m) {
-                    Some(x) => {
-                        let k = if pct { 100.0 } else { 1.0 };
-                        if x.values.len() > 1 {
-                            s += &format!(" {:.2} ± {:.2} |", k * x.mean, k * x.std);
-                        } else {
-                            s += &format!(" {:.2} |", k * x.mean);
-                        }
-                    }
-                    None => s += " – |",
-                }
-            }
-            s += "\n";
-        }
-        s += "\n";
-    }
-    s += "## Runs\n\n";
-    for c in cells.iter().filter(|c| c.metric == metrics[0]) {
-        s += &format!("- {} / {}: {}\n", c.row, c.column, c.runs.join(", "));
-    }
-    s
 }
 
 /// The built-in demo experiment (`siamlab demo`): shapes + random images, a reduced ResNet-18.

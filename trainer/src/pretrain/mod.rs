@@ -3,199 +3,30 @@
 //! batch 64, accumulation 8, 100 epochs), monitors (loss, held-out cosine similarity, kNN
 //! accuracy, the collapse std) and exact resume.
 
+pub mod config;
+pub mod record;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-use siamlab_pipeline::{PipelineState, Subset};
+use siamlab_pipeline::Subset;
 
-use crate::checkpoint::{self, append_jsonl, read_json, write_json};
 use crate::data::{for_each_batch, Dataset, Feed, Labels};
 use crate::device::DeviceSpec;
-use crate::error::{Error, IoContext, Result};
-use crate::metrics::knn_accuracy;
+use crate::error::{Error, Result};
+use crate::knn::knn_accuracy;
 use crate::net::{build_ssl, Images, SslNet};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind};
-use crate::params::{self, save_safetensors};
+use crate::params::save_safetensors;
 use crate::prefetch::DevicePrefetch;
 use crate::progress::Progress;
+use crate::run::files::{append_jsonl, write_json, BACKBONE, METRICS, SUMMARY};
+use crate::run::{self, start_or_resume};
 use crate::schedule::{group_len, steps_per_epoch, Schedule};
+use crate::step::{finite, optimizer_step};
 
-/// Everything a pretraining run is configured by; the TOML file (`--config`) uses these
-/// names, command-line flags override them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PretrainConfig {
-    /// Shard folder (a path, or a URL such as `s3://bucket/prefix`).
-    pub data: PathBuf,
-    /// How a URL in `data` is read: cache folder and limit (not part of the run's
-    /// configuration: not saved, never compared).
-    #[serde(skip)]
-    pub store: siamlab_datasets::StoreOptions,
-    /// Split to pretrain on.
-    pub split: String,
-    /// Use only this fraction of the split (seeded), for quick runs.
-    pub fraction: f64,
-    /// Backbone name (see `siamlab model summary`).
-    pub backbone: String,
-    /// Input size (default: the split's image size).
-    pub image_size: Option<usize>,
-    /// Epochs.
-    pub epochs: u64,
-    /// Images per micro-batch.
-    pub batch: usize,
-    /// Micro-batches per optimizer step.
-    pub accum: usize,
-    /// Peak learning rate (default: 1e-3 × batch × accum / 256 for Adam, 0.05 × … for SGD).
-    pub lr: Option<f64>,
-    /// Weight decay (default: 1e-5 for Adam; 1e-4 for SGD, 5e-4 on CIFAR).
-    pub wd: Option<f64>,
-    /// `adam` or `sgd`.
-    pub optimizer: OptimizerKind,
-    /// Epochs of linear warmup.
-    pub warmup_epochs: f64,
-    /// Projection dimension (2048, 1024, 512, 256, 128).
-    pub proj_dim: usize,
-    /// Seed of initialisation, order and augmentation.
-    pub seed: u64,
-    /// Pipeline worker threads (default: all cores).
-    pub workers: Option<usize>,
-    /// Where to compute: `cpu`, `cuda`, `cuda:N` (not part of what a resumed run must match).
-    pub device: DeviceSpec,
-    /// kNN monitor every N epochs (0: off; the last epoch always when on).
-    pub knn_every: u64,
-    /// Labeled shard folder for the kNN monitor (default: `data`).
-    pub knn_data: Option<PathBuf>,
-    /// Split of the kNN bank.
-    pub knn_bank_split: String,
-    /// Split of the kNN queries.
-    pub knn_query_split: String,
-    /// Fraction of the bank and query splits used by the monitor.
-    pub knn_fraction: f64,
-    /// Neighbours.
-    pub knn_k: usize,
-    /// Temperature of the vote weights.
-    pub knn_temperature: f32,
-    /// Held-out split for the cosine-similarity monitor (default: `test` when the data has it).
-    pub monitor_split: Option<String>,
-    /// Images of the held-out split used by it.
-    pub monitor_images: usize,
-    /// Also checkpoint every N optimizer steps (0: once per epoch only).
-    pub checkpoint_every: u64,
-    /// Stop after this many optimizer steps of this invocation (testing interruptions).
-    pub max_steps: Option<u64>,
-}
-
-impl Default for PretrainConfig {
-    fn default() -> Self {
-        PretrainConfig {
-            data: PathBuf::new(),
-            store: siamlab_datasets::StoreOptions::default(),
-            split: "train".into(),
-            fraction: 1.0,
-            backbone: "resnet18".into(),
-            image_size: None,
-            epochs: 100,
-            batch: 64,
-            accum: 8,
-            lr: None,
-            wd: None,
-            optimizer: OptimizerKind::Adam,
-            warmup_epochs: 0.0,
-            proj_dim: 2048,
-            seed: 0,
-            workers: None,
-            device: DeviceSpec::Cpu,
-            knn_every: 10,
-            knn_data: None,
-            knn_bank_split: "train".into(),
-            knn_query_split: "test".into(),
-            knn_fraction: 1.0,
-            knn_k: 200,
-            knn_temperature: 0.1,
-            monitor_split: None,
-            monitor_images: 512,
-            checkpoint_every: 0,
-            max_steps: None,
-        }
-    }
-}
-
-impl PretrainConfig {
-    /// Reads a TOML file.
-    pub fn from_toml(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
-        toml::from_str(&text).map_err(|e| Error::bad_file(path, e.to_string().replace('\n', " ")))
-    }
-}
-
-/// The configuration with every default resolved, as stored in `config.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Resolved {
-    /// The configuration (`lr`, `wd`, `image_size`, `monitor_split` filled in).
-    pub config: PretrainConfig,
-    /// Optimizer hyperparameters.
-    pub optim: OptimConfig,
-    /// Batches per epoch.
-    pub batches_per_epoch: usize,
-    /// The learning-rate schedule.
-    pub schedule: Schedule,
-    /// The model.
-    pub net: crate::net::NetInfo,
-}
-
-/// Per-epoch record (`metrics.jsonl`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// Epoch (0-based).
-    pub epoch: u64,
-    /// Optimizer steps done at its end.
-    pub step: u64,
-    /// Mean loss.
-    pub loss: f64,
-    /// Learning rate of its last step.
-    pub lr: f64,
-    /// Mean collapse std of the normalized projections (healthy ≈ 1/√D).
-    pub z_std: f64,
-    /// `1/√D` for reference.
-    pub z_std_healthy: f64,
-    /// Mean cosine similarity of held-out pairs (eval mode).
-    pub holdout_similarity: Option<f64>,
-    /// kNN top-1 accuracy.
-    pub knn_top1: Option<f64>,
-    /// Image pairs per second.
-    pub pairs_per_sec: f64,
-    /// Seconds the epoch took, monitors included (0 in runs written before it was recorded;
-    /// a resumed epoch counts from the resume).
-    #[serde(default)]
-    pub seconds: f64,
-    /// Mean fill of the pipeline's prefetch queue when the trainer asked for a batch.
-    pub queue_fill: f64,
-    /// Batches after the first of the epoch that were not yet on the compute device when the
-    /// step wanted them (0 when the device prefetch keeps up).
-    #[serde(default)]
-    pub device_waits: usize,
-    /// Seconds of the epoch spent outside forward/backward/optimizer (waiting on data,
-    /// bookkeeping), as a fraction of the training time.
-    pub overhead: f64,
-}
-
-/// Checkpointed progress.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct State {
-    /// The epoch in progress (or next to start).
-    pub epoch: u64,
-    /// Optimizer steps done.
-    pub step: u64,
-    /// Optimizer's step counter.
-    pub optimizer_t: u64,
-    /// Where the pipeline stands inside `epoch` (None: at its start).
-    pub pipeline: Option<PipelineState>,
-    /// Partial sums of the epoch in progress: loss, z std, micro-batches.
-    pub partial: (f64, f64, u64),
-    /// Finished epochs.
-    pub history: Vec<EpochRecord>,
-}
+pub use config::{PretrainConfig, Resolved};
+pub use record::{EpochRecord, State};
 
 /// What a run returns.
 #[derive(Debug, Clone)]
@@ -266,7 +97,6 @@ pub fn pretrain(
     let cfg = resolve(cfg, &ds)?;
     let image_size = cfg.image_size.unwrap_or(32);
     let monitor = Monitors::new(&cfg, &ds, image_size)?;
-    let _lock = checkpoint::lock(run)?;
     let mut net = build_ssl(cfg.device, cfg.seed, &cfg.backbone, image_size, cfg.proj_dim)?;
     let feed = Feed {
         split: cfg.split.clone(),
@@ -304,40 +134,25 @@ pub fn pretrain(
     same.workers = None;
     same.device = DeviceSpec::Cpu;
     same.max_steps = None;
+    same.dump = None;
     let resolved = Resolved { config: same, optim, batches_per_epoch: batches, schedule, net: net.info().clone() };
-    let config_path = run.join("config.json");
     let mut opt = Optimizer::new(optim);
     let mut state =
         State { epoch: 0, step: 0, optimizer_t: 0, pipeline: None, partial: (0.0, 0.0, 0), history: vec![] };
-    let loaded = if resume { checkpoint::load::<State>(run)? } else { None };
+    if cfg.dump.is_some() && resume {
+        return Err(Error::config("--dump-batches records a run from its initial weights; not with --resume"));
+    }
+    let (_lock, loaded) = start_or_resume::<_, State>(run, resume, &resolved)?;
     if let Some(l) = loaded {
-        let before: Resolved = read_json(&config_path)?;
-        if before != resolved {
-            return Err(Error::bad_file(
-                &config_path,
-                format!(
-                    "the run was started with other settings ({}); resume with the same flags or use a new --out",
-                    checkpoint::config_changes(&before, &resolved).join(", ")
-                ),
-            ));
-        }
-        let file = l.dir.join("model.safetensors");
-        net.walk(&mut |slot, values| params::restore_one(slot, values, &l.model, &file))?;
-        let opt_file = l.dir.join("optimizer.safetensors");
-        checkpoint::restore_optimizer(&mut opt, &l.optimizer, &opt_file, &mut |f| net.walk(f))?;
         opt.t = l.state.optimizer_t;
+        run::restore(&l, &mut opt, &mut |f| net.walk(f), &|_| true)?;
         state = l.state;
         log(&format!("resuming {} at epoch {}, step {}", run.display(), state.epoch, state.step));
-    } else {
-        if run.join("checkpoint").exists() && !resume {
-            return Err(Error::config(format!(
-                "{} already holds a run; continue it with --resume or choose another --out",
-                run.display()
-            )));
-        }
-        write_json(&config_path, &resolved)?;
-        let _ = std::fs::remove_file(run.join("metrics.jsonl"));
     }
+    let mut dump = match &cfg.dump {
+        Some(d) => Some(crate::dump::Recorder::start(d, &mut *net)?),
+        None => None,
+    };
 
     let mut losses = Vec::new();
     let mut steps_this_run = 0u64;
@@ -347,7 +162,11 @@ pub fn pretrain(
         let epoch = state.epoch;
         let pipeline = feed.open(&ds, epoch, state.pipeline)?;
         let mut micro = (state.pipeline.map_or(0, |p| p.next_sample) / cfg.batch as u64) as usize;
-        let mut stage = DevicePrefetch::new(pipeline, net.uploader(), 2, (image_size, image_size));
+        let uploader = match &dump {
+            Some(d) => d.wrap(net.uploader()),
+            None => net.uploader(),
+        };
+        let mut stage = DevicePrefetch::new(pipeline, uploader, 2, (image_size, image_size));
         let t0 = Instant::now();
         let mut busy = 0f64;
         let mut fill = (0f64, 0u64);
@@ -363,24 +182,35 @@ pub fn pretrain(
             let position = b.state;
             let scale = 1.0 / group_len(micro, batches, cfg.accum) as f32;
             let s = net.train_uploaded(b.views, scale, &mut || stage.fill())?;
-            if !s.loss.is_finite() {
-                return Err(Error::NonFinite { value: s.loss, epoch, step: state.step });
-            }
+            finite(s.loss, epoch, state.step)?;
             losses.push(s.loss);
+            if let Some(d) = &mut dump {
+                d.micro(s.loss, scale);
+            }
             state.partial.0 += s.loss as f64;
             state.partial.1 += s.z_std as f64;
             state.partial.2 += 1;
             pairs += n;
             micro += 1;
             if micro.is_multiple_of(cfg.accum) || micro == batches {
-                let lr = schedule.lr(state.step);
-                net.step(&mut opt, lr)?;
-                state.step += 1;
+                let grads = match &dump {
+                    Some(d) if d.active() => Some(net.grads()?),
+                    _ => None,
+                };
+                let lr = optimizer_step(&schedule, &mut state.step, |lr| net.step(&mut opt, lr))?;
+                let mut dumped = false;
+                if let (Some(d), Some(g)) = (&mut dump, grads) {
+                    d.step(state.step, lr, g, &mut *net)?;
+                    if !d.active() {
+                        d.finish(&resolved)?;
+                        dumped = true;
+                    }
+                }
                 steps_this_run += 1;
                 state.optimizer_t = opt.t;
                 bar.step(state.step, s.loss, lr, pairs as f64 / t0.elapsed().as_secs_f64());
                 let mid_epoch = micro < batches;
-                let stop = cfg.max_steps.is_some_and(|m| steps_this_run >= m);
+                let stop = dumped || cfg.max_steps.is_some_and(|m| steps_this_run >= m);
                 if mid_epoch && (stop || (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)))
                 {
                     state.pipeline = Some(position);
@@ -440,23 +270,27 @@ pub fn pretrain(
             line += "  WARNING: collapse (projection std far below 1/sqrt(D))";
         }
         bar.suspend(|| log(&line));
-        append_jsonl(&run.join("metrics.jsonl"), &record)?;
+        append_jsonl(&run.join(METRICS), &record)?;
         state.history.push(record);
         state.epoch += 1;
         state.pipeline = None;
         state.partial = (0.0, 0.0, 0);
         save_checkpoint(run, &state, &mut *net, &opt)?;
         crate::plots::write_run_plot(run)?;
-        if cfg.max_steps.is_some_and(|m| steps_this_run >= m) && state.epoch < cfg.epochs {
+        let dumped = dump.as_ref().is_some_and(|d| !d.active());
+        if (dumped || cfg.max_steps.is_some_and(|m| steps_this_run >= m)) && state.epoch < cfg.epochs {
             bar.finish();
             return Ok(Outcome { run: run.to_path_buf(), losses, history: state.history, finished: false });
         }
     }
     bar.finish();
-    save_safetensors(&run.join("backbone.safetensors"), &net.backbone_state()?)?;
+    if let Some(d) = dump.as_ref().filter(|d| d.active()) {
+        d.finish(&resolved)?; // the run had fewer micro-batches than asked for
+    }
+    save_safetensors(&run.join(BACKBONE), &net.backbone_state()?)?;
     let last = state.history.last().cloned();
     write_json(
-        &run.join("summary.json"),
+        &run.join(SUMMARY),
         &serde_json::json!({
             "kind": "pretrain",
             "backbone": net.info().backbone,
@@ -469,13 +303,7 @@ pub fn pretrain(
 }
 
 fn save_checkpoint(run: &Path, state: &State, net: &mut dyn SslNet, opt: &Optimizer) -> Result<()> {
-    let mut model = params::StateDict::new();
-    net.walk(&mut |s, v| {
-        model.insert(s.name.to_string(), (s.shape.to_vec(), v.clone()));
-        Ok(false)
-    })?;
-    let optimizer = checkpoint::optimizer_state(opt, &mut |f| net.walk(f))?;
-    checkpoint::save(run, state, &model, &optimizer)
+    run::save_checkpoint(run, state, opt, &mut |f| net.walk(f), &|_| true)
 }
 
 /// The held-out similarity and kNN monitors.

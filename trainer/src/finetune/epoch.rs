@@ -1,0 +1,54 @@
+//! The end of a finetuning or linear-evaluation epoch: the log line, the best model so far
+//! (`best.safetensors`), the epoch's record, the curves and the checkpoint.
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::finetune::record::{EpochRecord, State};
+use crate::net::ClsNet;
+use crate::optim::Optimizer;
+use crate::params::save_safetensors;
+use crate::progress::Progress;
+use crate::run::files::{append_jsonl, BEST, METRICS};
+use crate::run::{self, state_of};
+
+/// Which tensors the optimizer steps: the head alone for linear evaluation (`fc.*`), else all.
+pub(crate) fn optimized(linear: bool) -> impl Fn(&str) -> bool {
+    move |name: &str| !linear || name.starts_with("fc.")
+}
+
+/// Closes epoch `record.epoch` of run `dir`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn end_epoch(
+    record: EpochRecord,
+    state: &mut State,
+    opt: &mut Optimizer,
+    net: &mut dyn ClsNet,
+    dir: &Path,
+    linear: bool,
+    bar: &Progress,
+    log: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let score = record.val.score();
+    let better = state.best.is_none_or(|(_, b)| score > b);
+    let line = format!(
+        "epoch {:>3}  train loss {:.4}  {}{}  {:.1} img/s",
+        record.epoch + 1,
+        record.train_loss,
+        record.val.line(),
+        if better { "  (best)" } else { "" },
+        record.images_per_sec
+    );
+    bar.suspend(|| log(&line));
+    if better {
+        state.best = Some((record.epoch, score));
+        let dict = state_of(&mut |f| net.walk(f))?;
+        save_safetensors(&dir.join(BEST), &dict)?;
+    }
+    append_jsonl(&dir.join(METRICS), &record)?;
+    crate::plots::write_run_plot(dir)?;
+    state.history.push(record);
+    state.epoch += 1;
+    state.optimizer_t = opt.t;
+    run::save_checkpoint(dir, state, opt, &mut |f| net.walk(f), &optimized(linear))
+}

@@ -1,0 +1,160 @@
+//! Issue 16: siamlab's SimSiam training steps equal PyTorch's. Each fixture folder
+//! (`fixtures/step_parity/CASE/`, written by `python tools/step_parity.py fixture DUMP OUT` from a
+//! `siamlab train pretrain --dump-batches N DUMP` run) holds the micro-batches siamlab's pipeline
+//! produced, checksums of siamlab's initial tensors for the case's seed (PyTorch started from
+//! exactly those), and PyTorch's values (float64) for a few free-running steps with the same
+//! optimizer and learning rates: the loss of each micro-batch, the global gradient norm and, per
+//! tensor, the norm and a probe `Σ vᵢ·sin(0.7·i + 0.3)` of its gradient, of the tensor after the
+//! step, and of the step's update. Python is not needed here.
+//!
+//! Tolerance: 1e-4 relative (a probe: 1e-4 of the tensor's norm times the probe vector's, the
+//! bound a 1e-4 relative error of the whole tensor implies).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use siamlab_trainer::net::{build_ssl, Images};
+use siamlab_trainer::optim::{OptimConfig, Optimizer};
+use siamlab_trainer::run::state_of;
+use siamlab_trainer::DeviceSpec;
+
+const TOL: f64 = 1e-4;
+
+fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/step_parity").join(case)
+}
+
+/// A float32 `.npy` array: shape and values.
+fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&b[..6], b"\x93NUMPY", "{}", path.display());
+    let len = u16::from_le_bytes([b[8], b[9]]) as usize;
+    let header = std::str::from_utf8(&b[10..10 + len]).unwrap();
+    assert!(header.contains("'<f4'") && header.contains("False"), "{header}");
+    let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape: Vec<usize> =
+        dims.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let values: Vec<f32> =
+        b[10 + len..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    assert_eq!(values.len(), shape.iter().product::<usize>());
+    (shape, values)
+}
+
+/// The norm and the probe of `v` (tools/step_parity.py's `summary`).
+fn summary(v: &[f32]) -> (f64, f64) {
+    let norm = v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+    let probe = v.iter().enumerate().map(|(i, &x)| x as f64 * (0.7 * i as f64 + 0.3).sin()).sum();
+    (norm, probe)
+}
+
+/// The norm of the probe vector over `n` values.
+fn probe_norm(n: usize) -> f64 {
+    (0..n).map(|i| (0.7 * i as f64 + 0.3).sin().powi(2)).sum::<f64>().sqrt()
+}
+
+fn pair(v: &Value) -> (f64, f64) {
+    (v[0].as_f64().unwrap(), v[1].as_f64().unwrap())
+}
+
+/// Checks siamlab's `values` against PyTorch's summary `want`; returns the relative difference
+/// of the norm and of the probe (the latter against `tol · ‖v‖ · ‖w‖`, scaled to 1).
+fn check(what: &str, values: &[f32], want: &Value, failures: &mut Vec<String>) -> f64 {
+    let (norm, probe) = summary(values);
+    let (wn, wp) = pair(want);
+    let scale = wn.max(1e-30);
+    let dn = (norm - wn).abs() / scale;
+    let dp = (probe - wp).abs() / (scale * probe_norm(values.len()));
+    if dn > TOL || dp > TOL {
+        failures
+            .push(format!("{what}: norm {norm:.7e} vs {wn:.7e} ({dn:.1e}), probe {probe:.7e} vs {wp:.7e} ({dp:.1e})"));
+    }
+    dn.max(dp)
+}
+
+fn run_case(case: &str) {
+    let dir = fixture(case);
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let size = doc["image_size"].as_u64().unwrap() as usize;
+    let mut net = build_ssl(
+        DeviceSpec::Cpu,
+        doc["seed"].as_u64().unwrap(),
+        doc["backbone"].as_str().unwrap(),
+        size,
+        doc["proj_dim"].as_u64().unwrap() as usize,
+    )
+    .unwrap();
+    let optim: OptimConfig = serde_json::from_value(doc["optim"].clone()).unwrap();
+    let mut opt = Optimizer::new(optim);
+
+    // The initial tensors must be the ones PyTorch started from.
+    let init = state_of(&mut |f| net.walk(f)).unwrap();
+    let want = doc["init"].as_object().unwrap();
+    assert_eq!(init.len(), want.len(), "tensor count");
+    for (name, (_, v)) in &init {
+        let (n, p) = summary(v);
+        let (wn, wp) = pair(&want[name]);
+        assert!(
+            (n - wn).abs() <= 1e-6 * wn.max(1e-30) && (p - wp).abs() <= 1e-6 * wn.max(1e-30) * probe_norm(v.len()),
+            "{name}: siamlab's initialisation for this seed changed ({n} vs {wn}); regenerate the fixture \
+             (tools/step_parity.py, fixture)"
+        );
+    }
+
+    let mut failures = Vec::new();
+    let mut worst = 0f64;
+    for step in doc["steps"].as_array().unwrap() {
+        let k = step["step"].as_u64().unwrap();
+        let micros = step["micros"].as_array().unwrap();
+        for (j, m) in micros.iter().enumerate() {
+            let i = m.as_u64().unwrap();
+            let (shape, x) = read_npy(&dir.join(format!("batch-{i:05}.npy")));
+            let [2, n, 3, h, w] = shape[..] else { panic!("batch {i}: shape {shape:?}") };
+            let half = x.len() / 2;
+            let scale = step["scales"][j].as_f64().unwrap() as f32;
+            let s = net
+                .train_micro(Images { data: &x[..half], n, h, w }, Images { data: &x[half..], n, h, w }, scale)
+                .unwrap();
+            let want = step["losses"][j].as_f64().unwrap();
+            let d = (s.loss as f64 - want).abs() / want.abs();
+            worst = worst.max(d);
+            if d > TOL {
+                failures.push(format!("step {k} micro-batch {i}: loss {} vs {want} ({d:.1e})", s.loss));
+            }
+        }
+        let grads = net.grads().unwrap();
+        let norm = grads.values().flat_map(|(_, g)| g.iter()).map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+        let want = step["grad_norm"].as_f64().unwrap();
+        let d = (norm - want).abs() / want;
+        worst = worst.max(d);
+        if d > TOL {
+            failures.push(format!("step {k}: gradient norm {norm} vs {want} ({d:.1e})"));
+        }
+        // Tensors whose gradient is zero in exact arithmetic (a bias before a BatchNorm):
+        // siamlab's is rounding noise, PyTorch stepped with the same noise.
+        let null: Vec<&str> = step["null"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let top = grads.values().flat_map(|(_, g)| g.iter()).fold(0f32, |m, &x| m.max(x.abs()));
+        for (name, (_, g)) in &grads {
+            if null.contains(&name.as_str()) {
+                let m = g.iter().fold(0f32, |m, &x| m.max(x.abs()));
+                if m > 1e-6 * top {
+                    failures.push(format!("step {k}: {name}'s gradient should be zero, its largest is {m:e}"));
+                }
+                continue;
+            }
+            worst = worst.max(check(&format!("step {k} gradient of {name}"), g, &step["grads"][name], &mut failures));
+        }
+        net.step(&mut opt, step["lr"].as_f64().unwrap()).unwrap();
+        let after = state_of(&mut |f| net.walk(f)).unwrap();
+        for (name, (_, v)) in &after {
+            worst =
+                worst.max(check(&format!("step {k} {name} after the step"), v, &step["after"][name], &mut failures));
+        }
+    }
+    assert!(failures.is_empty(), "{case}: {} differences above {TOL:.0e}:\n{}", failures.len(), failures.join("\n"));
+    eprintln!("{case}: largest relative difference {worst:.1e}");
+}
+
+#[test]
+fn resnet18_tiny_adam_accum2_equals_pytorch() {
+    run_case("resnet18_tiny_adam_accum2");
+}
