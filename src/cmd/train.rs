@@ -30,9 +30,12 @@ pub struct PretrainArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
-    /// Shard folder written by `siamlab ingest`.
+    /// Shard folder written by `siamlab ingest`, or its URL (s3://bucket/prefix, gs://, az://,
+    /// http(s)://).
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    cache: super::store::CacheArgs,
     /// Split to pretrain on [default: train].
     #[arg(long)]
     split: Option<String>,
@@ -116,9 +119,11 @@ pub struct FinetuneArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
-    /// Labeled shard folder.
+    /// Labeled shard folder, or its URL (s3://bucket/prefix, …).
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    cache: super::store::CacheArgs,
     /// scratch, ssl:RUN_DIR (a pretraining run) or imagenet:FILE (safetensors with torchvision/timm
     /// names) [default: scratch].
     #[arg(long)]
@@ -188,6 +193,7 @@ macro_rules! set {
 
 pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathBuf, bool, bool)> {
     let mut c = PretrainConfig::read(a.config.as_deref())?;
+    c.store = a.cache.options();
     set!(c, a: data, split, fraction, backbone, epochs, batch, accum, optimizer, warmup_epochs, proj_dim, seed,
          knn_every, knn_fraction, checkpoint_every);
     if a.image_size.is_some() {
@@ -223,6 +229,7 @@ pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathB
 
 pub fn finetune_config(a: FinetuneArgs) -> anyhow::Result<(FinetuneConfig, PathBuf, bool, bool)> {
     let mut c = FinetuneConfig::read(a.config.as_deref())?;
+    c.store = a.cache.options();
     set!(c, a: data, init, train_split, val_fraction, fraction, epochs, batch, lr, wd, optimizer, seed);
     if a.linear {
         c.linear = true;
@@ -277,8 +284,9 @@ pub fn eval(
     workers: Option<usize>,
     device: DeviceSpec,
     json: bool,
+    store: &siamlab_datasets::StoreOptions,
 ) -> anyhow::Result<()> {
-    let m = evaluate(&run, &split, data.as_deref(), workers, device)?;
+    let m = evaluate(&run, &split, data.as_deref(), workers, device, store)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&m)?);
     } else {
