@@ -39,5 +39,5 @@ pub mod synth;
 pub use error::{write_atomic, Error, Result};
 pub use ingest::{ingest, IngestOptions, Outcome};
 pub use record::{ImageData, Origin, Record, Source, SourceInfo};
-pub use store::{ingest_to, Location, StoreOptions};
 pub use request::IngestRequest;
+pub use store::{ingest_to, Location, StoreOptions};

@@ -310,7 +310,7 @@ impl PipelineBuilder {
                                 let data = match read {
                                     Ok(Ok(d)) => Arc::new(d),
                                     Ok(Err(e)) => {
-                                        let _ = out_err.send((b as u64, Event::Error(e.into()))).await;
+                                        let _ = out_err.send((b as u64, Event::Error(e))).await;
                                         return;
                                     }
                                     Err(e) => {

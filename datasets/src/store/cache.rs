@@ -291,10 +291,11 @@ impl Cache {
             let modified = meta.modified().unwrap_or(now);
             if let Some(sha) = name.strip_suffix(".parquet") {
                 entries.push((modified, sha.to_string(), meta.len()));
-            } else if name.starts_with('.') && name.ends_with(".tmp") {
-                if now.duration_since(modified).unwrap_or_default() > STALE_TMP {
-                    let _ = std::fs::remove_file(e.path());
-                }
+            } else if name.starts_with('.')
+                && name.ends_with(".tmp")
+                && now.duration_since(modified).unwrap_or_default() > STALE_TMP
+            {
+                let _ = std::fs::remove_file(e.path());
             }
         }
         entries.sort();

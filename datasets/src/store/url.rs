@@ -110,8 +110,10 @@ mod tests {
 
     #[test]
     fn paths_and_file_urls_stay_local() {
-        assert!(matches!(parse("data/cifar10").unwrap(), Parsed::Local(p) if p == PathBuf::from("data/cifar10")));
-        assert!(matches!(parse("file:///tmp/x").unwrap(), Parsed::Local(p) if p == PathBuf::from("/tmp/x")));
+        assert!(
+            matches!(parse("data/cifar10").unwrap(), Parsed::Local(p) if p == std::path::Path::new("data/cifar10"))
+        );
+        assert!(matches!(parse("file:///tmp/x").unwrap(), Parsed::Local(p) if p == std::path::Path::new("/tmp/x")));
     }
 
     #[test]
