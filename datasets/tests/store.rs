@@ -205,6 +205,9 @@ impl Source for Breaks {
         self.inner.run(&mut |r| {
             k += 1;
             if k > n {
+                // Time for the writer to take in the records before it (ingest hands them
+                // over in chunks of 512 and an error stops it at once).
+                std::thread::sleep(std::time::Duration::from_millis(500));
                 return Err(siamlab_datasets::Error::Missing("the source broke".into()));
             }
             sink(r)
@@ -217,7 +220,9 @@ fn an_interrupted_ingest_leaves_no_manifest_and_a_rerun_completes() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let cache = tempfile::tempdir().unwrap();
     let at = remote(store.clone(), cache.path(), 1 << 30);
-    let e = ingest_to(Box::new(Breaks { inner: random(120), n: 90 }), &opts(), &at).unwrap_err();
+    // Past the first chunk of 512 records (a dozen shards of `opts`): those are uploaded
+    // before the source breaks.
+    let e = ingest_to(Box::new(Breaks { inner: random(700), n: 600 }), &opts(), &at).unwrap_err();
     assert_eq!(e.to_string(), "the source broke");
     assert!(!at.has_manifest().unwrap());
     assert!(

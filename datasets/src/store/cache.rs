@@ -278,8 +278,11 @@ impl Cache {
     }
 
     /// Evicts least recently used, unpinned shards until `incoming` more bytes fit.
-    fn make_room(&self, incoming: u64) -> Result<()> {
+    pub(crate) fn make_room(&self, incoming: u64) -> Result<()> {
         let dir = self.shards_dir();
+        if incoming == 0 && !dir.exists() {
+            return Ok(());
+        }
         let lock_path = self.dir.join(".lock");
         let lock_file = open_lock(&lock_path)?;
         lock(&lock_file, &lock_path)?;

@@ -210,6 +210,8 @@ impl Remote {
         let m = self.read_manifest()?;
         let largest = m.splits.values().flat_map(|s| s.shards.iter().map(|s| s.bytes)).max().unwrap_or(0);
         self.cache.check_limit(largest, &self.url)?;
+        // A cache folder filled under a larger limit (an earlier run) comes down to this one.
+        self.cache.make_room(0)?;
         Ok(m)
     }
 
