@@ -44,6 +44,14 @@ pub enum Error {
         /// What failed.
         msg: String,
     },
+    /// An object store request failed (after its retries).
+    #[error("{object}: {msg}")]
+    Remote {
+        /// The object's URL.
+        object: String,
+        /// What failed.
+        msg: String,
+    },
     /// The consumer of a record stream went away; the producer stops quietly.
     #[error("cancelled")]
     Cancelled,

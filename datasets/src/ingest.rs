@@ -25,7 +25,11 @@ pub const DEFAULT_SHARD_BYTES: u64 = 256 << 20;
 const CHUNK_RECORDS: usize = 512;
 const CHUNK_BYTES: usize = 16 << 20;
 
+/// Called with (split, shard number, file) as each shard but the last of a split is complete.
+pub type ShardHook<'a> = &'a (dyn Fn(&str, usize, &Path) -> Result<()> + Sync);
+
 /// How to ingest.
+#[derive(Clone)]
 pub struct IngestOptions<'a> {
     /// Output shard folder.
     pub out: PathBuf,
@@ -43,6 +47,9 @@ pub struct IngestOptions<'a> {
     pub arguments: serde_json::Value,
     /// Called after each chunk of rows with (rows written so far, rows expected if known).
     pub progress: Option<&'a (dyn Fn(u64, Option<u64>) + Sync)>,
+    /// Called as each shard is complete, before the ingest goes on (an upload, say); its
+    /// error fails the ingest. The file keeps a temporary name until the end.
+    pub on_shard: Option<ShardHook<'a>>,
 }
 
 impl IngestOptions<'_> {
@@ -57,6 +64,7 @@ impl IngestOptions<'_> {
             skip_bad: false,
             arguments: serde_json::Value::Null,
             progress: None,
+            on_shard: None,
         }
     }
 }
@@ -375,6 +383,11 @@ fn run(source: &mut dyn Source, opts: &IngestOptions, dir: &Path) -> Result<Mani
                         width: p.width,
                         height: p.height,
                     })?;
+                    if let Some(hook) = opts.on_shard {
+                        for (i, tmp) in s.writer.take_closed() {
+                            hook(&info.splits[rec.split], i, &tmp)?;
+                        }
+                    }
                     done += 1;
                 }
                 if let Some(f) = opts.progress {

@@ -1,11 +1,10 @@
 //! `inspect`: counts per split and class, image size summary, and evenly spread decoded samples
 //! with their captions (what a contact sheet shows; drawing it is for the pipeline's preview).
 
-use std::path::Path;
-
 use crate::decode::decode_rgb;
 use crate::error::{Error, Result};
 use crate::shard::{Manifest, ShardReader};
+use crate::store::Location;
 
 /// Counts of one split.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,8 +24,9 @@ pub struct SplitSummary {
 }
 
 /// Reads the label / attribute columns of `split` (or every split) and counts.
-pub fn summarize(dir: &Path, split: Option<&str>) -> Result<(Manifest, Vec<SplitSummary>)> {
-    let manifest = Manifest::load(dir)?;
+pub fn summarize(at: impl Into<Location>, split: Option<&str>) -> Result<(Manifest, Vec<SplitSummary>)> {
+    let at: Location = at.into();
+    let manifest = at.manifest()?;
     let names: Vec<String> = match split {
         Some(s) => {
             manifest.split(s)?;
@@ -48,8 +48,9 @@ pub fn summarize(dir: &Path, split: Option<&str>) -> Result<(Manifest, Vec<Split
         };
         let mut attr_sums: Option<Vec<u64>> = None;
         for shard in &info.shards {
-            let path = dir.join(&shard.path);
-            let reader = ShardReader::open(&path)?;
+            let file = at.shard_file(shard)?;
+            let path = at.shard_name(shard);
+            let reader = ShardReader::open(&file.path)?;
             for g in 0..reader.row_groups() {
                 let batch = reader.read_row_group(g, Some(&["label", "attributes"]))?;
                 for i in 0..batch.len() {
@@ -57,7 +58,7 @@ pub fn summarize(dir: &Path, split: Option<&str>) -> Result<(Manifest, Vec<Split
                         Some(l) if (l as usize) < n_classes => s.per_class[l as usize] += 1,
                         Some(l) => {
                             return Err(Error::corrupt(
-                                path.display().to_string(),
+                                path.clone(),
                                 format!("row {i} of row group {g}"),
                                 format!("label {l} has no class name"),
                             ))
@@ -99,19 +100,21 @@ pub struct Sample {
 }
 
 /// Reads and decodes `n` samples of `split` spread evenly over it (rows `k · rows / n`).
-pub fn samples(dir: &Path, split: &str, n: usize) -> Result<(Manifest, Vec<Sample>)> {
-    let manifest = Manifest::load(dir)?;
+pub fn samples(at: impl Into<Location>, split: &str, n: usize) -> Result<(Manifest, Vec<Sample>)> {
+    let at: Location = at.into();
+    let manifest = at.manifest()?;
     let info = manifest.split(split)?.clone();
     if info.rows == 0 || n == 0 {
-        return Err(Error::Usage(format!("split {split} of {} has no rows to draw", dir.display())));
+        return Err(Error::Usage(format!("split {split} of {at} has no rows to draw")));
     }
     let n = n.min(info.rows as usize);
     let wanted: Vec<u64> = (0..n as u64).map(|k| k * info.rows / n as u64).collect();
     let mut out = Vec::with_capacity(n);
     let mut base = 0u64;
     for shard in &info.shards {
-        let path = dir.join(&shard.path);
-        let reader = ShardReader::open(&path)?;
+        let file = at.shard_file(shard)?;
+        let path = at.shard_name(shard);
+        let reader = ShardReader::open(&file.path)?;
         for g in 0..reader.row_groups() {
             let len = reader.row_group_rows(g);
             let k = out.len();
@@ -122,7 +125,7 @@ pub fn samples(dir: &Path, split: &str, n: usize) -> Result<(Manifest, Vec<Sampl
                     let i = (row - base) as usize;
                     let (width, height, rgb) = decode_rgb(batch.image_bytes(i)).map_err(|e| {
                         Error::corrupt(
-                            path.display().to_string(),
+                            path.clone(),
                             format!("row {i} of row group {g}"),
                             format!("image does not decode: {e}"),
                         )

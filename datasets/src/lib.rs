@@ -5,6 +5,8 @@
 //! folder, or seeded Gaussian-noise images — into Parquet shards with a manifest
 //! ([`ingest()`]), and checks, summarizes and reads those shards back ([`shard`], [`inspect`]).
 //! Archives are streamed, never extracted; output is deterministic and written atomically.
+//! A shard folder may also be a URL (`s3://`, `gs://`, `az://`, `http(s)://`): [`store`]
+//! resolves it, and reads go through a bounded, checked local cache.
 //!
 //! It knows nothing of streaming, augmentation or models: the `pipeline` crate reads shards
 //! through [`shard::ShardReader`].
@@ -31,9 +33,11 @@ pub mod record;
 pub mod request;
 pub mod shard;
 pub mod sources;
+pub mod store;
 pub mod synth;
 
 pub use error::{write_atomic, Error, Result};
 pub use ingest::{ingest, IngestOptions, Outcome};
 pub use record::{ImageData, Origin, Record, Source, SourceInfo};
 pub use request::IngestRequest;
+pub use store::{ingest_to, Location, StoreOptions};

@@ -6,10 +6,11 @@
 
 use crate::decode::check_resize;
 use crate::error::{Error, Result};
-use crate::ingest::{ingest, prepare_out, IngestOptions, Outcome};
+use crate::ingest::{IngestOptions, Outcome};
 use crate::record::Source;
 use crate::shard::Manifest;
 use crate::sources::SourceSpec;
+use crate::store::{ingest_to, open_path, prepare_location, Location, StoreOptions};
 
 /// A source and the options to ingest it with.
 pub struct IngestRequest<'a> {
@@ -33,12 +34,17 @@ impl IngestRequest<'_> {
         Ok(())
     }
 
+    /// Where the output is: `options.out`, a folder or an object-store URL (`s3://bucket/prefix`).
+    pub fn location(&self) -> Result<Location> {
+        open_path(&self.options.out, &StoreOptions::default())
+    }
+
     /// The complete dataset already at the output, made with the same recorded arguments (then
     /// there is nothing to do); `None` when there is work to do. Errors as
-    /// [`prepare_out`] does (an existing file, a complete dataset of other arguments, a
+    /// [`prepare_location`] does (an existing file, a complete dataset of other arguments, a
     /// non-empty folder that is not siamlab's).
     pub fn already_complete(&self) -> Result<Option<Manifest>> {
-        prepare_out(&self.options.out, self.options.overwrite, &self.options.arguments)
+        prepare_location(&self.location()?, self.options.overwrite, &self.options.arguments)
     }
 
     /// [`check`](Self::check)s, then opens the source (file sources read their index).
@@ -47,9 +53,10 @@ impl IngestRequest<'_> {
         self.spec.open()
     }
 
-    /// Ingests `source` (from [`open`](Self::open)) with the request's options.
+    /// Ingests `source` (from [`open`](Self::open)) with the request's options, into a folder
+    /// or an object store ([`ingest_to`]).
     pub fn ingest(&self, source: Box<dyn Source>) -> Result<Outcome> {
-        ingest(source, &self.options)
+        ingest_to(source, &self.options, &self.location()?)
     }
 }
 

@@ -1,9 +1,11 @@
 //! The pipeline's throughput benchmark (`siamlab bench pipeline`): epochs of a multi-view
 //! pipeline over a shard folder, drained as fast as it delivers, with samples per second, the
-//! mean fill of the prefetch queue and the per-stage times of each epoch.
+//! mean fill of the prefetch queue and the per-stage times of each epoch; over an object store,
+//! the cache's hits and downloads too.
 
-use std::path::PathBuf;
 use std::time::Instant;
+
+use siamlab_datasets::store::{CacheStats, Location};
 
 use crate::error::Result;
 use crate::stats::StageStats;
@@ -12,8 +14,9 @@ use crate::Pipeline;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct PipelineBench {
-    /// Shard folder.
-    pub dir: PathBuf,
+    /// The shards: a folder or an object-store prefix, opened once so that every epoch shares
+    /// its cache.
+    pub at: Location,
     /// Split to read.
     pub split: String,
     /// Augmentation recipe.
@@ -37,8 +40,12 @@ pub struct EpochFigures {
     pub epoch: u64,
     /// Samples delivered.
     pub samples: u64,
-    /// Seconds from building the epoch's pipeline to its last batch.
+    /// Seconds from the pipeline's first batch request to its last batch.
     pub secs: f64,
+    /// Seconds spent planning the epoch (reading the manifest and the shards' footers).
+    pub planning_secs: f64,
+    /// The cache's counters over this epoch (shards on an object store only).
+    pub cache: Option<CacheStats>,
     /// Mean fill of the prefetch queue when a batch was taken.
     pub mean_fill: f64,
     /// The stages' counters.
@@ -68,7 +75,9 @@ impl PipelineBench {
         let mut epochs = Vec::new();
         let (mut samples, mut secs) = (0u64, 0f64);
         for epoch in 0..self.epochs {
-            let mut b = Pipeline::builder(&self.dir)
+            let before = self.at.cache_stats();
+            let planning = Instant::now();
+            let mut b = Pipeline::builder_at(self.at.clone())
                 .split(&self.split)
                 .epoch(epoch)
                 .views(&self.recipe, self.views)
@@ -77,6 +86,7 @@ impl PipelineBench {
                 b = b.image_size(size);
             }
             let mut p = b.workers(self.workers).build()?;
+            let planning_secs = planning.elapsed().as_secs_f64();
             let total = p.batches();
             progress(epoch, 0, total);
             let start = Instant::now();
@@ -91,8 +101,13 @@ impl PipelineBench {
                 epoch,
                 samples: n,
                 secs: start.elapsed().as_secs_f64(),
+                planning_secs,
                 mean_fill: fill as f64 / batches.max(1) as f64,
                 stats: p.stats(),
+                cache: match (self.at.cache_stats(), before) {
+                    (Some(now), Some(before)) => Some(now.since(&before)),
+                    _ => None,
+                },
             };
             on_epoch(&figures);
             if epoch > 0 || self.epochs == 1 {

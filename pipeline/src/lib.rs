@@ -52,6 +52,7 @@ mod batch;
 pub mod bench;
 pub mod decode;
 mod error;
+mod fetch;
 mod pipeline;
 pub mod plan;
 pub mod preview;

@@ -15,11 +15,13 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use siamlab_datasets::shard::{Manifest, ShardBatch, ShardReader, SplitInfo};
+use siamlab_datasets::store::{self, Location, StoreOptions};
 
 use crate::augment::{sample_rng, Normalize, Recipe, Scratch};
 use crate::batch::{Batch, Buffers};
 use crate::decode::decode_into;
 use crate::error::{Error, Result};
+use crate::fetch::{read_group, Prefetch, ShardSlot};
 use crate::plan::{auto_window_rows, GroupRef, Order, PipelineState, Plan};
 use crate::stats::{add, Counters, StageStats};
 
@@ -36,7 +38,8 @@ pub enum RecipeChoice {
 /// Configures a [`Pipeline`]; see [`Pipeline::builder`].
 #[derive(Debug, Clone)]
 pub struct PipelineBuilder {
-    dir: PathBuf,
+    data: Data,
+    store: StoreOptions,
     split: String,
     order: Order,
     recipe: RecipeChoice,
@@ -50,6 +53,13 @@ pub struct PipelineBuilder {
     /// Tests: the stage that panics at its first batch.
     #[cfg(test)]
     panic_in: Option<&'static str>,
+}
+
+/// Where the shards are: as given (resolved when the pipeline is built), or resolved already.
+#[derive(Debug, Clone)]
+enum Data {
+    Spec(PathBuf),
+    At(Location),
 }
 
 /// One sample handed to a worker.
@@ -87,9 +97,10 @@ pub struct Pipeline {
 }
 
 impl PipelineBuilder {
-    fn new(dir: &Path) -> Self {
+    fn new(data: Data) -> Self {
         PipelineBuilder {
-            dir: dir.to_path_buf(),
+            data,
+            store: StoreOptions::default(),
             split: "train".into(),
             order: Order {
                 seed: 0,
@@ -113,6 +124,12 @@ impl PipelineBuilder {
             #[cfg(test)]
             panic_in: None,
         }
+    }
+    /// How a URL given to [`Pipeline::builder`] is opened: cache folder and limit (a
+    /// [`Location`] given to [`Pipeline::builder_at`] brings its own).
+    pub fn store_options(mut self, opts: StoreOptions) -> Self {
+        self.store = opts;
+        self
     }
     /// Read only a seeded subset of the split's rows (a validation hold-out, or a fraction of
     /// the data); see [`Subset`](crate::Subset).
@@ -225,7 +242,7 @@ impl PipelineBuilder {
                 self.start_sample, o.batch_size
             )));
         }
-        let Planned { manifest, info, shards, shard_rows, plan } = self.plan()?;
+        let Planned { location, manifest, info, shards, shard_rows, plan } = self.plan()?;
         let recipe = self.recipe_for(&manifest, &info)?;
         let plan = Arc::new(plan);
         let start_batch = (self.start_sample / o.batch_size as u64) as usize;
@@ -250,11 +267,19 @@ impl PipelineBuilder {
             .build()
             .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
 
+        // prefetch stage (object storage only): shards into the cache in the order of need
+        let prefetch = location.remote().map(|remote| {
+            let p = Arc::new(Prefetch::new(&plan, start_batch, &info.shards, remote.clone()));
+            runtime.spawn(p.clone().run());
+            p
+        });
+
         // read stage
         {
             let plan = plan.clone();
             let counters = counters.clone();
             let out_err = done_tx.clone();
+            let location = location.clone();
             #[cfg(test)]
             let panic_read = self.panic_in == Some("read");
             runtime.spawn(async move {
@@ -267,14 +292,17 @@ impl PipelineBuilder {
                             Some(d) => d.clone(),
                             None => {
                                 let g = plan.groups[s.group as usize];
-                                let shard = shards[g.shard].clone();
+                                if let Some(p) = &prefetch {
+                                    p.touch(g.shard);
+                                }
+                                let (shard, location) = (shards[g.shard].clone(), location.clone());
                                 let t = Instant::now();
                                 let read = tokio::task::spawn_blocking(move || {
                                     #[cfg(test)]
                                     if panic_read {
                                         panic!("injected into the read stage");
                                     }
-                                    shard.1.read_row_group(g.group, Some(&["image", "label", "attributes", "index"]))
+                                    read_group(&location, &shard, g.group)
                                 })
                                 .await;
                                 add(&counters.read_ns, t.elapsed());
@@ -282,7 +310,7 @@ impl PipelineBuilder {
                                 let data = match read {
                                     Ok(Ok(d)) => Arc::new(d),
                                     Ok(Err(e)) => {
-                                        let _ = out_err.send((b as u64, Event::Error(e.into()))).await;
+                                        let _ = out_err.send((b as u64, Event::Error(e))).await;
                                         return;
                                     }
                                     Err(e) => {
@@ -319,8 +347,7 @@ impl PipelineBuilder {
         }
 
         // decode + augment stage
-        let shard_paths: Arc<Vec<String>> =
-            Arc::new(info.shards.iter().map(|s| self.dir.join(&s.path).display().to_string()).collect());
+        let shard_paths: Arc<Vec<String>> = Arc::new(info.shards.iter().map(|s| location.shard_name(s)).collect());
         let recipe = Arc::new(recipe);
         let mut workers = Vec::with_capacity(self.workers);
         for i in 0..self.workers {
@@ -395,9 +422,10 @@ impl PipelineBuilder {
 }
 
 struct Planned {
+    location: Location,
     manifest: Manifest,
     info: SplitInfo,
-    shards: Vec<Arc<(PathBuf, ShardReader)>>,
+    shards: Vec<Arc<ShardSlot>>,
     /// Row of each row group's first row within its shard.
     shard_rows: Vec<u64>,
     plan: Plan,
@@ -406,22 +434,32 @@ struct Planned {
 impl PipelineBuilder {
     /// Reads the manifest and the shards' footers and plans this rank's epoch.
     fn plan(&self) -> Result<Planned> {
-        let manifest = Manifest::load(&self.dir)?;
+        let location = match &self.data {
+            Data::Spec(p) => store::open_path(p, &self.store)?,
+            Data::At(l) => l.clone(),
+        };
+        let manifest = location.manifest()?;
         let info = manifest.split(&self.split)?.clone();
         let mut shards = Vec::new();
         let mut groups = Vec::new();
         let mut first = 0u64;
         for (si, sh) in info.shards.iter().enumerate() {
-            let path = self.dir.join(&sh.path);
-            let reader = ShardReader::open(&path)?;
+            // A local shard is opened now, as it is read; a remote one once it is in the cache.
+            let (reader, group_rows) = match location.local_dir() {
+                Some(dir) => {
+                    let reader = ShardReader::open(&dir.join(&sh.path))?;
+                    let rows = (0..reader.row_groups()).map(|g| reader.row_group_rows(g)).collect();
+                    (Some(Arc::new(reader)), rows)
+                }
+                None => (None, location.row_group_rows(sh)?),
+            };
             let mut shard_row = 0u64;
-            for g in 0..reader.row_groups() {
-                let rows = reader.row_group_rows(g);
+            for (g, &rows) in group_rows.iter().enumerate() {
                 groups.push((GroupRef { shard: si, group: g, rows: rows as u32, first_row: first }, shard_row));
                 first += rows;
                 shard_row += rows;
             }
-            shards.push(Arc::new((path, reader)));
+            shards.push(Arc::new(ShardSlot::new(sh.clone(), location.shard_name(sh), group_rows, reader)));
         }
         let shard_rows: Vec<u64> = groups.iter().map(|(_, r)| *r).collect();
         let mut order = self.order;
@@ -429,7 +467,7 @@ impl PipelineBuilder {
             order.window_rows = auto_window_rows(info.shards.iter().map(|s| s.bytes).sum(), info.rows);
         }
         let plan = Plan::new(groups.into_iter().map(|(g, _)| g).collect(), &order);
-        Ok(Planned { manifest, info, shards, shard_rows, plan })
+        Ok(Planned { location, manifest, info, shards, shard_rows, plan })
     }
 
     /// The recipe the views use, planned for the split.
@@ -610,9 +648,17 @@ impl WorkerCtx {
 }
 
 impl Pipeline {
-    /// Starts configuring a pipeline over the shard folder `dir` (written by `siamlab ingest`).
+    /// Starts configuring a pipeline over the shard folder `dir` (written by `siamlab ingest`):
+    /// a path, or a URL (`s3://bucket/prefix`, …) read through a local cache (see
+    /// [`PipelineBuilder::store_options`]).
     pub fn builder(dir: impl AsRef<Path>) -> PipelineBuilder {
-        PipelineBuilder::new(dir.as_ref())
+        PipelineBuilder::new(Data::Spec(dir.as_ref().to_path_buf()))
+    }
+
+    /// Starts configuring a pipeline over a resolved [`Location`] ([`store::open`]): pipelines
+    /// of successive epochs share its cache (and its counters).
+    pub fn builder_at(location: Location) -> PipelineBuilder {
+        PipelineBuilder::new(Data::At(location))
     }
 
     /// Batches in this epoch for this rank (including those already delivered).

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use image::RgbImage;
 use siamlab_datasets::inspect::{caption, samples};
+use siamlab_datasets::Location;
 use siamlab_draw::sheet::{contact_sheet, Cell, Layout};
 
 use crate::augment::{sample_rng, Scratch};
@@ -37,9 +38,10 @@ impl Default for SheetOptions {
     }
 }
 
-/// Draws the contact sheet of `split` of the shard folder `dir`.
-pub fn sheet(dir: &Path, split: &str, o: &SheetOptions) -> Result<RgbImage> {
-    let (manifest, samples) = samples(dir, split, o.n)?;
+/// Draws the contact sheet of `split` of the shard folder `at` (a path or a [`Location`]).
+pub fn sheet(at: impl Into<Location>, split: &str, o: &SheetOptions) -> Result<RgbImage> {
+    let at: Location = at.into();
+    let (manifest, samples) = samples(&at, split, o.n)?;
     let rows = manifest.split(split)?.rows;
     let info = manifest.split(split)?.clone();
     let recipe = match &o.augment {
@@ -76,7 +78,7 @@ pub fn sheet(dir: &Path, split: &str, o: &SheetOptions) -> Result<RgbImage> {
         cells.push(Cell { images, caption: caption(&manifest, s) });
     }
     let attrs = manifest.attributes.is_some();
-    let title = format!("{} · {split} · {} of {rows} samples", dataset_name(dir, &manifest.source), samples.len());
+    let title = format!("{} · {split} · {} of {rows} samples", dataset_name(&at, &manifest.source), samples.len());
     let mut sub = match &o.augment {
         Some(name) => format!(
             "{} views of each sample from the {name} recipe (seed {}, epoch {})",
@@ -102,8 +104,8 @@ pub fn sheet(dir: &Path, split: &str, o: &SheetOptions) -> Result<RgbImage> {
 }
 
 /// Writes [`sheet`] as a PNG to `out` atomically.
-pub fn write_sheet(dir: &Path, split: &str, o: &SheetOptions, out: &Path) -> Result<()> {
-    let img = sheet(dir, split, o)?;
+pub fn write_sheet(at: impl Into<Location>, split: &str, o: &SheetOptions, out: &Path) -> Result<()> {
+    let img = sheet(at, split, o)?;
     let png = siamlab_draw::encode_png(&img).map_err(|e| Error::Config(format!("{}: {e}", out.display())))?;
     Ok(siamlab_datasets::write_atomic(out, &png)?)
 }
@@ -113,9 +115,10 @@ fn rgb_image(w: u32, h: u32, px: Vec<u8>) -> Result<RgbImage> {
 }
 
 /// `cifar10 (data/c10)`: the source and the folder's name.
-fn dataset_name(dir: &Path, source: &str) -> String {
-    match dir.file_name() {
-        Some(n) if n.to_string_lossy() != source => format!("{source} ({})", n.to_string_lossy()),
+fn dataset_name(at: &Location, source: &str) -> String {
+    let shown = at.to_string();
+    match shown.trim_end_matches('/').rsplit('/').next() {
+        Some(n) if !n.is_empty() && n != source => format!("{source} ({n})"),
         _ => source.to_string(),
     }
 }

@@ -65,6 +65,7 @@ pub fn ingest(
                 skip_bad,
                 arguments: arguments.clone(),
                 progress: None,
+                on_shard: None,
             };
             Ok(run_ingest(spec.open()?, &opts)?.manifest().clone())
         })

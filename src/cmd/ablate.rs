@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use siamlab_datasets::StoreOptions;
 use siamlab_trainer::ablate::{duration, run, Experiment, Plan, DEMO};
 use siamlab_trainer::run::files::{RESULTS_MD, RUNS_PLOT};
 use siamlab_trainer::DeviceSpec;
@@ -12,11 +13,12 @@ pub fn ablate(
     dry_run: bool,
     quiet: bool,
     device: DeviceSpec,
+    data: Option<(String, StoreOptions)>,
 ) -> anyhow::Result<()> {
     let e = Experiment::from_file(file)?;
     let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let work = work.unwrap_or_else(|| PathBuf::from("runs").join(&e.name));
-    execute(e, &work, base, dry_run, quiet, device)
+    execute(e, &work, base, dry_run, quiet, device, data)
 }
 
 pub fn demo(work: PathBuf, seeds: Option<Vec<u64>>, quiet: bool, device: DeviceSpec) -> anyhow::Result<()> {
@@ -26,7 +28,7 @@ pub fn demo(work: PathBuf, seeds: Option<Vec<u64>>, quiet: bool, device: DeviceS
     }
     outln!("{}", e.title);
     outln!("work folder: {} (rerun to continue; delete it to start over)", work.display());
-    execute(e, &work, Path::new("."), false, quiet, device)
+    execute(e, &work, Path::new("."), false, quiet, device, None)
 }
 
 fn execute(
@@ -36,9 +38,13 @@ fn execute(
     dry_run: bool,
     quiet: bool,
     device: DeviceSpec,
+    data: Option<(String, StoreOptions)>,
 ) -> anyhow::Result<()> {
     let mut plan = Plan::new(e, work, base)?;
     plan.set_device(device);
+    if let Some((root, store)) = data {
+        plan.set_data(&root, &store);
+    }
     if dry_run {
         for line in plan.describe() {
             outln!("{line}");

@@ -27,9 +27,16 @@ pub enum BenchCommand {
     },
     /// Multi-view pipeline throughput from shards: pairs/s, per-stage times, the bottleneck.
     Pipeline {
-        /// Shard folder (default: `--count` generated noise images of `--size` px in a temp folder).
+        /// Shard folder or URL (default: `--count` generated noise images of `--size` px in a
+        /// temp folder).
         #[arg(long)]
         data: Option<PathBuf>,
+        #[command(flatten)]
+        cache: super::store::CacheArgs,
+        /// With a URL: add this latency (ms) to every request, through object_store's
+        /// throttling wrapper (a far-away bucket).
+        #[arg(long)]
+        added_latency_ms: Option<u64>,
         /// Split to read.
         #[arg(long, default_value = "train")]
         split: String,
@@ -168,7 +175,19 @@ pub fn peak_rss_mb() -> Option<f64> {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Pipeline { data, split, recipe, views, count, size, batch, workers, epochs } => {
+        BenchCommand::Pipeline {
+            data,
+            cache,
+            added_latency_ms,
+            split,
+            recipe,
+            views,
+            count,
+            size,
+            batch,
+            workers,
+            epochs,
+        } => {
             let tmp = tempfile::tempdir()?;
             let dir = match data {
                 Some(d) => d,
@@ -180,10 +199,13 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     out
                 }
             };
+            let mut opts = cache.options();
+            opts.added_latency = added_latency_ms.map(std::time::Duration::from_millis);
+            let at = siamlab_datasets::store::open_path(&dir, &opts)?;
             let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
             let generated = tmp.path().join("shards").exists();
             let bench = PipelineBench {
-                dir,
+                at,
                 split,
                 recipe: recipe.clone(),
                 views,
@@ -216,7 +238,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                         "  read {:.2}s ({} row groups), decode {:.2}s, augment {:.2}s, workers idle {:.2}s / blocked {:.2}s ({} workers)",
                         st.read_s, st.read_groups, st.decode_s, st.augment_s, st.worker_idle_s, st.worker_blocked_s, st.workers
                     );
-                    outln!("  bottleneck: {}", st.bottleneck());
+                    outln!("  bottleneck: {}; planned in {:.2}s (manifest and footers)", st.bottleneck(), e.planning_secs);
+                    if let Some(c) = &e.cache {
+                        outln!("  {}", super::store::cache_line(c));
+                    }
                 },
             )?;
             outln!(

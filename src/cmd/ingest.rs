@@ -16,7 +16,8 @@ pub struct IngestArgs {
     /// Archive file or folder holding the source (not used by `random`).
     #[arg(long)]
     src: Option<PathBuf>,
-    /// Output shard folder.
+    /// Output shard folder, or a URL (s3://bucket/prefix, gs://…, az://…): shards are written
+    /// locally, uploaded as each is finished, and the manifest last.
     #[arg(long)]
     out: PathBuf,
     /// Target shard size in MB.
@@ -92,14 +93,15 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
             skip_bad: a.skip_bad,
             arguments: arguments(&a),
             progress: Some(&progress),
+            on_shard: None,
         },
     };
     request.check()?;
+    let out = request.location()?;
     if let Some(m) = request.already_complete()? {
         pb.finish_and_clear();
         outln!(
-            "{} is already complete ({} source, {} rows); use --overwrite to redo it",
-            a.out.display(),
+            "{out} is already complete ({} source, {} rows); use --overwrite to redo it",
             m.source,
             m.splits.values().map(|s| s.rows).sum::<u64>()
         );
@@ -113,10 +115,10 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     pb.finish_and_clear();
     let m = outcome.manifest();
     if let Outcome::AlreadyComplete(_) = outcome {
-        outln!("{} is already complete; use --overwrite to redo it", a.out.display());
+        outln!("{out} is already complete; use --overwrite to redo it");
         return Ok(());
     }
-    outln!("wrote {} ({}) in {:.2}s", a.out.display(), m.source, start.elapsed().as_secs_f64());
+    outln!("wrote {out} ({}) in {:.2}s", m.source, start.elapsed().as_secs_f64());
     for name in &m.split_order {
         let s = &m.splits[name];
         let skipped = if s.skipped > 0 { format!(", {} skipped (did not decode)", s.skipped) } else { String::new() };

@@ -8,6 +8,7 @@ mod model;
 mod names;
 mod progress;
 mod shards;
+mod store;
 mod train;
 
 use std::path::PathBuf;
@@ -30,15 +31,18 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Check every shard against the manifest (sha256, rows); optionally decode every image.
     Verify {
-        /// Shard folder (holds manifest.json).
+        /// Shard folder (holds manifest.json), or its URL (s3://bucket/prefix, gs://, az://,
+        /// http(s)://): shards are downloaded into the cache and checked.
         dir: PathBuf,
         /// Also decode every image.
         #[arg(long)]
         decode: bool,
+        #[command(flatten)]
+        cache: store::CacheArgs,
     },
     /// Counts per split and class, image sizes, and an optional contact sheet PNG.
     Inspect {
-        /// Shard folder (holds manifest.json).
+        /// Shard folder (holds manifest.json), or its URL (s3://bucket/prefix, …).
         dir: PathBuf,
         /// Only this split.
         #[arg(long)]
@@ -49,6 +53,8 @@ enum Command {
         grid: Option<PathBuf>,
         #[command(flatten)]
         sheet: shards::SheetArgs,
+        #[command(flatten)]
+        cache: store::CacheArgs,
     },
     /// Backbones: configuration at a glance.
     #[command(subcommand)]
@@ -66,7 +72,7 @@ enum Command {
         /// Split to evaluate.
         #[arg(long, default_value = "test")]
         split: String,
-        /// Another shard folder with the same classes [default: the run's].
+        /// Another shard folder (or URL) with the same classes [default: the run's].
         #[arg(long)]
         data: Option<PathBuf>,
         /// Pipeline worker threads.
@@ -78,6 +84,8 @@ enum Command {
         /// Print all metrics as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        cache: store::CacheArgs,
     },
     /// Run an experiment grid (ingest → pretrain → finetune) and write its tables.
     Ablate {
@@ -95,6 +103,12 @@ enum Command {
         /// Where every training step computes: cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: siamlab_trainer::DeviceSpec,
+        /// Keep the datasets under this folder or URL (s3://bucket/prefix, …) instead of
+        /// WORK/data: ingested there, read from there.
+        #[arg(long)]
+        data: Option<String>,
+        #[command(flatten)]
+        cache: store::CacheArgs,
     },
     /// A few minutes on any machine: generate data, pretrain, finetune, print Table 1 in small.
     Demo {
@@ -152,13 +166,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(args) => ingest::run(args),
         Command::Train(cmd) => train::run(cmd),
-        Command::Ablate { file, work, dry_run, quiet, device } => ablate::ablate(&file, work, dry_run, quiet, device),
-        Command::Demo { work, seeds, quiet, device } => ablate::demo(work, seeds, quiet, device),
-        Command::Eval { run, split, data, workers, device, json } => {
-            train::eval(run, split, data, workers, device, json)
+        Command::Ablate { file, work, dry_run, quiet, device, data, cache } => {
+            ablate::ablate(&file, work, dry_run, quiet, device, data.map(|d| (d, cache.options())))
         }
-        Command::Verify { dir, decode } => shards::verify(&dir, decode),
-        Command::Inspect { dir, split, grid, sheet } => shards::inspect(&dir, split.as_deref(), grid.as_deref(), sheet),
+        Command::Demo { work, seeds, quiet, device } => ablate::demo(work, seeds, quiet, device),
+        Command::Eval { run, split, data, workers, device, json, cache } => {
+            train::eval(run, split, data, workers, device, json, &cache.options())
+        }
+        Command::Verify { dir, decode, cache } => shards::verify(&dir, decode, &cache.options()),
+        Command::Inspect { dir, split, grid, sheet, cache } => {
+            shards::inspect(&dir, split.as_deref(), grid.as_deref(), sheet, &cache.options())
+        }
         Command::Model(m) => model::run(m),
         Command::Export(args) => export::run(args),
         Command::Bench(b) => bench::run(b),

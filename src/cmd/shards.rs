@@ -5,6 +5,7 @@ use std::path::Path;
 use clap::Args;
 use siamlab_datasets::inspect;
 use siamlab_datasets::shard;
+use siamlab_datasets::store::{self, StoreOptions};
 use siamlab_pipeline::preview::{write_sheet, SheetOptions};
 
 /// How `inspect --grid` draws its contact sheet.
@@ -26,16 +27,27 @@ pub struct SheetArgs {
     augment: Option<String>,
 }
 
-pub fn verify(dir: &Path, decode: bool) -> anyhow::Result<()> {
-    let r = shard::verify(dir, decode)?;
+pub fn verify(dir: &Path, decode: bool, opts: &StoreOptions) -> anyhow::Result<()> {
+    let at = store::open_path(dir, opts)?;
+    let r = shard::verify(&at, decode)?;
     let decoded = if decode { format!(", {} images decoded", r.decoded) } else { String::new() };
-    outln!("{}: OK ({} shards, {} rows{decoded})", dir.display(), r.shards, r.rows);
+    outln!("{at}: OK ({} shards, {} rows{decoded})", r.shards, r.rows);
+    if let Some(c) = at.cache_stats() {
+        outln!("{}", super::store::cache_line(&c));
+    }
     Ok(())
 }
 
-pub fn inspect(dir: &Path, split: Option<&str>, grid: Option<&Path>, sheet: SheetArgs) -> anyhow::Result<()> {
-    let (m, splits) = inspect::summarize(dir, split)?;
-    outln!("{}: source {}, schema v{}", dir.display(), m.source, m.schema_version);
+pub fn inspect(
+    dir: &Path,
+    split: Option<&str>,
+    grid: Option<&Path>,
+    sheet: SheetArgs,
+    opts: &StoreOptions,
+) -> anyhow::Result<()> {
+    let at = store::open_path(dir, opts)?;
+    let (m, splits) = inspect::summarize(&at, split)?;
+    outln!("{at}: source {}, schema v{}", m.source, m.schema_version);
     for s in &splits {
         let size = match s.size_range {
             Some([a, b, c, d]) if (a, b) == (c, d) => format!("{a}x{b}"),
@@ -68,7 +80,7 @@ pub fn inspect(dir: &Path, split: Option<&str>, grid: Option<&Path>, sheet: Shee
             views,
             ..SheetOptions::default()
         };
-        write_sheet(dir, &split, &o, out)?;
+        write_sheet(&at, &split, &o, out)?;
         let rows = m.split(&split).map_or(0, |s| s.rows);
         outln!("wrote {} ({} samples of {split})", out.display(), o.n.min(rows as usize));
     }

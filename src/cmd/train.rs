@@ -31,9 +31,12 @@ pub struct PretrainArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
-    /// Shard folder written by `siamlab ingest`.
+    /// Shard folder written by `siamlab ingest`, or its URL (s3://bucket/prefix, gs://, az://,
+    /// http(s)://).
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    cache: super::store::CacheArgs,
     /// Split to pretrain on [default: train].
     #[arg(long)]
     split: Option<String>,
@@ -136,9 +139,11 @@ pub struct FinetuneArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
-    /// Labeled shard folder.
+    /// Labeled shard folder, or its URL (s3://bucket/prefix, …).
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    cache: super::store::CacheArgs,
     /// scratch, ssl:RUN_DIR (a pretraining run) or imagenet:FILE (safetensors with torchvision/timm
     /// names) [default: scratch].
     #[arg(long)]
@@ -212,6 +217,7 @@ macro_rules! set {
 
 pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathBuf, bool, bool)> {
     let mut c = PretrainConfig::read(a.config.as_deref())?;
+    c.store = a.cache.options();
     set!(c, a: data, split, fraction, backbone, epochs, batch, accum, optimizer, warmup_epochs, proj_dim, seed,
          knn_every, knn_fraction, checkpoint_every, init_scheme);
     for (dst, on) in [
@@ -257,6 +263,7 @@ pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathB
 
 pub fn finetune_config(a: FinetuneArgs) -> anyhow::Result<(FinetuneConfig, PathBuf, bool, bool)> {
     let mut c = FinetuneConfig::read(a.config.as_deref())?;
+    c.store = a.cache.options();
     set!(c, a: data, init, train_split, val_fraction, fraction, epochs, batch, lr, wd, optimizer, seed, init_scheme);
     if a.linear {
         c.linear = true;
@@ -311,8 +318,9 @@ pub fn eval(
     workers: Option<usize>,
     device: DeviceSpec,
     json: bool,
+    store: &siamlab_datasets::StoreOptions,
 ) -> anyhow::Result<()> {
-    let m = evaluate(&run, &split, data.as_deref(), workers, device)?;
+    let m = evaluate(&run, &split, data.as_deref(), workers, device, store)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&m)?);
     } else {

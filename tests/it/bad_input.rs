@@ -529,7 +529,8 @@ fn the_error_chain_prints_each_cause_once() {
     ];
     for (flags, out, cause) in cases {
         let out = t.path().join(out);
-        let mut args = vec!["train", "pretrain", "--data", s(&data), "--knn-every", "0", "--out", s(&out), "-q"];
+        let mut args =
+            vec!["train", "pretrain", "--data", s(&data), "--knn-every", "0", "--batch", "8", "--out", s(&out), "-q"];
         args.extend_from_slice(flags);
         let err = fails(&args);
         assert_eq!(err.matches(cause).count(), 1, "{err}");

@@ -11,4 +11,5 @@ mod glance;
 mod model;
 mod random;
 mod stl10;
+mod store;
 mod train;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use siamlab_datasets::shard::manifest::Manifest;
+use siamlab_datasets::{Location, StoreOptions};
 use siamlab_pipeline::{Batch, Pipeline, PipelineState, Subset};
 
 use crate::error::{Error, Result};
@@ -19,25 +20,34 @@ pub enum Labels {
     None,
 }
 
-/// An ingested dataset: its folder and manifest.
+/// An ingested dataset: its folder (or URL) and manifest.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    /// The shard folder.
+    /// The shard folder as given (a path, or a URL such as `s3://bucket/prefix`).
     pub dir: PathBuf,
+    /// Where its shards are read from (a URL's cache is shared by every pipeline of the run).
+    pub location: Location,
     /// Its manifest.
     pub manifest: Manifest,
 }
 
 impl Dataset {
-    /// Opens `dir` (written by `siamlab ingest`).
+    /// Opens `dir` (written by `siamlab ingest`), a local folder.
     pub fn open(dir: &Path) -> Result<Self> {
-        if !dir.join(siamlab_datasets::shard::MANIFEST).is_file() {
+        Self::open_with(dir, &StoreOptions::default())
+    }
+
+    /// Opens `dir`, a path or a URL (read through the cache `store` describes).
+    pub fn open_with(dir: &Path, store: &StoreOptions) -> Result<Self> {
+        let location = siamlab_datasets::store::open_path(dir, store)?;
+        if !location.has_manifest()? {
             return Err(Error::config(format!(
                 "{}: no manifest.json (not a shard folder written by `siamlab ingest`, or an unfinished one)",
                 dir.display()
             )));
         }
-        Ok(Dataset { dir: dir.to_path_buf(), manifest: Manifest::load(dir)? })
+        let manifest = location.manifest()?;
+        Ok(Dataset { dir: dir.to_path_buf(), location, manifest })
     }
 
     /// The labels.
@@ -101,7 +111,7 @@ pub struct Feed {
 impl Feed {
     /// The pipeline for `epoch`, resumed from `state` if given.
     pub fn open(&self, ds: &Dataset, epoch: u64, state: Option<PipelineState>) -> Result<Pipeline> {
-        let mut b = Pipeline::builder(&ds.dir)
+        let mut b = Pipeline::builder_at(ds.location.clone())
             .split(&self.split)
             .seed(self.seed)
             .epoch(epoch)

@@ -91,11 +91,16 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST);
         let text = std::fs::read_to_string(&path).at(&path)?;
-        let m: Manifest = serde_json::from_str(&text)
-            .map_err(|e| Error::corrupt_file(path.display().to_string(), format!("invalid manifest: {e}")))?;
+        Self::from_json(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks a manifest's text, read from `name` (a path or a URL, for messages).
+    pub fn from_json(text: &str, name: &str) -> Result<Self> {
+        let m: Manifest =
+            serde_json::from_str(text).map_err(|e| Error::corrupt_file(name, format!("invalid manifest: {e}")))?;
         if m.schema_version != SCHEMA_VERSION {
             return Err(Error::corrupt_file(
-                path.display().to_string(),
+                name,
                 format!("schema version {} is not supported (this siamlab reads {SCHEMA_VERSION})", m.schema_version),
             ));
         }
@@ -104,8 +109,12 @@ impl Manifest {
 
     /// Writes `DIR/manifest.json` atomically.
     pub fn store(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).expect("manifest serializes");
-        write_atomic(&dir.join(MANIFEST), text.as_bytes())
+        write_atomic(&dir.join(MANIFEST), self.to_json().as_bytes())
+    }
+
+    /// The manifest as written: pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("manifest serializes")
     }
 
     /// The named split, or an error listing the splits there are.

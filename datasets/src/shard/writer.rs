@@ -105,6 +105,7 @@ pub struct SplitWriter {
     pending: Vec<Row>,
     pending_bytes: u64,
     done: Vec<Done>,
+    closed: Vec<(usize, PathBuf)>,
 }
 
 /// Name of shard `i` of `n` of `split`, relative to the shard folder.
@@ -134,6 +135,7 @@ impl SplitWriter {
             pending: Vec::new(),
             pending_bytes: 0,
             done: Vec::new(),
+            closed: Vec::new(),
         }
     }
 
@@ -185,8 +187,16 @@ impl SplitWriter {
         let file = sink.file.into_inner().map_err(|e| Error::io(&open.tmp, e.into_error()))?;
         file.sync_all().at(&open.tmp)?;
         let sha256 = crate::digest::hex(&sink.hasher.finalize());
+        self.closed.push((self.done.len(), open.tmp.clone()));
         self.done.push(Done { tmp: open.tmp, rows: open.rows, row_groups: open.row_groups, bytes: sink.bytes, sha256 });
         Ok(())
+    }
+
+    /// Shards completed since the last call: their number in the split and their file (under
+    /// its temporary name until [`SplitWriter::finish`] renames it; the shard that `finish`
+    /// closes is not reported here).
+    pub fn take_closed(&mut self) -> Vec<(usize, PathBuf)> {
+        std::mem::take(&mut self.closed)
     }
 
     /// Writes what is pending, closes the last shard and renames every shard to its final name.

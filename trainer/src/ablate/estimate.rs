@@ -15,7 +15,7 @@ impl Plan {
         let mut data = BTreeMap::new();
         for s in &self.steps {
             if let Step::Ingest { id, spec } = s {
-                data.insert(self.work.join("data").join(id), DataShape::of(spec));
+                data.insert(self.data_of(id), DataShape::of(spec));
             }
         }
         let unknown = DataShape::of(&DatasetSpec { source: "folder".into(), ..Default::default() });
@@ -24,7 +24,7 @@ impl Plan {
             .iter()
             .map(|s| match s {
                 Step::Ingest { id, .. } => {
-                    let d = shape(&self.work.join("data").join(id));
+                    let d = shape(&self.data_of(id));
                     d.splits.iter().map(|(_, n)| n).sum::<f64>() * d.ingest_per_image
                 }
                 Step::Pretrain { config, .. } => {

@@ -153,6 +153,10 @@ pub struct Plan {
     pub work: PathBuf,
     /// Steps in dependency order.
     pub steps: Vec<Step>,
+    /// Where the datasets are kept (`WORK/data`, or a folder or URL: [`Plan::set_data`]).
+    pub data: String,
+    /// How datasets at a URL are read (cache folder and limit).
+    pub store: siamlab_datasets::StoreOptions,
 }
 
 impl Experiment {
@@ -208,6 +212,41 @@ impl Plan {
                 Step::Ingest { .. } => {}
             }
         }
+    }
+
+    /// Keeps the datasets under `root` — a folder, or a URL such as `s3://bucket/prefix` — instead
+    /// of `WORK/data`: ingested there and read from there with `store`'s cache.
+    pub fn set_data(&mut self, root: &str, store: &siamlab_datasets::StoreOptions) {
+        let root = root.trim_end_matches('/').to_string();
+        let old = self.work.join("data");
+        let remap = |p: &mut PathBuf| {
+            if let Ok(rest) = p.strip_prefix(&old) {
+                *p = PathBuf::from(format!("{root}/{}", rest.display()));
+            }
+        };
+        for step in &mut self.steps {
+            match step {
+                Step::Pretrain { config, .. } => {
+                    remap(&mut config.data);
+                    if let Some(k) = &mut config.knn_data {
+                        remap(k);
+                    }
+                    config.store = store.clone();
+                }
+                Step::Finetune { config, .. } => {
+                    remap(&mut config.data);
+                    config.store = store.clone();
+                }
+                Step::Ingest { .. } => {}
+            }
+        }
+        self.data = root;
+        self.store = store.clone();
+    }
+
+    /// Where dataset `id` is kept.
+    pub(crate) fn data_of(&self, id: &str) -> PathBuf {
+        PathBuf::from(format!("{}/{id}", self.data))
     }
 
     /// Resolves `e` under `work`; `base` is the folder relative paths (`src`, `imagenet:`) are
@@ -276,7 +315,8 @@ impl Plan {
             steps.push(Step::Pretrain { id: format!("{pid}--s{seed}"), config });
         }
         steps.extend(cells);
-        Ok(Plan { experiment: e, work: work.to_path_buf(), steps })
+        let data = work.join("data").display().to_string();
+        Ok(Plan { experiment: e, work: work.to_path_buf(), steps, data, store: Default::default() })
     }
 
     /// One line per step with its epochs and its estimated wall time on a 2-core CPU.
@@ -352,8 +392,7 @@ pub fn run(plan: &Plan, quiet: bool, log: &mut dyn FnMut(&str)) -> Result<Vec<Re
         let n = i + 1;
         match step {
             Step::Ingest { id, spec } => {
-                let out = plan.work.join("data").join(id);
-                let request = spec.request(&out);
+                let request = spec.request(&plan.data_of(id));
                 // Done when complete with the same spec; a changed spec is an error naming what changed.
                 if request.already_complete()?.is_some() {
                     log(&format!("[{n}/{total}] data/{id}: done"));

@@ -17,8 +17,12 @@ use crate::optim::OptimizerKind;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FinetuneConfig {
-    /// Labeled shard folder.
+    /// Labeled shard folder (a path, or a URL such as `s3://bucket/prefix`).
     pub data: PathBuf,
+    /// How a URL in `data` is read: cache folder and limit (not part of the run's
+    /// configuration: not saved, never compared).
+    #[serde(skip)]
+    pub store: siamlab_datasets::StoreOptions,
     /// Training split.
     pub train_split: String,
     /// Validation split (default: `valid` / `val` when present, else a hold-out of train).
@@ -68,6 +72,7 @@ impl Default for FinetuneConfig {
     fn default() -> Self {
         FinetuneConfig {
             data: PathBuf::new(),
+            store: siamlab_datasets::StoreOptions::default(),
             train_split: "train".into(),
             val_split: None,
             val_fraction: 0.1,

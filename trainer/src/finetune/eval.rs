@@ -109,13 +109,14 @@ pub(crate) fn metrics_of(
 }
 
 /// `siamlab eval`: the best model of finetuning run `run` on `split` of its dataset (or of
-/// `data`, which must have the same labels).
+/// `data`, which must have the same labels), a URL's shards read through `store`'s cache.
 pub fn evaluate(
     run: &Path,
     split: &str,
     data: Option<&Path>,
     workers: Option<usize>,
     device: DeviceSpec,
+    store: &siamlab_datasets::StoreOptions,
 ) -> Result<EvalMetrics> {
     let model = model_of(run)?;
     let config_path = run.join(CONFIG);
@@ -128,7 +129,7 @@ pub fn evaluate(
     let best_file = model.best_file.ok_or_else(|| {
         Error::bad_file(run, "best.safetensors is missing (the finetuning run has not finished an epoch; resume it)")
     })?;
-    let ds = Dataset::open(data.unwrap_or(&r.config.data))?;
+    let ds = Dataset::open_with(data.unwrap_or(&r.config.data), store)?;
     let names = match ds.labels() {
         Labels::Classes(n) | Labels::Attributes(n) => n,
         Labels::None => return Err(Error::config(format!("{} has no labels", ds.dir.display()))),

@@ -156,7 +156,7 @@ pub fn finetune(
     quiet: bool,
     log: &mut dyn FnMut(&str),
 ) -> Result<Summary> {
-    let ds = Dataset::open(&cfg.data)?;
+    let ds = Dataset::open_with(&cfg.data, &cfg.store)?;
     let (c, loss, names, weights) = resolve(cfg, &ds)?;
     let outputs = names.len();
     let image_size = c.image_size.unwrap_or(32);

@@ -17,8 +17,12 @@ use crate::schedule::Schedule;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PretrainConfig {
-    /// Shard folder.
+    /// Shard folder (a path, or a URL such as `s3://bucket/prefix`).
     pub data: PathBuf,
+    /// How a URL in `data` is read: cache folder and limit (not part of the run's
+    /// configuration: not saved, never compared).
+    #[serde(skip)]
+    pub store: siamlab_datasets::StoreOptions,
     /// Split to pretrain on.
     pub split: String,
     /// Use only this fraction of the split (seeded), for quick runs.
@@ -97,6 +101,7 @@ impl Default for PretrainConfig {
     fn default() -> Self {
         PretrainConfig {
             data: PathBuf::new(),
+            store: siamlab_datasets::StoreOptions::default(),
             split: "train".into(),
             fraction: 1.0,
             backbone: "resnet18".into(),

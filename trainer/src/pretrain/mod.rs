@@ -94,7 +94,7 @@ pub fn pretrain(
     quiet: bool,
     log: &mut dyn FnMut(&str),
 ) -> Result<Outcome> {
-    let ds = Dataset::open(&cfg.data)?;
+    let ds = Dataset::open_with(&cfg.data, &cfg.store)?;
     let cfg = resolve(cfg, &ds)?;
     let image_size = cfg.image_size.unwrap_or(32);
     let monitor = Monitors::new(&cfg, &ds, image_size)?;
@@ -341,7 +341,7 @@ impl Monitors {
         };
         let knn = if cfg.knn_every > 0 {
             let kds = match &cfg.knn_data {
-                Some(d) => Dataset::open(d)?,
+                Some(d) => Dataset::open_with(d, &cfg.store)?,
                 None => ds.clone(),
             };
             match kds.labels() {
