@@ -136,7 +136,13 @@ enum Command {
 }
 
 /// Runs the parsed command.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+pub fn run(cli: Cli, world: &siamlab_world::World) -> anyhow::Result<()> {
+    if world.size() > 1 && !matches!(cli.command, Command::Train(train::TrainCommand::Pretrain(_))) {
+        anyhow::bail!(
+            "launched as {} ranks: only `siamlab train pretrain` trains on several processes so far; run this command once",
+            world.size()
+        );
+    }
     if matches!(
         cli.command,
         Command::Train(_)
@@ -151,7 +157,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Ingest(args) => ingest::run(args),
-        Command::Train(cmd) => train::run(cmd),
+        Command::Train(cmd) => train::run(cmd, world),
         Command::Ablate { file, work, dry_run, quiet, device } => ablate::ablate(&file, work, dry_run, quiet, device),
         Command::Demo { work, seeds, quiet, device } => ablate::demo(work, seeds, quiet, device),
         Command::Eval { run, split, data, workers, device, json } => {

@@ -97,13 +97,17 @@ impl World {
         World { rank: 0, size: 1, local_rank: 0, comm: Comm::Single }
     }
 
-    /// The world this process was launched into: MPI's when built with the `mpi` feature (a
-    /// process started without a launcher is a world of one), else the single process — and an
-    /// error when a launcher started several tasks ([`launcher_tasks`]). Call once per process.
+    /// The world this process was launched into: MPI's when built with the `mpi` feature and
+    /// started by a launcher ([`launcher_tasks`]), else the single process — and, without the
+    /// feature, an error when a launcher started several tasks. Call once per process.
     pub fn init() -> Result<World> {
         #[cfg(feature = "mpi")]
         {
-            mpi_comm::MpiComm::init()
+            // Started by hand, an MPI build is the single process too (no MPI singleton).
+            match launcher_tasks() {
+                Some(_) => mpi_comm::MpiComm::init(),
+                None => Ok(World::single()),
+            }
         }
         #[cfg(not(feature = "mpi"))]
         {
