@@ -19,7 +19,20 @@ use clap::Parser;
 
 fn main() {
     let cli = cmd::Cli::parse();
-    if let Err(e) = cmd::run(cli) {
+    // The processes of this run (one, unless launched by mpirun / srun into an MPI build).
+    let world = match siamlab_world::World::init() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = cmd::run(cli, &world) {
+        if world.size() > 1 {
+            // The other ranks may be waiting in a collective: end them too.
+            eprintln!("error (rank {} of {}): {e:#}", world.rank(), world.size());
+            world.abort(1);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

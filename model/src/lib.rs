@@ -95,13 +95,17 @@ pub mod profile;
 mod simd;
 pub mod simsiam;
 mod summary;
+mod sync;
 pub mod weights;
 
 pub use backbones::trace::{StageTrace, SummaryRow};
 pub use device::Kernels;
 pub use element::Element;
 pub use error::OpError;
-pub use names::{named_tensors, visit_grads, visit_tensors, walk_tensors, GradFn, NamedTensor, ReadFn, Slot, TensorFn};
+pub use names::{
+    named_tensors, visit_grads, visit_tensors, walk_grads, walk_tensors, GradFn, GradMutFn, NamedTensor, ReadFn, Slot,
+    TensorFn,
+};
 pub use ops::composed;
 pub use ops::{
     avg_pool2d, batch_norm, batched_matmul, conv2d, conv2d_bias, drop_path, gelu, global_avg_pool2d, layer_norm,
@@ -109,3 +113,4 @@ pub use ops::{
     BatchNormConfig, Conv2dConfig, Image, Pool2dConfig,
 };
 pub use summary::{summary, Summary};
+pub use sync::{sync_batch_norm, StatsReducer, SyncGuard};

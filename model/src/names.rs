@@ -4,14 +4,16 @@
 //!
 //! One visitor of dfdx's tensor collections serves them all: [`visit_tensors`] reads a model
 //! (names, shapes, values on demand), [`walk_tensors`] may also write each tensor back,
-//! [`visit_grads`] reads the gradients of the trainable ones.
+//! [`visit_grads`] reads the gradients of the trainable ones, [`walk_grads`] lends them in place
+//! (CPU).
 
+use std::any::Any;
 use std::marker::PhantomData;
 
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName, ViewTensorRef,
 };
-use dfdx::prelude::{Device, Gradients, HasShape, Shape, Tensor};
+use dfdx::prelude::{Cpu, Device, Gradients, HasShape, Shape, Tensor};
 
 use crate::OpError;
 
@@ -155,6 +157,52 @@ pub fn visit_grads<D: Device<f32>, M: TensorCollection<f32, D>, E: From<OpError>
     f: &mut GradFn<'_, E>,
 ) -> Result<(), E> {
     let mut visit = GradVisit { f, grads };
+    M::iter_tensors(&mut RecursiveWalker { m: (prefix.to_string(), model), f: &mut visit })?;
+    Ok(())
+}
+
+/// What [`walk_grads`] does with each trainable tensor: gets its slot and its gradient, in place.
+pub type GradMutFn<'f, E> = dyn FnMut(Slot<'_>, &mut [f32]) -> Result<(), E> + 'f;
+
+struct GradWalk<'h, 'f, D: Device<f32>, E> {
+    f: &'h mut GradMutFn<'f, E>,
+    grads: &'h mut Gradients<f32, D>,
+}
+
+impl<D: Device<f32>, E: From<OpError>> TensorVisitor<f32, D> for GradWalk<'_, '_, D, E> {
+    type Viewer = (ViewTensorName, ViewTensorRef);
+    type Err = E;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, D>,
+        (name, t): (String, &Tensor<S, f32, D>),
+    ) -> Result<Option<Tensor<S, f32, D>>, E> {
+        if opts.do_gradient_update {
+            let grads = (&mut *self.grads as &mut dyn Any).downcast_mut::<Gradients<f32, Cpu>>();
+            let (Some(grads), Some(t)) = (grads, (t as &dyn Any).downcast_ref::<Tensor<S, f32, Cpu>>()) else {
+                return Err(OpError::config("walk_grads", "gradients are walked in place on the CPU only").into());
+            };
+            let shape = shape_of(t.shape());
+            let g: &mut [f32] = grads.get_or_alloc_mut(t).map_err(OpError::device)?;
+            (self.f)(Slot { name: &name, shape: &shape, trainable: true }, g)?;
+        }
+        Ok(None)
+    }
+}
+
+/// Walks the gradient held in `grads` of every trainable tensor of `model` in place (allocated
+/// as zeros for a tensor none has reached yet), named as in [`visit_tensors`]: on the CPU, where
+/// the gradient is host memory (elsewhere an error).
+pub fn walk_grads<D: Device<f32>, M: TensorCollection<f32, D>, E: From<OpError>>(
+    model: &M,
+    grads: &mut Gradients<f32, D>,
+    prefix: &str,
+    f: &mut GradMutFn<'_, E>,
+) -> Result<(), E> {
+    let mut visit = GradWalk { f, grads };
     M::iter_tensors(&mut RecursiveWalker { m: (prefix.to_string(), model), f: &mut visit })?;
     Ok(())
 }

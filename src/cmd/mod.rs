@@ -150,7 +150,13 @@ enum Command {
 }
 
 /// Runs the parsed command.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+pub fn run(cli: Cli, world: &siamlab_world::World) -> anyhow::Result<()> {
+    if world.size() > 1 && !matches!(cli.command, Command::Train(train::TrainCommand::Pretrain(_))) {
+        anyhow::bail!(
+            "launched as {} ranks: only `siamlab train pretrain` trains on several processes so far; run this command once",
+            world.size()
+        );
+    }
     if matches!(
         cli.command,
         Command::Train(_)
@@ -165,7 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Ingest(args) => ingest::run(args),
-        Command::Train(cmd) => train::run(cmd),
+        Command::Train(cmd) => train::run(cmd, world),
         Command::Ablate { file, work, dry_run, quiet, device, data, cache } => {
             ablate::ablate(&file, work, dry_run, quiet, device, data.map(|d| (d, cache.options())))
         }

@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 use siamlab_model::init::InitScheme;
 use siamlab_trainer::optim::OptimizerKind;
 use siamlab_trainer::run::files::{BACKBONE, SUMMARY};
-use siamlab_trainer::{evaluate, finetune, pretrain, DeviceSpec, FinetuneConfig, PretrainConfig};
+use siamlab_trainer::{evaluate, finetune, pretrain_in, DeviceSpec, FinetuneConfig, PretrainConfig};
+use siamlab_world::World;
 
 #[derive(Debug, Subcommand)]
 pub enum TrainCommand {
@@ -31,6 +32,10 @@ pub struct PretrainArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Under mpirun / srun: BatchNorm on each rank's own batch instead of the statistics of all
+    /// ranks (synchronized BatchNorm is the default with several ranks).
+    #[arg(long)]
+    no_sync_bn: bool,
     /// Shard folder written by `siamlab ingest`, or its URL (s3://bucket/prefix, gs://, az://,
     /// http(s)://).
     #[arg(long)]
@@ -251,6 +256,9 @@ pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathB
     if a.monitor_split.is_some() {
         c.monitor_split = a.monitor_split;
     }
+    if a.no_sync_bn {
+        c.sync_bn = false;
+    }
     if let Some(d) = a.dump_batches {
         let batches = d[0]
             .parse()
@@ -294,13 +302,15 @@ pub fn finetune_config(a: FinetuneArgs) -> anyhow::Result<(FinetuneConfig, PathB
     Ok((c, a.out, a.resume, a.quiet))
 }
 
-pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
+pub fn run(cmd: TrainCommand, world: &World) -> anyhow::Result<()> {
     let mut log = |line: &str| outln!("{line}");
     match cmd {
         TrainCommand::Pretrain(a) => {
             let (c, out, resume, quiet) = pretrain_config(a)?;
-            let o = pretrain(&c, &out, resume, quiet, &mut log)?;
-            outln!("pretrained backbone: {}", o.run.join(BACKBONE).display());
+            let o = pretrain_in(world, &c, &out, resume, quiet, &mut log)?;
+            if world.is_root() {
+                outln!("pretrained backbone: {}", o.run.join(BACKBONE).display());
+            }
         }
         TrainCommand::Finetune(a) => {
             let (c, out, resume, quiet) = finetune_config(a)?;

@@ -111,7 +111,20 @@ pub struct Feed {
 impl Feed {
     /// The pipeline for `epoch`, resumed from `state` if given.
     pub fn open(&self, ds: &Dataset, epoch: u64, state: Option<PipelineState>) -> Result<Pipeline> {
+        self.open_shard(ds, epoch, state, 0, 1)
+    }
+
+    /// [`open`](Self::open) for rank `rank` of `world`: its own block of the epoch.
+    pub fn open_shard(
+        &self,
+        ds: &Dataset,
+        epoch: u64,
+        state: Option<PipelineState>,
+        rank: usize,
+        world: usize,
+    ) -> Result<Pipeline> {
         let mut b = Pipeline::builder_at(ds.location.clone())
+            .shard(rank, world)
             .split(&self.split)
             .seed(self.seed)
             .epoch(epoch)

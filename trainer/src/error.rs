@@ -35,6 +35,9 @@ pub enum Error {
     /// An op of the model (not a `#[from]` source: the message already has it).
     #[error("model: {0}")]
     Model(siamlab_model::OpError),
+    /// The processes of a data-parallel run.
+    #[error(transparent)]
+    World(#[from] siamlab_world::Error),
     /// The loss became NaN or infinite.
     #[error("loss is {value} at epoch {epoch}, step {step}; stopped (the last good checkpoint is kept)")]
     NonFinite {

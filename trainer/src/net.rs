@@ -9,7 +9,8 @@ use siamlab_model::init::{initialise, InitScheme};
 use siamlab_model::layers::Mode;
 use siamlab_model::simsiam::{simsiam_loss, Predictor, Projector, SimSiam};
 use siamlab_model::weights::{import_state_dict, ImportOptions, ImportReport};
-use siamlab_model::{Image, Kernels, OpError};
+use siamlab_model::{walk_grads, Image, Kernels, OpError};
+use siamlab_world::{all_reduce_mean, World, BUCKET_BYTES};
 
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
@@ -90,6 +91,10 @@ pub trait SslNet {
     fn train_uploaded(&mut self, views: Uploaded, scale: f32, meanwhile: &mut dyn FnMut()) -> Result<MicroStats>;
     /// Applies the accumulated gradients with `opt` at learning rate `lr`, then zeroes them.
     fn step(&mut self, opt: &mut Optimizer, lr: f64) -> Result<()>;
+    /// Replaces the accumulated gradients with their average over the ranks of `world` (before
+    /// [`step`](Self::step), once per optimizer step), laid end to end and all-reduced in
+    /// buckets of [`siamlab_world::BUCKET_BYTES`]; returns the bytes all-reduced.
+    fn average_grads(&mut self, world: &World) -> Result<usize>;
     /// Backbone features `[n, F]` in evaluation mode.
     fn features(&mut self, x: Images<'_>) -> Result<Vec<f32>>;
     /// Mean cosine similarity `½·cos(p1, z2) + ½·cos(p2, z1)` in evaluation mode (the negated
@@ -282,6 +287,34 @@ where
         self.model.try_zero_grads(&mut grads).map_err(dev_err)?;
         self.grads = Some(grads);
         Ok(())
+    }
+
+    fn average_grads(&mut self, world: &World) -> Result<usize> {
+        if world.size() == 1 {
+            return Ok(0);
+        }
+        let mut grads = match self.grads.take() {
+            Some(g) => g,
+            None => self.model.try_alloc_grads().map_err(dev_err)?,
+        };
+        let mut flat = Vec::new();
+        let mut result = walk_grads(&self.model, &mut grads, "", &mut |_, g| {
+            flat.extend_from_slice(g);
+            Ok(())
+        });
+        if result.is_ok() {
+            result = all_reduce_mean(world, &mut flat, BUCKET_BYTES).map(|_| ()).map_err(Error::from);
+        }
+        if result.is_ok() {
+            let mut at = 0;
+            result = walk_grads(&self.model, &mut grads, "", &mut |_, g: &mut [f32]| {
+                g.copy_from_slice(&flat[at..at + g.len()]);
+                at += g.len();
+                Ok(())
+            });
+        }
+        self.grads = Some(grads);
+        result.map(|()| flat.len() * size_of::<f32>())
     }
 
     fn features(&mut self, x: Images<'_>) -> Result<Vec<f32>> {

@@ -94,10 +94,19 @@ where
     let eps = E::from_f64(cfg.eps).expect("eps fits the float type");
     let xs = view(&x);
     // Per channel: the mean used and 1/std.
+    // Synchronized BatchNorm: statistics over every process ([`crate::sync`]).
+    let sync = if cfg.training { crate::sync::reducer() } else { None };
+    let mut total = count;
     let (mean, invstd) = if cfg.training {
-        let (mean, var) = channel_stats(xs, C, hw);
+        let (mut mean, mut var) = channel_stats(xs, C, hw);
+        if let Some(r) = &sync {
+            (total, mean, var) = global_stats(&**r, count, &mean, &var);
+        }
+        if total < 2 {
+            return Err(OpError::config("batch_norm", format!("{total} values per channel cannot be normalised")));
+        }
         let m = cfg.momentum;
-        let unbias = count as f64 / (count as f64 - 1.0);
+        let unbias = total as f64 / (total as f64 - 1.0);
         let blend = |old: Vec<E>, new: &[E], scale: f64| -> Vec<E> {
             old.iter()
                 .zip(new)
@@ -131,11 +140,17 @@ where
             let gy = take_grad!(grads, &yg);
             let xs = view(&x);
             let n_c = C;
-            let count_e = E::from_usize(count).unwrap();
+            let count_e = E::from_usize(total).unwrap();
             // The ReLU's mask comes from the recomputed pre-activation `x·a + shift`.
             let relu = cfg.relu.then_some((&a[..], &shift[..]));
             // Per channel: Σ g and Σ g · x̂.
             let (sum_g, sum_gx) = channel_grad_sums(xs, &gy, &mean, &invstd, relu, n_c, hw);
+            // Synchronized: the input gradient takes Σ g and Σ g·x̂ over every process; the
+            // weight and bias keep this process's (the gradient average adds them up).
+            let (sum_g_all, sum_gx_all) = match &sync {
+                Some(r) => global_grad_sums(&**r, &sum_g, &sum_gx),
+                None => (sum_g.clone(), sum_gx.clone()),
+            };
             {
                 let dw = grad_mut!(grads, &wg);
                 for c in 0..n_c {
@@ -154,7 +169,7 @@ where
                 .map(|c| {
                     let k = a[c];
                     if cfg.training {
-                        let (mg, mgx) = (sum_g[c] / count_e, sum_gx[c] / count_e);
+                        let (mg, mgx) = (sum_g_all[c] / count_e, sum_gx_all[c] / count_e);
                         [k, mg, -k * invstd[c] * mgx, mean[c]]
                     } else {
                         [k, E::zero(), E::zero(), E::zero()]
@@ -173,6 +188,38 @@ where
         });
     }
     Ok(y.put_tape(tape))
+}
+
+/// The count, mean and biased variance over every process of per-channel `mean` and `var` of
+/// `count` values here: the sums and counts added up, then the squared deviations from the
+/// common mean (`count · (var + (mean − m)²)` here), added up — as exact as the two passes of
+/// one process.
+fn global_stats<E: Element>(
+    r: &dyn crate::StatsReducer,
+    count: usize,
+    mean: &[E],
+    var: &[E],
+) -> (usize, Vec<E>, Vec<E>) {
+    let f = |v: E| v.to_f64().unwrap();
+    let n = count as f64;
+    let mut sums: Vec<f64> = std::iter::once(n).chain(mean.iter().map(|&m| f(m) * n)).collect();
+    r.sum(&mut sums);
+    let total = sums[0];
+    let m: Vec<f64> = sums[1..].iter().map(|s| s / total).collect();
+    let mut dev: Vec<f64> =
+        mean.iter().zip(var).zip(&m).map(|((&mu, &v), &g)| n * (f(v) + (f(mu) - g).powi(2))).collect();
+    r.sum(&mut dev);
+    let back = |v: f64| E::from_f64(v).unwrap();
+    (total as usize, m.into_iter().map(back).collect(), dev.into_iter().map(|d| back(d / total)).collect())
+}
+
+/// Per-channel `Σ g` and `Σ g·x̂` summed over every process.
+fn global_grad_sums<E: Element>(r: &dyn crate::StatsReducer, sum_g: &[E], sum_gx: &[E]) -> (Vec<E>, Vec<E>) {
+    let mut all: Vec<f64> = sum_g.iter().chain(sum_gx).map(|v| v.to_f64().unwrap()).collect();
+    r.sum(&mut all);
+    let back: Vec<E> = all.into_iter().map(|v| E::from_f64(v).unwrap()).collect();
+    let (g, gx) = back.split_at(sum_g.len());
+    (g.to_vec(), gx.to_vec())
 }
 
 /// Elements per rayon task in the element-wise passes (whole planes).

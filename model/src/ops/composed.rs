@@ -262,6 +262,12 @@ where
     if cfg.training && count < 2 {
         return Err(OpError::config("batch_norm", format!("{count} value per channel in training")));
     }
+    if cfg.training && crate::sync::reducer().is_some() {
+        return Err(OpError::config(
+            "batch_norm",
+            "synchronized BatchNorm across processes runs on the CPU only so far (--no-sync-bn turns it off)",
+        ));
+    }
     let s3 = (n, Const::<C>, l);
     let inner = |rm: &mut Tensor<Rank1<C>, E, D>, rv: &mut Tensor<Rank1<C>, E, D>| -> Result<_, D::Err> {
         let x = x.try_reshape_like(&s3)?;

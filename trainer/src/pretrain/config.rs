@@ -95,6 +95,10 @@ pub struct PretrainConfig {
     /// Write the first micro-batches, the initial tensors and each step's gradients and
     /// tensors to a folder, then stop ([`crate::dump`]; `--dump-batches N DIR`).
     pub dump: Option<crate::dump::DumpConfig>,
+    /// With several processes: BatchNorm's batch statistics over all of them (PyTorch's
+    /// `SyncBatchNorm`, as the official SimSiam recipe trains), so N ranks of batch B normalise
+    /// as one of batch N·B; `false` (`--no-sync-bn`): each rank's own batch.
+    pub sync_bn: bool,
 }
 
 impl Default for PretrainConfig {
@@ -134,6 +138,7 @@ impl Default for PretrainConfig {
             checkpoint_every: 0,
             max_steps: None,
             dump: None,
+            sync_bn: true,
         }
     }
 }
@@ -173,4 +178,11 @@ pub struct Resolved {
     pub schedule: Schedule,
     /// The model.
     pub net: NetInfo,
+    /// Processes of the run (each streams its own block of every epoch; batch per process).
+    #[serde(default = "one")]
+    pub world: usize,
+}
+
+fn one() -> usize {
+    1
 }

@@ -7,7 +7,11 @@ pub mod config;
 pub mod record;
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
+
+use siamlab_model::sync_batch_norm;
+use siamlab_world::World;
 
 use siamlab_pipeline::Subset;
 
@@ -18,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::knn::knn_accuracy;
 use crate::net::{build_ssl_with, Images, SslNet};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind};
+use crate::parallel::{broadcast_tensors, mean_over_ranks, WorldStats};
 use crate::params::save_safetensors;
 use crate::prefetch::DevicePrefetch;
 use crate::progress::Progress;
@@ -42,7 +47,7 @@ pub struct Outcome {
     pub finished: bool,
 }
 
-fn resolve(cfg: &PretrainConfig, ds: &Dataset) -> Result<PretrainConfig> {
+fn resolve(cfg: &PretrainConfig, ds: &Dataset, world: usize) -> Result<PretrainConfig> {
     let mut c = cfg.clone();
     c.backbone = crate::names::backbone(&c.backbone)?.into();
     ds.rows(&c.split)?;
@@ -55,7 +60,8 @@ fn resolve(cfg: &PretrainConfig, ds: &Dataset) -> Result<PretrainConfig> {
             c.split
         )));
     }
-    let scale = (c.batch * c.accum) as f64 / 256.0;
+    // The global batch: every rank's micro-batches of one step.
+    let scale = (c.batch * c.accum * world) as f64 / 256.0;
     if c.lr.is_none() {
         c.lr = Some(match c.optimizer {
             OptimizerKind::Adam => 1e-3 * scale,
@@ -94,8 +100,37 @@ pub fn pretrain(
     quiet: bool,
     log: &mut dyn FnMut(&str),
 ) -> Result<Outcome> {
+    pretrain_in(&World::single(), cfg, run, resume, quiet, log)
+}
+
+/// [`pretrain`] as one rank of `world` (data-parallel, PyTorch DDP's semantics): every rank
+/// streams its own block of each epoch with `cfg.batch` images per micro-batch (the global
+/// batch is `world × batch × accum`), starts from rank 0's tensors, and averages its gradients
+/// with the others' once per optimizer step; BatchNorm's statistics span all ranks unless
+/// `cfg.sync_bn` is off. Rank 0 alone writes the run folder and logs, and computes the
+/// monitors; the others return the same losses and no history.
+pub fn pretrain_in(
+    world: &World,
+    cfg: &PretrainConfig,
+    run: &Path,
+    resume: bool,
+    quiet: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<Outcome> {
+    let (rank, ranks, root) = (world.rank(), world.size(), world.is_root());
+    let quiet = quiet || !root;
+    let mut log = |line: &str| {
+        if root {
+            log(line)
+        }
+    };
     let ds = Dataset::open_with(&cfg.data, &cfg.store)?;
-    let cfg = resolve(cfg, &ds)?;
+    let cfg = resolve(cfg, &ds, ranks)?;
+    if ranks > 1 && cfg.dump.is_some() {
+        return Err(Error::config("--dump-batches records one process's run; not under mpirun / srun"));
+    }
+    // Synchronized BatchNorm on this thread while the run lasts.
+    let _sync = (ranks > 1 && cfg.sync_bn).then(|| sync_batch_norm(Rc::new(WorldStats(world.split_off()))));
     let image_size = cfg.image_size.unwrap_or(32);
     let monitor = Monitors::new(&cfg, &ds, image_size)?;
     let mut net = build_ssl_with(cfg.device, cfg.seed, &cfg.backbone, image_size, cfg.proj_dim, cfg.init_scheme)?;
@@ -110,10 +145,10 @@ pub fn pretrain(
         seed: cfg.seed,
         workers: cfg.workers,
     };
-    let batches = feed.open(&ds, 0, None)?.batches();
+    let batches = feed.open_shard(&ds, 0, None, rank, ranks)?.batches();
     if batches == 0 {
         return Err(Error::config(format!(
-            "split {:?} has fewer images than one batch of {} (after --fraction)",
+            "split {:?} has fewer images than one batch of {} per rank on {ranks} rank(s) (after --fraction)",
             cfg.split, cfg.batch
         )));
     }
@@ -137,7 +172,8 @@ pub fn pretrain(
     same.device = DeviceSpec::Cpu;
     same.max_steps = None;
     same.dump = None;
-    let resolved = Resolved { config: same, optim, batches_per_epoch: batches, schedule, net: net.info().clone() };
+    let resolved =
+        Resolved { config: same, optim, batches_per_epoch: batches, schedule, net: net.info().clone(), world: ranks };
     let groups = ssl_groups(cfg.frozen_projector_output, cfg.fix_pred_lr, cfg.no_decay_norm_bias, schedule.base_lr);
     let mut opt = Optimizer::with_groups(optim, groups);
     let mut state =
@@ -145,13 +181,23 @@ pub fn pretrain(
     if cfg.dump.is_some() && resume {
         return Err(Error::config("--dump-batches records a run from its initial weights; not with --resume"));
     }
-    let (_lock, loaded) = start_or_resume::<_, State>(run, resume, &resolved)?;
+    // Rank 0 takes the run folder (and checks a resume's settings); then the others read its
+    // checkpoint (a file system all ranks share) and everyone starts from rank 0's tensors.
+    let (_lock, loaded) = if root {
+        let (lock, loaded) = start_or_resume::<_, State>(run, resume, &resolved)?;
+        world.barrier();
+        (Some(lock), loaded)
+    } else {
+        world.barrier();
+        (None, if resume { crate::checkpoint::load::<State>(run)? } else { None })
+    };
     if let Some(l) = loaded {
         opt.t = l.state.optimizer_t;
         run::restore(&l, &mut opt, &mut |f| net.walk(f), &|_| true)?;
         state = l.state;
         log(&format!("resuming {} at epoch {}, step {}", run.display(), state.epoch, state.step));
     }
+    broadcast_tensors(world, &mut |f| net.walk(f))?;
     let mut dump = match &cfg.dump {
         Some(d) => Some(crate::dump::Recorder::start(d, &mut *net)?),
         None => None,
@@ -163,7 +209,7 @@ pub fn pretrain(
     let bar = Progress::new(quiet, total, state.step, "pretrain");
     while state.epoch < cfg.epochs {
         let epoch = state.epoch;
-        let pipeline = feed.open(&ds, epoch, state.pipeline)?;
+        let pipeline = feed.open_shard(&ds, epoch, state.pipeline, rank, ranks)?;
         let mut micro = (state.pipeline.map_or(0, |p| p.next_sample) / cfg.batch as u64) as usize;
         let uploader = match &dump {
             Some(d) => d.wrap(net.uploader()),
@@ -175,6 +221,8 @@ pub fn pretrain(
         let mut fill = (0f64, 0u64);
         let mut pairs = 0usize;
         let mut stopped = false;
+        // Time in the gradient all-reduce, bytes per step, steps.
+        let mut reduce = (0f64, 0usize, 0usize);
         loop {
             let Some(b) = stage.next_batch() else { break };
             let b = b?;
@@ -184,7 +232,13 @@ pub fn pretrain(
             let n = b.len;
             let position = b.state;
             let scale = 1.0 / group_len(micro, batches, cfg.accum) as f32;
-            let s = net.train_uploaded(b.views, scale, &mut || stage.fill())?;
+            let mut s = net.train_uploaded(b.views, scale, &mut || stage.fill())?;
+            if ranks > 1 {
+                // The global batch's loss and collapse monitor, the same on every rank.
+                let mut v = [s.loss, s.z_std];
+                mean_over_ranks(world, &mut v)?;
+                (s.loss, s.z_std) = (v[0], v[1]);
+            }
             finite(s.loss, epoch, state.step)?;
             losses.push(s.loss);
             if let Some(d) = &mut dump {
@@ -193,13 +247,19 @@ pub fn pretrain(
             state.partial.0 += s.loss as f64;
             state.partial.1 += s.z_std as f64;
             state.partial.2 += 1;
-            pairs += n;
+            pairs += n * ranks; // the global batch
             micro += 1;
             if micro.is_multiple_of(cfg.accum) || micro == batches {
                 let grads = match &dump {
                     Some(d) if d.active() => Some(net.grads()?),
                     _ => None,
                 };
+                if ranks > 1 {
+                    let t = Instant::now();
+                    reduce.1 = net.average_grads(world)?;
+                    reduce.0 += t.elapsed().as_secs_f64();
+                    reduce.2 += 1;
+                }
                 let lr = optimizer_step(&schedule, &mut state.step, |lr| net.step(&mut opt, lr))?;
                 let mut dumped = false;
                 if let (Some(d), Some(g)) = (&mut dump, grads) {
@@ -214,7 +274,9 @@ pub fn pretrain(
                 bar.step(state.step, s.loss, lr, pairs as f64 / t0.elapsed().as_secs_f64());
                 let mid_epoch = micro < batches;
                 let stop = dumped || cfg.max_steps.is_some_and(|m| steps_this_run >= m);
-                if mid_epoch && (stop || (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)))
+                if root
+                    && mid_epoch
+                    && (stop || (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)))
                 {
                     state.pipeline = Some(position);
                     save_checkpoint(run, &state, &mut *net, &opt)?;
@@ -244,8 +306,9 @@ pub fn pretrain(
             lr: schedule.lr(state.step.saturating_sub(1)),
             z_std: zsum / count,
             z_std_healthy: 1.0 / (d as f64).sqrt(),
-            holdout_similarity: monitor.similarity(&mut *net)?,
-            knn_top1: if knn_due { monitor.knn(&mut *net)? } else { None },
+            // The monitors run once, on rank 0 (in evaluation mode: no collective).
+            holdout_similarity: if root { monitor.similarity(&mut *net)? } else { None },
+            knn_top1: if knn_due && root { monitor.knn(&mut *net)? } else { None },
             pairs_per_sec: pairs as f64 / train_secs,
             queue_fill: fill.0 / fill.1.max(1) as f64,
             device_waits: waits.saturating_sub(1).min(taken),
@@ -269,17 +332,26 @@ pub fn pretrain(
         if let Some(k) = record.knn_top1 {
             line += &format!("  kNN {:.2}%", 100.0 * k);
         }
+        if reduce.2 > 0 {
+            line += &format!(
+                "  all-reduce {:.1} ms/step of {:.2} MB",
+                1e3 * reduce.0 / reduce.2 as f64,
+                reduce.1 as f64 / 1e6
+            );
+        }
         if record.z_std < 0.2 * record.z_std_healthy {
             line += "  WARNING: collapse (projection std far below 1/sqrt(D))";
         }
         bar.suspend(|| log(&line));
-        append_jsonl(&run.join(METRICS), &record)?;
-        state.history.push(record);
         state.epoch += 1;
         state.pipeline = None;
         state.partial = (0.0, 0.0, 0);
-        save_checkpoint(run, &state, &mut *net, &opt)?;
-        crate::plots::write_run_plot(run)?;
+        if root {
+            append_jsonl(&run.join(METRICS), &record)?;
+            state.history.push(record);
+            save_checkpoint(run, &state, &mut *net, &opt)?;
+            crate::plots::write_run_plot(run)?;
+        }
         let dumped = dump.as_ref().is_some_and(|d| !d.active());
         if (dumped || cfg.max_steps.is_some_and(|m| steps_this_run >= m)) && state.epoch < cfg.epochs {
             bar.finish();
@@ -289,6 +361,9 @@ pub fn pretrain(
     bar.finish();
     if let Some(d) = dump.as_ref().filter(|d| d.active()) {
         d.finish(&resolved)?; // the run had fewer micro-batches than asked for
+    }
+    if !root {
+        return Ok(Outcome { run: run.to_path_buf(), losses, history: state.history, finished: true });
     }
     save_safetensors(&run.join(BACKBONE), &net.backbone_state()?)?;
     let last = state.history.last().cloned();
