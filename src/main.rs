@@ -14,13 +14,19 @@ macro_rules! outln {
 }
 
 mod cmd;
+#[cfg(feature = "mpi")]
+mod mpi_world;
 
 use clap::Parser;
 
 fn main() {
     let cli = cmd::Cli::parse();
     // The processes of this run (one, unless launched by mpirun / srun into an MPI build).
-    let world = match siamlab_world::World::init() {
+    #[cfg(feature = "mpi")]
+    let world = mpi_world::init();
+    #[cfg(not(feature = "mpi"))]
+    let world = siamlab_world::World::init_single();
+    let world = match world {
         Ok(w) => w,
         Err(e) => {
             eprintln!("error: {e}");

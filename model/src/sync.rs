@@ -45,3 +45,99 @@ pub(crate) fn reducer() -> Option<Rc<dyn StatsReducer>> {
     REDUCER.with(|r| r.borrow().clone())
 }
 
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier, Mutex};
+
+    use dfdx::prelude::*;
+
+    use super::*;
+    use crate::{batch_norm, BatchNormConfig};
+
+    /// Two threads as two processes: each hands in its values, both get the sum.
+    struct Pair {
+        shared: Arc<(Mutex<[Vec<f64>; 2]>, Barrier)>,
+        me: usize,
+    }
+
+    impl StatsReducer for Pair {
+        fn sum(&self, values: &mut [f64]) {
+            let (slots, barrier) = &*self.shared;
+            slots.lock().unwrap()[self.me] = values.to_vec();
+            barrier.wait();
+            let sum: Vec<f64> = {
+                let s = slots.lock().unwrap();
+                s[0].iter().zip(&s[1]).map(|(a, b)| a + b).collect()
+            };
+            barrier.wait();
+            values.copy_from_slice(&sum);
+        }
+    }
+
+    const N: usize = 6;
+    const C: usize = 3;
+    const HW: usize = 4;
+
+    fn values(seed: u32, len: usize) -> Vec<f32> {
+        (0..len).map(|i| ((i as u32 * 2654435761 ^ seed).wrapping_mul(40503) % 1000) as f32 / 250.0 - 1.7).collect()
+    }
+
+    /// BatchNorm (with ReLU) of images `rows` of the batch, trained against `Σ y·r`: output, input
+    /// gradient, weight and bias gradients, running statistics.
+    fn run(rows: std::ops::Range<usize>) -> [Vec<f32>; 6] {
+        let dev = Cpu::default();
+        let per = C * HW * HW;
+        let n = rows.len();
+        let x =
+            dev.tensor_from_vec(values(1, N * per)[rows.start * per..rows.end * per].to_vec(), (n, Const::<C>, HW, HW));
+        let r =
+            dev.tensor_from_vec(values(2, N * per)[rows.start * per..rows.end * per].to_vec(), (n, Const::<C>, HW, HW));
+        let w = dev.tensor_from_vec(vec![0.5f32, 1.5, -1.0], (Const::<C>,));
+        let b = dev.tensor_from_vec(vec![0.1f32, -0.2, 0.3], (Const::<C>,));
+        let (mut rm, mut rv) = (dev.zeros::<Rank1<C>>(), dev.ones::<Rank1<C>>());
+        let cfg = BatchNormConfig::new(true).relu(true);
+        let y = batch_norm(x.leaky_trace(), w.leaky_trace(), b.leaky_trace(), &mut rm, &mut rv, cfg).unwrap();
+        let g = (y.retaped::<OwnedTape<f32, Cpu>>() * r).sum().backward();
+        [y.as_vec(), g.get(&x).as_vec(), g.get(&w).as_vec(), g.get(&b).as_vec(), rm.as_vec(), rv.as_vec()]
+    }
+
+    /// Two processes with half the batch each normalise as one process with the whole batch:
+    /// outputs, input gradients and running statistics; the weight and bias gradients add up.
+    #[test]
+    fn two_halves_synchronized_are_the_whole_batch() {
+        let whole = run(0..N);
+        let shared = Arc::new((Mutex::new([Vec::new(), Vec::new()]), Barrier::new(2)));
+        let halves: Vec<[Vec<f32>; 6]> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|me| {
+                    let shared = shared.clone();
+                    s.spawn(move || {
+                        let _sync = sync_batch_norm(Rc::new(Pair { shared, me }));
+                        run(me * N / 2..(me + 1) * N / 2)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!((x - y).abs() < 1e-5, "{what}[{i}]: {x} vs {y}");
+            }
+        };
+        for (k, what) in [(0, "output"), (1, "input gradient")] {
+            close(&[halves[0][k].clone(), halves[1][k].clone()].concat(), &whole[k], what);
+        }
+        for (k, what) in [(2, "weight gradient"), (3, "bias gradient")] {
+            let sum: Vec<f32> = halves[0][k].iter().zip(&halves[1][k]).map(|(a, b)| a + b).collect();
+            close(&sum, &whole[k], what);
+        }
+        for (k, what) in [(4, "running mean"), (5, "running var")] {
+            close(&halves[0][k], &whole[k], what);
+            close(&halves[1][k], &whole[k], what);
+        }
+        // Without the reducer a half is normalised on its own: different.
+        let alone = run(0..N / 2);
+        assert!(alone[0].iter().zip(&halves[0][0]).any(|(a, b)| (a - b).abs() > 1e-3));
+    }
+}

@@ -123,6 +123,10 @@ pub struct PretrainArgs {
     /// Also checkpoint every N optimizer steps [default: 0 = each epoch only].
     #[arg(long)]
     checkpoint_every: Option<u64>,
+    /// Stop after N optimizer steps of this invocation, with a checkpoint to `--resume` from
+    /// (e.g. to fit a job into a cluster's time limit).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_steps: Option<u64>,
     /// Debugging: write the first N micro-batches (.npy), the initial tensors and each step's
     /// gradients and tensors (.safetensors) into DIR, then stop (tools/step_parity.py replays
     /// them in PyTorch).
@@ -258,6 +262,9 @@ pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathB
     }
     if a.no_sync_bn {
         c.sync_bn = false;
+    }
+    if a.max_steps.is_some() {
+        c.max_steps = a.max_steps;
     }
     if let Some(d) = a.dump_batches {
         let batches = d[0]

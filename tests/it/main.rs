@@ -9,6 +9,7 @@ mod common;
 mod folder;
 mod glance;
 mod model;
+mod parallel;
 mod random;
 mod stl10;
 mod store;

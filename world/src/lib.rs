@@ -2,12 +2,14 @@
 //! a [`World`] (this process's rank, the number of ranks, the rank on this machine) with
 //! all-reduce sums, broadcast from rank 0, barrier and abort.
 //!
-//! Built with the `mpi` cargo feature and launched by `mpirun` / `srun`, the world is MPI's
-//! (Open MPI or MPICH from the system packages). Without it, [`World::init`] is the single
-//! process — and refuses, in one line, a launch by `mpirun` or `srun` with more than one task,
-//! which would otherwise train N unrelated copies of the run. NCCL for GPUs is planned behind the
-//! same face. The crate knows nothing of models or data: [`buckets`] cuts a flat gradient
-//! buffer into the all-reduces of one optimizer step.
+//! The collectives come from a [`Collectives`] backend that the program hands in
+//! ([`World::with_backend`]): the `siamlab` binary built with its `mpi` feature and launched by
+//! `mpirun` / `srun` brings MPI's (Open MPI or MPICH from the system packages). This crate itself
+//! links no MPI, so the trainer that depends on it is built once whichever backend the binary
+//! has. [`World::init_single`] is the single process — and refuses, in one line, a launch by
+//! `mpirun` or `srun` with more than one task, which would otherwise train N unrelated copies of
+//! the run. The crate knows nothing of models or data: [`buckets`] cuts a flat gradient buffer
+//! into the all-reduces of one optimizer step.
 //!
 //! ```
 //! let world = siamlab_world::World::single();
@@ -19,10 +21,7 @@
 
 pub mod buckets;
 mod launch;
-#[cfg(feature = "mpi")]
-mod mpi_comm;
 
-#[cfg(feature = "mpi")]
 use std::rc::Rc;
 
 pub use buckets::{all_reduce_mean, BUCKET_BYTES};
@@ -59,6 +58,26 @@ pub enum Error {
 /// A result of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The collectives of a communication backend (MPI's, in the `siamlab` binary's `mpi` build).
+/// Every rank calls the same collectives in the same order with buffers of equal lengths.
+pub trait Collectives {
+    /// The backend's name, for messages (`"mpi"`).
+    fn name(&self) -> &'static str;
+    /// Every rank's `buf` summed element-wise, into every rank's `buf`.
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()>;
+    /// [`all_reduce_sum`](Self::all_reduce_sum) in f64.
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()>;
+    /// Rank 0's `buf` into every rank's `buf`.
+    fn broadcast(&self, buf: &mut [f32]) -> Result<()>;
+    /// Waits until every rank has arrived.
+    fn barrier(&self);
+    /// Ends every rank of the run with exit status `code`.
+    fn abort(&self, code: i32) -> !;
+    /// The same ranks on a communicator of their own (collectives on it never interleave with
+    /// this one's).
+    fn duplicate(&self) -> Rc<dyn Collectives>;
+}
+
 /// The processes of one run: this one's rank among `size`, and its rank on this machine (the
 /// GPU it would use).
 #[derive(Clone)]
@@ -66,23 +85,13 @@ pub struct World {
     rank: usize,
     size: usize,
     local_rank: usize,
-    comm: Comm,
-}
-
-#[derive(Clone)]
-enum Comm {
-    Single,
-    #[cfg(feature = "mpi")]
-    Mpi(Rc<mpi_comm::MpiComm>),
+    /// `None`: the single process.
+    comm: Option<Rc<dyn Collectives>>,
 }
 
 impl std::fmt::Debug for World {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let backend = match self.comm {
-            Comm::Single => "single",
-            #[cfg(feature = "mpi")]
-            Comm::Mpi(_) => "mpi",
-        };
+        let backend = self.comm.as_ref().map_or("single", |c| c.name());
         write!(
             f,
             "World {{ rank: {}, size: {}, local_rank: {}, backend: {backend} }}",
@@ -94,28 +103,25 @@ impl std::fmt::Debug for World {
 impl World {
     /// The single process: rank 0 of 1, collectives that leave buffers as they are.
     pub fn single() -> World {
-        World { rank: 0, size: 1, local_rank: 0, comm: Comm::Single }
+        World { rank: 0, size: 1, local_rank: 0, comm: None }
     }
 
-    /// The world this process was launched into: MPI's when built with the `mpi` feature and
-    /// started by a launcher ([`launcher_tasks`]), else the single process — and, without the
-    /// feature, an error when a launcher started several tasks. Call once per process.
-    pub fn init() -> Result<World> {
-        #[cfg(feature = "mpi")]
-        {
-            // Started by hand, an MPI build is the single process too (no MPI singleton).
-            match launcher_tasks() {
-                Some(_) => mpi_comm::MpiComm::init(),
-                None => Ok(World::single()),
-            }
+    /// The single process of a build without a backend — or, when a launcher
+    /// ([`launcher_tasks`]) started several tasks, an error saying that this build cannot join
+    /// them.
+    pub fn init_single() -> Result<World> {
+        match launcher_tasks() {
+            Some((launcher, tasks)) if tasks > 1 => Err(Error::NoMpi { tasks, launcher }),
+            _ => Ok(World::single()),
         }
-        #[cfg(not(feature = "mpi"))]
-        {
-            match launcher_tasks() {
-                Some((launcher, tasks)) if tasks > 1 => Err(Error::NoMpi { tasks, launcher }),
-                _ => Ok(World::single()),
-            }
+    }
+
+    /// Rank `rank` of `size` (`local_rank` on its machine) over `comm`.
+    pub fn with_backend(rank: usize, size: usize, local_rank: usize, comm: Rc<dyn Collectives>) -> Result<World> {
+        if rank >= size {
+            return Err(Error::Collective { op: "init", msg: format!("rank {rank} of a world of {size}") });
         }
+        Ok(World { rank, size, local_rank, comm: Some(comm) })
     }
 
     /// This process's rank, `0..size`.
@@ -139,41 +145,24 @@ impl World {
     }
 
     /// Every rank's `buf` summed element-wise, into every rank's `buf` (equal lengths).
-    #[cfg_attr(not(feature = "mpi"), allow(unused_variables))]
     pub fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
-        match &self.comm {
-            Comm::Single => Ok(()),
-            #[cfg(feature = "mpi")]
-            Comm::Mpi(c) => c.all_reduce_sum(buf),
-        }
+        self.comm.as_ref().map_or(Ok(()), |c| c.all_reduce_sum(buf))
     }
 
     /// [`all_reduce_sum`](Self::all_reduce_sum) in f64 (statistics that must not lose digits).
-    #[cfg_attr(not(feature = "mpi"), allow(unused_variables))]
     pub fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
-        match &self.comm {
-            Comm::Single => Ok(()),
-            #[cfg(feature = "mpi")]
-            Comm::Mpi(c) => c.all_reduce_sum_f64(buf),
-        }
+        self.comm.as_ref().map_or(Ok(()), |c| c.all_reduce_sum_f64(buf))
     }
 
     /// Rank 0's `buf` into every rank's `buf` (equal lengths).
-    #[cfg_attr(not(feature = "mpi"), allow(unused_variables))]
     pub fn broadcast(&self, buf: &mut [f32]) -> Result<()> {
-        match &self.comm {
-            Comm::Single => Ok(()),
-            #[cfg(feature = "mpi")]
-            Comm::Mpi(c) => c.broadcast(buf),
-        }
+        self.comm.as_ref().map_or(Ok(()), |c| c.broadcast(buf))
     }
 
     /// Waits until every rank has arrived.
     pub fn barrier(&self) {
-        match &self.comm {
-            Comm::Single => {}
-            #[cfg(feature = "mpi")]
-            Comm::Mpi(c) => c.barrier(),
+        if let Some(c) = &self.comm {
+            c.barrier()
         }
     }
 
@@ -181,19 +170,14 @@ impl World {
     /// others waiting in a collective); the single process just exits.
     pub fn abort(&self, code: i32) -> ! {
         match &self.comm {
-            Comm::Single => std::process::exit(code),
-            #[cfg(feature = "mpi")]
-            Comm::Mpi(c) => c.abort(code),
+            Some(c) => c.abort(code),
+            None => std::process::exit(code),
         }
     }
 
     /// The same ranks on a communicator of their own (collectives on it never interleave with
     /// this one's): synchronized BatchNorm's.
     pub fn split_off(&self) -> World {
-        match &self.comm {
-            Comm::Single => self.clone(),
-            #[cfg(feature = "mpi")]
-            Comm::Mpi(c) => World { comm: Comm::Mpi(Rc::new(c.duplicate())), ..self.clone() },
-        }
+        World { comm: self.comm.as_ref().map(|c| c.duplicate()), ..self.clone() }
     }
 }

@@ -1,0 +1,214 @@
+//! Several processes, one run (issue 18): a build without MPI refuses a multi-task launch in
+//! one line; with `--features mpi`, two ranks of batch B under `mpirun` train as one process of
+//! batch 2B (synchronized BatchNorm), step for step.
+
+use crate::common::*;
+
+/// A launcher's variables seen by a build that cannot join the tasks: one line, non-zero exit,
+/// before anything is written.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_refuses_a_launch_of_several_tasks() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("never");
+    for var in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_siamlab"))
+            .args(["ingest", "random", "--count", "4", "--size", "8", "--out", s(&out), "-q"])
+            .env(var, "2")
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&format!("launched as 2 tasks by {var}")) && err.contains("--features mpi"), "{err}");
+        assert!(!out.exists());
+    }
+    // One task is the single process, as today.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_siamlab"))
+        .args(["ingest", "random", "--count", "4", "--size", "8", "--out", s(&out), "-q"])
+        .env("SLURM_NTASKS", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[cfg(feature = "mpi")]
+mod mpi {
+    use std::path::Path;
+    use std::process::{Command, Output};
+    use std::time::{Duration, Instant};
+
+    use siamlab_trainer::params::load_safetensors;
+    use siamlab_trainer::run::files::{BACKBONE, CHECKPOINT, METRICS, WEIGHTS};
+
+    use super::*;
+
+    /// `siamlab train pretrain` arguments: `data` into `out`, `epochs` epochs of `batch` images
+    /// per rank, the reduced-width ResNet-18 at 16 px, no monitors.
+    fn pretrain_args(data: &Path, out: &Path, epochs: usize, batch: usize, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "train",
+            "pretrain",
+            "--data",
+            s(data),
+            "--out",
+            s(out),
+            "--backbone",
+            "resnet18_tiny",
+            "--proj-dim",
+            "128",
+            "--epochs",
+            &epochs.to_string(),
+            "--batch",
+            &batch.to_string(),
+            "--accum",
+            "1",
+            "--knn-every",
+            "0",
+            "--workers",
+            "1",
+            "-q",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    }
+
+    /// `program args` under `mpirun -n ranks` (as root where CI runs as root), or alone for
+    /// one rank.
+    fn launch(ranks: usize, program: &str, args: &[String]) -> Command {
+        let mut c = if ranks > 1 {
+            let mut c = Command::new("mpirun");
+            c.args(["--oversubscribe", "--bind-to", "none", "-n", &ranks.to_string(), program]);
+            c
+        } else {
+            Command::new(program)
+        };
+        c.args(args)
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .env("RAYON_NUM_THREADS", "1");
+        c
+    }
+
+    fn pretrain(data: &Path, out: &Path, ranks: usize, epochs: usize, batch: usize, extra: &[&str]) {
+        let args = pretrain_args(data, out, epochs, batch, extra);
+        let o = launch(ranks, env!("CARGO_BIN_EXE_siamlab"), &args)
+            .output()
+            .expect("run mpirun (apt-get install openmpi-bin)");
+        assert!(o.status.success(), "{args:?} on {ranks} rank(s): {}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// The loss of every epoch.
+    fn losses(run: &Path) -> Vec<f64> {
+        std::fs::read_to_string(run.join(METRICS))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+            .collect()
+    }
+
+    /// The largest difference between the same tensors of two files.
+    fn max_diff(a: &Path, b: &Path) -> f32 {
+        let (a, b) = (load_safetensors(a).unwrap(), load_safetensors(b).unwrap());
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        a.iter().flat_map(|(k, (_, x))| x.iter().zip(&b[k].1).map(|(x, y)| (x - y).abs())).fold(0.0, f32::max)
+    }
+
+    fn images(root: &Path, count: usize) -> std::path::PathBuf {
+        let data = root.join("data");
+        ok(&["ingest", "random", "--count", &count.to_string(), "--size", "16", "--out", s(&data), "-q"]);
+        data
+    }
+
+    /// 20 steps of 2 ranks × batch 8 with synchronized BatchNorm = 20 steps of 1 process ×
+    /// batch 16: losses within 1e-5, parameters within 1e-4.
+    #[test]
+    fn two_ranks_train_as_one_process_with_the_doubled_batch() {
+        const STEPS: usize = 20;
+        let t = tempfile::tempdir().unwrap();
+        // 16 images: one batch of 16, or one batch of 8 on each of two ranks, per epoch.
+        let data = images(t.path(), 16);
+        let (one, two, unsynced) = (t.path().join("one"), t.path().join("two"), t.path().join("unsynced"));
+        pretrain(&data, &one, 1, STEPS, 16, &[]);
+        pretrain(&data, &two, 2, STEPS, 8, &[]);
+        let (l1, l2) = (losses(&one), losses(&two));
+        assert_eq!((l1.len(), l2.len()), (STEPS, STEPS));
+        for (step, (a, b)) in l1.iter().zip(&l2).enumerate() {
+            assert!((a - b).abs() < 1e-5, "step {step}: {a} on one process, {b} on two ranks");
+        }
+        for file in [one.join(BACKBONE), one.join(CHECKPOINT).join(WEIGHTS[0])] {
+            let other = two.join(file.strip_prefix(&one).unwrap());
+            let d = max_diff(&file, &other);
+            assert!(d < 1e-4, "{}: parameters differ by {d}", other.display());
+        }
+        // Without synchronized BatchNorm each rank normalises its own half: another run.
+        pretrain(&data, &unsynced, 2, STEPS, 8, &["--no-sync-bn"]);
+        let l3 = losses(&unsynced);
+        assert!(l1.iter().zip(&l3).skip(1).any(|(a, b)| (a - b).abs() > 1e-4), "{l1:?} vs {l3:?}");
+    }
+
+    /// A 2-rank run stopped mid-epoch (`--max-steps`) and resumed with `--resume` gives bit for
+    /// bit the losses and weights of the uninterrupted 2-rank run; resuming with another number
+    /// of ranks is refused.
+    #[test]
+    fn a_two_rank_run_resumes_bit_for_bit() {
+        let t = tempfile::tempdir().unwrap();
+        // 32 images: two steps of 2 × 8 per epoch, so step 3 stops in the middle of epoch 2.
+        let data = images(t.path(), 32);
+        let (full, cut) = (t.path().join("full"), t.path().join("cut"));
+        pretrain(&data, &full, 2, 3, 8, &[]);
+        pretrain(&data, &cut, 2, 3, 8, &["--max-steps", "3"]);
+        assert_eq!(losses(&cut).len(), 1, "the interrupted run stopped after its first epoch");
+        let args = pretrain_args(&data, &cut, 3, 8, &["--resume"]);
+        let o = launch(1, env!("CARGO_BIN_EXE_siamlab"), &args).output().unwrap();
+        assert!(!o.status.success(), "a 2-rank checkpoint resumed on one process");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("world"), "{err}");
+        pretrain(&data, &cut, 2, 3, 8, &["--resume"]);
+        let (a, b) = (losses(&full), losses(&cut));
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.iter().map(|l| l.to_bits()).collect::<Vec<_>>(), b.iter().map(|l| l.to_bits()).collect::<Vec<_>>());
+        assert_eq!(max_diff(&full.join(BACKBONE), &cut.join(BACKBONE)), 0.0);
+    }
+
+    /// Rank 1 killed (SIGKILL) while training: the whole job ends with an error, it does not
+    /// wait forever for the dead rank's gradients.
+    #[test]
+    fn a_killed_rank_ends_the_job_with_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        let data = images(t.path(), 16);
+        let run = t.path().join("run");
+        // Each rank runs through `sh`, which execs siamlab under its own pid; on rank 1 a
+        // watcher kills that pid once rank 0 has written the first epoch's metrics.
+        let metrics = run.join(METRICS);
+        let script = format!(
+            "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then (while [ ! -s '{}' ]; do sleep 0.1; done; kill -9 $$) & fi; exec \"$0\" \"$@\"",
+            metrics.display()
+        );
+        let mut args = vec!["-c".to_string(), script, env!("CARGO_BIN_EXE_siamlab").to_string()];
+        args.extend(pretrain_args(&data, &run, 100_000, 8, &[]));
+        let mut child = launch(2, "sh", &args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run mpirun (apt-get install openmpi-bin)");
+        // A hang guard, not a speed check: a healthy job ends within seconds of the kill.
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(300) {
+                child.kill().ok();
+                panic!("mpirun still running 300 s after the start: the surviving rank hangs");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let Output { stderr, .. } = child.wait_with_output().unwrap();
+        assert!(metrics.exists(), "the job ended before training: {}", String::from_utf8_lossy(&stderr));
+        assert!(!status.success(), "the job with a killed rank ended successfully");
+    }
+}
