@@ -159,8 +159,45 @@ def schedule_lr(s, step):
     if not s["cosine"]:
         return s["base_lr"]
     span = max(s["total"] - s["warmup"], 1)
-    t = min((step - s["warmup"]) / span, 1.0)
+    done = step - s["warmup"]
+    if s.get("epoch_steps", 0) > 0:  # --cosine-per-epoch: the official code's once-per-epoch cosine
+        done -= done % s["epoch_steps"]
+    t = min(done / span, 1.0)
     return s["base_lr"] * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+# trainer/src/choices.rs: the official code's parameter groups.
+FROZEN_PROJECTOR_OUTPUT = ["projector.6.bias", "projector.7.weight", "projector.7.bias"]
+PREDICTOR = "predictor."
+
+
+def param_groups(model, cfg, base_lr):
+    """The optimizer's parameter groups as the official code builds them from the run's options:
+    `frozen_projector_output` leaves FROZEN_PROJECTOR_OUTPUT out (requires_grad = False),
+    `fix_pred_lr` gives the predictor a group of its own at `base_lr` (`fix_lr`), and
+    `no_decay_norm_bias` a group without weight decay for biases, normalisation parameters,
+    pos_embed and cls_token (timm's rule)."""
+    groups = {}
+    for n, p in model.named_parameters():
+        if cfg.get("frozen_projector_output") and n in FROZEN_PROJECTOR_OUTPUT:
+            continue
+        fixed = bool(cfg.get("fix_pred_lr")) and n.startswith(PREDICTOR)
+        last = n.rsplit(".", 1)[-1]
+        no_decay = bool(cfg.get("no_decay_norm_bias")) and (p.ndim <= 1 or last in ("pos_embed", "cls_token"))
+        groups.setdefault((fixed, no_decay), []).append(p)
+    out = []
+    for (fixed, no_decay), params in groups.items():
+        g = {"params": params, "fix_lr": fixed, "base_lr": base_lr}
+        if no_decay:
+            g["weight_decay"] = 0.0
+        out.append(g)
+    return out
+
+
+def set_lr(opt, lr):
+    """`adjust_learning_rate` of the official code: the schedule's rate, `base_lr` for `fix_lr`."""
+    for g in opt.param_groups:
+        g["lr"] = g["base_lr"] if g.get("fix_lr") else lr
 
 
 def optimizer(params, optim, lr):
@@ -221,13 +258,12 @@ def replay(folder, free=False, dtype=torch.float64, floor=False):
     before = load_file(folder / "init.safetensors")
     load_into(model, before)
     model.train()
-    opt = optimizer(list(model.parameters()), doc["config"]["optim"], 0.0)
+    opt = optimizer(param_groups(model, cfg, doc["config"]["schedule"]["base_lr"]), doc["config"]["optim"], 0.0)
     for rec in doc["steps"]:
         if not free and rec["step"] > 1:
             load_into(model, before)
         lr = schedule_lr(doc["config"]["schedule"], rec["step"] - 1)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        set_lr(opt, lr)
         out = {"rec": rec, "lr": lr, "before": before}
         out["losses"], out["grads"] = grads_of(model, folder, doc, rec, dtype)
         if floor:
@@ -336,6 +372,11 @@ CASES = [
     ("vit_tiny adam accum 1", "vit_tiny", 32, "adam", 1, 16, 20, []),
     ("pit_tiny adam accum 1", "pit_tiny", 32, "adam", 1, 16, 20, []),
     ("resnet18 adam accum 1", "resnet18", 32, "adam", 1, 16, 3, []),
+    # The official code's choices (README "Fidelity"): its parameter groups and schedule.
+    ("resnet18_tiny sgd official choices", "resnet18_tiny", 32, "sgd", 1, 16, 20,
+     ["--fix-pred-lr", "--frozen-projector-output", "--cosine-per-epoch", "--init-scheme", "simsiam"]),
+    ("vit_tiny adam no decay on norms and biases", "vit_tiny", 32, "adam", 1, 16, 20,
+     ["--no-decay-norm-bias", "--wd", "0.05"]),
 ]
 
 

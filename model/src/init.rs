@@ -23,7 +23,7 @@
 //! use siamlab_model::init::{initialise, InitScheme};
 //! let mut net = ResNet18CifarTiny::build(&Cpu::default());
 //! initialise(&mut net, InitScheme::Simsiam, 0).unwrap();
-//! assert!(net.layer1[0].bn2.weight.as_vec().iter().all(|&v| v == 0.0));
+//! assert!(net.layer1.0.bn2.weight.as_vec().iter().all(|&v| v == 0.0));
 //! ```
 
 use dfdx::prelude::{Cpu, SampleTensor};
