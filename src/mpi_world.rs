@@ -21,7 +21,8 @@ pub fn init() -> Result<World> {
     if launcher_tasks().is_none() {
         return Ok(World::single());
     }
-    let universe = mpi::initialize().ok_or_else(|| Error::Init("MPI was initialised already in this process".into()))?;
+    let universe =
+        mpi::initialize().ok_or_else(|| Error::Init("MPI was initialised already in this process".into()))?;
     let comm = universe.world();
     let (rank, size) = (comm.rank() as usize, comm.size() as usize);
     let local_rank = comm.split_shared(comm.rank()).rank() as usize;

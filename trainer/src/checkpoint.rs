@@ -63,13 +63,13 @@ pub fn lock(run: &Path) -> Result<RunLock> {
 pub fn config_changes<C: Serialize>(before: &C, now: &C) -> Vec<String> {
     let (a, b) = (serde_json::to_value(before).unwrap_or_default(), serde_json::to_value(now).unwrap_or_default());
     let all = siamlab_datasets::diff::differences(&a, &b, &["config.data", "config.knn_data"]);
-    let flags: Vec<String> = all
-        .iter()
-        .filter_map(|d| d.strip_prefix("config."))
-        .map(|d| match d.split_once(':') {
+    // The number of ranks of a data-parallel run is no flag: name it by its launcher.
+    let ranks = all.iter().filter_map(|d| d.strip_prefix("world:")).map(|rest| format!("ranks (mpirun -n):{rest}"));
+    let flags: Vec<String> = ranks
+        .chain(all.iter().filter_map(|d| d.strip_prefix("config.")).map(|d| match d.split_once(':') {
             Some((name, rest)) => format!("--{}:{rest}", name.replace('_', "-")),
             None => d.to_string(),
-        })
+        }))
         .collect();
     if flags.is_empty() {
         all
