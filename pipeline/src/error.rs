@@ -38,6 +38,14 @@ pub enum Error {
         /// Number of classes in the manifest.
         classes: usize,
     },
+    /// A row without a class label where one is required ([`crate::PipelineBuilder::require_labels`]).
+    #[error("{shard}: row {row}: no label (unlabeled rows cannot train or evaluate a classifier)")]
+    Unlabeled {
+        /// The shard file.
+        shard: String,
+        /// Row within the shard.
+        row: u64,
+    },
     /// A stage panicked (a bug): every consumer receives it as this error, never as a panic of
     /// its own thread, and the pipeline then ends.
     #[error("pipeline {stage} stage panicked: {msg}")]

@@ -49,6 +49,7 @@ pub struct PipelineBuilder {
     image_size: Option<u32>,
     normalize: Option<Normalize>,
     skip_bad: bool,
+    require_labels: bool,
     start_sample: u64,
     /// Tests: the stage that panics at its first batch.
     #[cfg(test)]
@@ -120,6 +121,7 @@ impl PipelineBuilder {
             image_size: None,
             normalize: None,
             skip_bad: false,
+            require_labels: false,
             start_sample: 0,
             #[cfg(test)]
             panic_in: None,
@@ -217,6 +219,13 @@ impl PipelineBuilder {
     /// Skip rows whose image does not decode (counted in the stats) instead of failing.
     pub fn skip_bad(mut self, s: bool) -> Self {
         self.skip_bad = s;
+        self
+    }
+    /// Refuse rows without a class label (the input of a classifier or of kNN) with an error
+    /// naming the shard and row, instead of delivering them with label −1. Datasets with
+    /// attributes (multi-label, e.g. CelebA) are exempt: their targets are the attributes.
+    pub fn require_labels(mut self, r: bool) -> Self {
+        self.require_labels = r;
         self
     }
     /// Resume: yield exactly the batches that were still to come after `state` was taken.
@@ -364,6 +373,7 @@ impl PipelineBuilder {
                 n_attr,
                 classes,
                 skip_bad: self.skip_bad,
+                require_labels: self.require_labels,
                 shard_paths: shard_paths.clone(),
                 counters: counters.clone(),
                 gate: gate.clone(),
@@ -502,6 +512,7 @@ struct WorkerCtx {
     /// Classes in the manifest (0: none; labels are then not checked).
     classes: usize,
     skip_bad: bool,
+    require_labels: bool,
     shard_paths: Arc<Vec<String>>,
     counters: Arc<Counters>,
     gate: Arc<ReorderGate>,
@@ -628,6 +639,9 @@ impl WorkerCtx {
                     label,
                     classes: self.classes,
                 });
+            }
+            if label == -1 && self.require_labels && self.n_attr == 0 {
+                return Err(Error::Unlabeled { shard: self.shard_paths[s.shard].clone(), row: s.shard_row });
             }
             buf.labels.push(label);
             if self.n_attr > 0 {

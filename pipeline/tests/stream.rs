@@ -236,6 +236,40 @@ fn a_label_outside_the_classes_names_its_shard_and_row() {
 }
 
 #[test]
+fn an_unlabeled_row_is_an_error_naming_its_shard_and_row_where_labels_are_required() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("unlabeled");
+    let info = SourceInfo {
+        name: "test".into(),
+        splits: vec!["train".into()],
+        classes: Some(vec!["a".into(), "b".into()]),
+        ..Default::default()
+    };
+    let rows = (0..6)
+        .map(|i| Row { label: (i != 4).then_some((i % 2) as i64), ..hand_row(i, synth::pattern_png(i, 8, 8)) })
+        .collect();
+    hand_split(&dir, info, rows, 1 << 20);
+    let run = |require: bool| -> Vec<_> {
+        Pipeline::builder(&dir)
+            .batch_size(3)
+            .shuffle(false)
+            .workers(2)
+            .require_labels(require)
+            .build()
+            .unwrap()
+            .collect()
+    };
+    // Self-supervised use: the unlabeled row is delivered with label -1.
+    let free = run(false);
+    assert_eq!(free[1].as_ref().unwrap().labels(), &[1, -1, 1]);
+    let res = run(true);
+    assert!(res[0].is_ok());
+    let err = res[1].as_ref().unwrap_err().to_string();
+    assert!(err.contains("part-00000-of-00001.parquet: row 4: no label"), "{err}");
+    assert_eq!(res.len(), 2, "the pipeline ends after the error");
+}
+
+#[test]
 fn labels_attributes_and_indices_follow_their_rows_across_row_groups() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("attrs");

@@ -132,7 +132,9 @@ impl Feed {
             .image_size(self.image_size as u32)
             .batch_size(self.batch)
             .shuffle(self.train)
-            .drop_last(self.train);
+            .drop_last(self.train)
+            // Every feed but SimSiam's two views serves a classifier or kNN: it needs labels.
+            .require_labels(self.recipe != "simsiam");
         if let Some(s) = self.subset {
             b = b.subset(s);
         }
