@@ -112,11 +112,19 @@ mod mpi {
             .collect()
     }
 
-    /// The largest difference between the same tensors of two files.
-    fn max_diff(a: &Path, b: &Path) -> f32 {
+    /// The largest difference between the same tensors of two files whose names `keep` accepts.
+    fn max_diff_of(a: &Path, b: &Path, keep: impl Fn(&str) -> bool) -> f32 {
         let (a, b) = (load_safetensors(a).unwrap(), load_safetensors(b).unwrap());
         assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-        a.iter().flat_map(|(k, (_, x))| x.iter().zip(&b[k].1).map(|(x, y)| (x - y).abs())).fold(0.0, f32::max)
+        a.iter()
+            .filter(|(k, _)| keep(k))
+            .flat_map(|(k, (_, x))| x.iter().zip(&b[k].1).map(|(x, y)| (x - y).abs()))
+            .fold(0.0, f32::max)
+    }
+
+    /// The largest difference between the same tensors of two files.
+    fn max_diff(a: &Path, b: &Path) -> f32 {
+        max_diff_of(a, b, |_| true)
     }
 
     fn images(root: &Path, count: usize) -> std::path::PathBuf {
@@ -141,10 +149,16 @@ mod mpi {
         for (step, (a, b)) in l1.iter().zip(&l2).enumerate() {
             assert!((a - b).abs() < 1e-5, "step {step}: {a} on one process, {b} on two ranks");
         }
+        // The weights (convolutions, linears, norm scales). Not the biases: several (a
+        // BatchNorm's shift that the next convolution's BatchNorm cancels, the projector's
+        // last bias) have a zero gradient in exact arithmetic, and Adam walks them by ±lr a step
+        // on float32 rounding noise, which differs with the summation order (README
+        // "Fidelity"); nor the running statistics that follow them.
+        let weights = |k: &str| !k.ends_with("bias") && !k.contains("running_");
         for file in [one.join(BACKBONE), one.join(CHECKPOINT).join(WEIGHTS[0])] {
             let other = two.join(file.strip_prefix(&one).unwrap());
-            let d = max_diff(&file, &other);
-            assert!(d < 1e-4, "{}: parameters differ by {d}", other.display());
+            let d = max_diff_of(&file, &other, weights);
+            assert!(d < 1e-4, "{}: weights differ by {d}", other.display());
         }
         // Without synchronized BatchNorm each rank normalises its own half: another run.
         pretrain(&data, &unsynced, 2, STEPS, 8, &["--no-sync-bn"]);
