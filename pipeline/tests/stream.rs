@@ -208,23 +208,23 @@ fn undecodable_row_names_shard_and_row_or_is_skipped() {
 
 /// Issue 17: a label outside the manifest's classes reached the trainer, which could only say
 /// "label 12 is not a class" without the shard or row holding it.
-#[test]
-fn a_label_outside_the_classes_names_its_shard_and_row() {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("labels");
+/// A one-shard `train` split of 6 rows of a 2-class dataset in `dir`, row `i` labelled `label(i)`.
+fn two_class_split(dir: &std::path::Path, label: impl Fn(u64) -> Option<i64>) {
     let info = SourceInfo {
         name: "test".into(),
         splits: vec!["train".into()],
         classes: Some(vec!["a".into(), "b".into()]),
         ..Default::default()
     };
-    let rows = (0..6)
-        .map(|i| Row {
-            label: Some(if i == 4 { 12 } else { (i % 2) as i64 }),
-            ..hand_row(i, synth::pattern_png(i, 8, 8))
-        })
-        .collect();
-    hand_split(&dir, info, rows, 1 << 20);
+    let rows = (0..6).map(|i| Row { label: label(i), ..hand_row(i, synth::pattern_png(i, 8, 8)) }).collect();
+    hand_split(dir, info, rows, 1 << 20);
+}
+
+#[test]
+fn a_label_outside_the_classes_names_its_shard_and_row() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("labels");
+    two_class_split(&dir, |i| Some(if i == 4 { 12 } else { (i % 2) as i64 }));
     let res: Vec<_> = Pipeline::builder(&dir).batch_size(3).shuffle(false).workers(2).build().unwrap().collect();
     assert!(res[0].is_ok());
     let err = res[1].as_ref().unwrap_err().to_string();
@@ -239,16 +239,7 @@ fn a_label_outside_the_classes_names_its_shard_and_row() {
 fn an_unlabeled_row_is_an_error_naming_its_shard_and_row_where_labels_are_required() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("unlabeled");
-    let info = SourceInfo {
-        name: "test".into(),
-        splits: vec!["train".into()],
-        classes: Some(vec!["a".into(), "b".into()]),
-        ..Default::default()
-    };
-    let rows = (0..6)
-        .map(|i| Row { label: (i != 4).then_some((i % 2) as i64), ..hand_row(i, synth::pattern_png(i, 8, 8)) })
-        .collect();
-    hand_split(&dir, info, rows, 1 << 20);
+    two_class_split(&dir, |i| (i != 4).then_some((i % 2) as i64));
     let run = |require: bool| -> Vec<_> {
         Pipeline::builder(&dir)
             .batch_size(3)
