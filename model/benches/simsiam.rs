@@ -64,14 +64,14 @@ where
         let ops = siamlab_model::profile::report();
         let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / steps as f64;
         let step_ms = dt * 1e3 / steps as f64;
-        println!("  {:<26} {:>8} {:>10} {:>7}", "op", "calls", "ms/step", "share");
+        println!("  {:<40} {:>8} {:>10} {:>7}", "op", "calls", "ms/step", "share");
         for op in &ops {
             let ms = per_step(op.total);
-            println!("  {:<26} {:>8} {:>10.1} {:>6.1}%", op.name, op.calls / steps as u64, ms, 100.0 * ms / step_ms);
+            println!("  {:<40} {:>8} {:>10.1} {:>6.1}%", op.name, op.calls / steps as u64, ms, 100.0 * ms / step_ms);
         }
         let ours: f64 = ops.iter().map(|op| per_step(op.total)).sum();
         let rest = step_ms - ours;
-        println!("  {:<26} {:>8} {:>10.1} {:>6.1}%", "rest (dfdx ops, Adam, loss)", "", rest, 100.0 * rest / step_ms);
+        println!("  {:<40} {:>8} {:>10.1} {:>6.1}%", "rest (dfdx ops, Adam, loss)", "", rest, 100.0 * rest / step_ms);
     }
 }
 

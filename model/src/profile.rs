@@ -73,6 +73,27 @@ pub(crate) struct Scope {
     start: Option<Instant>,
 }
 
+/// Starts timing a name built by `name` only when profiling is on (e.g. one naming a shape);
+/// names are interned once each.
+pub(crate) fn scope_named(name: impl FnOnce() -> String) -> Scope {
+    if !enabled() {
+        return Scope { name: "", start: None };
+    }
+    static NAMES: Mutex<BTreeMap<String, &'static str>> = Mutex::new(BTreeMap::new());
+    let name = name();
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    let name = match names.get(&name) {
+        Some(&n) => n,
+        None => {
+            let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
+            names.insert(name, leaked);
+            leaked
+        }
+    };
+    drop(names);
+    scope(name)
+}
+
 /// Starts timing `name` (a no-op when profiling is off).
 pub(crate) fn scope(name: &'static str) -> Scope {
     let start = enabled().then(|| {
@@ -114,6 +135,21 @@ mod tests {
         assert_eq!(on.calls, 3);
         assert!(on.total >= Duration::from_millis(3));
         assert!(r.iter().all(|t| t.name != "test.off"));
+
+        // Names built at run time (a convolution's shape) are built only while profiling is on,
+        // and one name seen twice is one row.
+        let built = std::cell::Cell::new(0);
+        let name = || {
+            built.set(built.get() + 1);
+            "test.named 3x3".to_string()
+        };
+        drop(scope_named(name));
+        assert_eq!(built.get(), 0, "not built while off");
+        enable(true);
+        drop(scope_named(name));
+        drop(scope_named(name));
+        enable(false);
+        assert_eq!(report().iter().find(|t| t.name == "test.named 3x3").map(|t| t.calls), Some(2));
 
         // A sync hook (this thread's) runs before and after each timed op, only while on.
         use std::cell::Cell;

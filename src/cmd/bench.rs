@@ -156,13 +156,13 @@ fn print_profile(steps: usize, s_per_step: f64) {
     let steps = steps.max(1);
     let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / steps as f64;
     let step_ms = s_per_step * 1e3;
-    outln!("  {:<26} {:>8} {:>10} {:>7}", "op", "calls", "ms/step", "share");
+    outln!("  {:<40} {:>8} {:>10} {:>7}", "op", "calls", "ms/step", "share");
     for op in &ops {
         let ms = per_step(op.total);
-        outln!("  {:<26} {:>8} {:>10.2} {:>6.1}%", op.name, op.calls / steps as u64, ms, 100.0 * ms / step_ms);
+        outln!("  {:<40} {:>8} {:>10.2} {:>6.1}%", op.name, op.calls / steps as u64, ms, 100.0 * ms / step_ms);
     }
     let rest = step_ms - ops.iter().map(|op| per_step(op.total)).sum::<f64>();
-    outln!("  {:<26} {:>8} {:>10.2} {:>6.1}%", "rest (dfdx ops, optimizer, loss)", "", rest, 100.0 * rest / step_ms);
+    outln!("  {:<40} {:>8} {:>10.2} {:>6.1}%", "rest (dfdx ops, optimizer, loss)", "", rest, 100.0 * rest / step_ms);
 }
 
 /// Peak resident set size of this process in MB (Linux), from /proc/self/status.

@@ -162,9 +162,13 @@ where
     T: Tape<E, Cpu>,
 {
     let grouped = cfg.groups > 1;
-    let _prof = crate::profile::scope(if grouped { "conv2d_grouped.forward" } else { "conv2d.forward" });
     let &(n, _, h, wd) = x.shape();
     let g = cfg.geometry((n, C, h, wd), O, IG, K)?;
+    // Profile names carry the shape, so the table shows which convolutions take the time.
+    let shape = move || format!("{C}->{O} k{K} s{} @{h}x{wd}", cfg.stride);
+    let _prof = crate::profile::scope_named(|| {
+        format!("{}.forward {}", if grouped { "conv2d_grouped" } else { "conv2d" }, shape())
+    });
     let dev = x.device().clone();
 
     let mut y = vec![E::zero(); n * O * g.pp()];
@@ -180,7 +184,9 @@ where
         let (xg, wg, yg) = (x.ghost(), w.ghost(), y.ghost());
         let bg = b.as_ref().map(|b| b.ghost());
         tape.add_backward_op(move |grads| {
-            let _prof = crate::profile::scope(if grouped { "conv2d_grouped.backward" } else { "conv2d.backward" });
+            let _prof = crate::profile::scope_named(|| {
+                format!("{}.backward {}", if grouped { "conv2d_grouped" } else { "conv2d" }, shape())
+            });
             let gy = take_grad!(grads, &yg);
             let xs = view(&x);
             let ws = view(&w);
