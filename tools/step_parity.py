@@ -1,12 +1,15 @@
-"""Step-for-step comparison of siamlab's SimSiam training with PyTorch (issue 16, part 1).
+"""Step-for-step comparison of siamlab's SimSiam training, and of its finetuning, with PyTorch
+(issue 16).
 
 siamlab writes what it computed on its first micro-batches with
-`siamlab train pretrain ... --dump-batches N DIR` (trainer/src/dump.rs): the batches exactly as
+`siamlab train pretrain|finetune ... --dump-batches N DIR` (trainer/src/dump.rs): the batches exactly as
 its pipeline produced them (`batch-NNNNN.npy`), every tensor of the model before the first step
 (`init.safetensors`), each optimizer step's accumulated gradients and the tensors after it
 (`step-NNNNN.safetensors`) and `dump.json` (configuration, losses, learning rates). This script
 builds the same SimSiam model in PyTorch (torchvision / timm backbone, the heads as
-`torch.nn.Sequential`s with the same `state_dict` indices), loads the initial tensors, runs the
+`torch.nn.Sequential`s with the same `state_dict` indices), or for a finetuning dump the backbone
+with a linear head and its loss against the dumped targets (`targets-NNNNN.npy`; cross-entropy
+or BCE-with-logits), loads the initial tensors, runs the
 same steps with `torch.optim.Adam` / `torch.optim.SGD` and the same schedule, and compares, per
 step: the loss of each micro-batch, the global gradient norm, each tensor's gradient, and every
 tensor after the step (parameters and BatchNorm running statistics).
@@ -134,6 +137,40 @@ class SimSiam(nn.Module):
         return -(cos(p1, z2.detach()).mean() + cos(p2, z1.detach()).mean()) * 0.5
 
 
+class Classifier(nn.Module):
+    """A backbone and a linear head with siamlab's finetuning `state_dict` keys (`backbone.*`,
+    `fc.*`; trainer/src/net.rs) and its losses (trainer/src/head.rs): softmax cross-entropy
+    against the one-hot (or soft) targets, mean over the batch; or BCE-with-logits, mean over
+    every output."""
+
+    def __init__(self, name, size, classes, loss):
+        super().__init__()
+        self.backbone, f = backbone(name, size)
+        self.fc = nn.Linear(f, classes)
+        self.kind = loss
+
+    def loss(self, x, t):
+        logits = self.fc(self.backbone(x))
+        if self.kind == "bce":
+            return nn.functional.binary_cross_entropy_with_logits(logits, t)
+        return -(torch.log_softmax(logits, dim=1) * t).sum(dim=1).mean()
+
+
+def build(doc, dtype=None):
+    """The PyTorch model of a dump: SimSiam (pretraining) or Classifier (finetuning)."""
+    c = doc["config"]
+    cfg = c["config"]
+    if is_finetune(doc):
+        m = Classifier(cfg["backbone"], cfg["image_size"], c["outputs"], c["loss"])
+    else:
+        m = SimSiam(cfg["backbone"], cfg["image_size"], cfg["proj_dim"])
+    return m.to(dtype) if dtype is not None else m
+
+
+def is_finetune(doc):
+    return "outputs" in doc["config"]
+
+
 def load_into(model, tensors):
     """Every tensor of `model` from siamlab's (num_batches_tracked excepted)."""
     state = model.state_dict()
@@ -234,7 +271,11 @@ def grads_of(model, folder, doc, rec, dtype):
     losses = []
     for i in rec["micros"]:
         x = batch(folder, i, dtype)
-        loss = model.loss(x[0], x[1])
+        if is_finetune(doc):
+            t = torch.from_numpy(np.load(folder / f"targets-{i:05d}.npy")).to(dtype)
+            loss = model.loss(x[0], t)
+        else:
+            loss = model.loss(x[0], x[1])
         (loss * doc["micro"][i]["scale"]).backward()
         losses.append(loss.item())
     return losses, {n: p.grad.detach().clone() for n, p in model.named_parameters()}
@@ -253,8 +294,8 @@ def replay(folder, free=False, dtype=torch.float64, floor=False):
     doc = json.loads((folder / "dump.json").read_text())
     cfg = doc["config"]["config"]
     torch.manual_seed(0)
-    model = SimSiam(cfg["backbone"], cfg["image_size"], cfg["proj_dim"]).to(dtype)
-    model32 = SimSiam(cfg["backbone"], cfg["image_size"], cfg["proj_dim"]) if floor else None
+    model = build(doc, dtype)
+    model32 = build(doc) if floor else None
     before = load_file(folder / "init.safetensors")
     load_into(model, before)
     model.train()
@@ -380,6 +421,24 @@ CASES = [
 ]
 
 
+# Finetuning (`siamlab train finetune`, Adam 1e-3, weight decay 1e-5): name, backbone, image
+# size, loss, batch, steps. BCE runs on the same one-hot targets as cross-entropy (`--loss bce`).
+FT_CASES = [
+    ("finetune resnet18_tiny cross-entropy", "resnet18_tiny", 32, "ce", 16, 20),
+    ("finetune resnet18_tiny BCE", "resnet18_tiny", 32, "bce", 16, 20),
+    ("finetune vit_tiny cross-entropy", "vit_tiny", 32, "ce", 16, 20),
+]
+
+
+def siamlab_finetune_dump(bin_, data, out, backbone_, size, loss, batch_, steps, seed=0):
+    if (out / "dump.json").exists():
+        return
+    cmd = [str(bin_), "train", "finetune", "--data", str(data), "--out", str(out / "run"), "--quiet",
+           "--backbone", backbone_, "--image-size", str(size), "--loss", loss, "--batch", str(batch_),
+           "--epochs", "1", "--workers", "2", "--seed", str(seed), "--dump-batches", str(steps), str(out)]
+    subprocess.run(cmd, check=True)
+
+
 def siamlab_dump(bin_, data, out, backbone_, size, opt, accum, batch_, steps, extra, seed=0):
     if (out / "dump.json").exists():
         return
@@ -403,12 +462,14 @@ def table(args):
         subprocess.run([str(bin_), "ingest", "shapes", "--count", "2000", "--test-count", "100", "--size", "32",
                         "--seed", "0", "--out", str(data)], check=True)
     rows = []
-    for name, bb, size, opt, accum, b, steps, extra in CASES:
+    cases = [(c[0], c[6], lambda out, k, c=c: siamlab_dump(bin_, data, out, *c[1:6], k, c[7])) for c in CASES]
+    cases += [(c[0], c[5], lambda out, k, c=c: siamlab_finetune_dump(bin_, data, out, *c[1:5], k)) for c in FT_CASES]
+    for name, steps, run in cases:
         if only and not any(o in name for o in only):
             continue
         steps = int(steps_override) if steps_override else steps
         out = work / name.replace(" ", "_")
-        siamlab_dump(bin_, data, out, bb, size, opt, accum, b, steps, extra)
+        run(out, steps)
         print(f"## {name}", flush=True)
         worst, n = compare(out)
         rows.append((name, n, worst))
@@ -461,13 +522,19 @@ def fixture(folder, out):
         })
         for i in rec["micros"]:
             shutil.copy(folder / f"batch-{i:05d}.npy", out / f"batch-{i:05d}.npy")
+            if is_finetune(doc):
+                shutil.copy(folder / f"targets-{i:05d}.npy", out / f"targets-{i:05d}.npy")
     c = doc["config"]
     expected = {
         "backbone": c["config"]["backbone"], "image_size": c["config"]["image_size"],
-        "proj_dim": c["config"]["proj_dim"], "seed": c["config"]["seed"], "optim": c["optim"],
+        "seed": c["config"]["seed"], "optim": c["optim"],
         "init": {k: summary(v) for k, v in init.items()},
         "steps": steps,
     }
+    if is_finetune(doc):
+        expected.update({"task": "finetune", "loss": c["loss"], "outputs": c["outputs"]})
+    else:
+        expected["proj_dim"] = c["config"]["proj_dim"]
     (out / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
     print(f"wrote {out}: {len(steps)} steps, {sum(f.stat().st_size for f in out.iterdir())} bytes")
 

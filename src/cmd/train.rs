@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use siamlab_model::init::InitScheme;
 use siamlab_trainer::optim::OptimizerKind;
 use siamlab_trainer::run::files::{BACKBONE, SUMMARY};
-use siamlab_trainer::{evaluate, finetune, pretrain_in, DeviceSpec, FinetuneConfig, PretrainConfig};
+use siamlab_trainer::{dump_finetune, evaluate, finetune, pretrain_in, DeviceSpec, FinetuneConfig, PretrainConfig};
 use siamlab_world::World;
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +216,11 @@ pub struct FinetuneArgs {
     /// see scripts/build-cuda.sh) [default: cpu].
     #[arg(long)]
     device: Option<DeviceSpec>,
+    /// Debugging: write the first N batches (.npy) and their targets, the initial tensors and
+    /// each step's gradients and tensors (.safetensors) into DIR, then stop
+    /// (tools/step_parity.py replays them in PyTorch).
+    #[arg(long, num_args = 2, value_names = ["N", "DIR"])]
+    dump_batches: Option<Vec<String>>,
 }
 
 macro_rules! set {
@@ -267,10 +272,7 @@ pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathB
         c.max_steps = a.max_steps;
     }
     if let Some(d) = a.dump_batches {
-        let batches = d[0]
-            .parse()
-            .map_err(|_| anyhow::anyhow!("--dump-batches N DIR: N must be a count of micro-batches, not {:?}", d[0]))?;
-        c.dump = Some(siamlab_trainer::dump::DumpConfig { batches, dir: PathBuf::from(&d[1]) });
+        c.dump = Some(dump_config(&d)?);
     }
     c.require_data()?;
     Ok((c, a.out, a.resume, a.quiet))
@@ -305,8 +307,19 @@ pub fn finetune_config(a: FinetuneArgs) -> anyhow::Result<(FinetuneConfig, PathB
     if let Some(d) = a.device {
         c.device = d;
     }
+    if let Some(d) = a.dump_batches {
+        c.dump = Some(dump_config(&d)?);
+    }
     c.require_data()?;
     Ok((c, a.out, a.resume, a.quiet))
+}
+
+/// `--dump-batches N DIR`.
+fn dump_config(d: &[String]) -> anyhow::Result<siamlab_trainer::dump::DumpConfig> {
+    let batches = d[0]
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--dump-batches N DIR: N must be a count of micro-batches, not {:?}", d[0]))?;
+    Ok(siamlab_trainer::dump::DumpConfig { batches, dir: PathBuf::from(&d[1]) })
 }
 
 pub fn run(cmd: TrainCommand, world: &World) -> anyhow::Result<()> {
@@ -321,8 +334,16 @@ pub fn run(cmd: TrainCommand, world: &World) -> anyhow::Result<()> {
         }
         TrainCommand::Finetune(a) => {
             let (c, out, resume, quiet) = finetune_config(a)?;
-            finetune(&c, &out, resume, quiet, &mut log)?;
-            outln!("summary: {}", out.join(SUMMARY).display());
+            if c.dump.is_some() {
+                if resume {
+                    anyhow::bail!("--dump-batches records a run from its initial weights; not with --resume");
+                }
+                let dir = dump_finetune(&c, &out, quiet, &mut log)?;
+                outln!("dump: {}", dir.display());
+            } else {
+                finetune(&c, &out, resume, quiet, &mut log)?;
+                outln!("summary: {}", out.join(SUMMARY).display());
+            }
         }
     }
     Ok(())

@@ -1,12 +1,14 @@
-//! `--dump-batches N DIR`: what a pretraining run computed on its first `N` micro-batches, so
-//! that another implementation can replay the same steps (`tools/step_parity.py` does it in
-//! PyTorch and compares). The folder holds:
+//! `--dump-batches N DIR`: what a pretraining or finetuning run computed on its first `N`
+//! micro-batches, so that another implementation can replay the same steps
+//! (`tools/step_parity.py` does it in PyTorch and compares). The folder holds:
 //!
 //! - `batch-NNNNN.npy` (0-based): a micro-batch exactly as the pipeline produced it, float32
-//!   `[views, n, 3, h, w]`;
+//!   `[views, n, 3, h, w]` (one view when finetuning);
+//! - `targets-NNNNN.npy` (finetuning): the loss's targets of that micro-batch, float32 `[n, K]`
+//!   (one-hot classes or 0/1 attributes);
 //! - `init.safetensors`: every tensor of the model before the first step, parameters and
-//!   BatchNorm buffers (`backbone.*` with the torchvision / timm names, `projector.*`,
-//!   `predictor.*`);
+//!   BatchNorm buffers (`backbone.*` with the torchvision / timm names, then `projector.*`,
+//!   `predictor.*` when pretraining, `fc.*` when finetuning);
 //! - `step-NNNNN.safetensors` (1-based): `grad.NAME`, the accumulated gradient the step applied,
 //!   and `NAME`, every tensor after the step;
 //! - `dump.json`, written last (its presence means complete): the run's resolved configuration,
@@ -22,10 +24,10 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::net::SslNet;
 use crate::params::{save_safetensors, StateDict};
 use crate::prefetch::{Uploaded, Uploader};
 use crate::run::files::write_atomic;
+use crate::run::Walker;
 
 /// What to dump: the first `batches` micro-batches, into `dir`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,14 +108,14 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts a dump of `net` as it is now (`init.safetensors`).
-    pub fn start(cfg: &DumpConfig, net: &mut dyn SslNet) -> Result<Self> {
+    /// Starts a dump of the net `walk` visits, as it is now (`init.safetensors`).
+    pub fn start(cfg: &DumpConfig, walk: &mut Walker<'_>) -> Result<Self> {
         if cfg.batches == 0 {
             return Err(Error::config("--dump-batches needs at least one batch"));
         }
         std::fs::create_dir_all(&cfg.dir).at(&cfg.dir)?;
         let _ = std::fs::remove_file(cfg.dir.join("dump.json"));
-        save_safetensors(&cfg.dir.join("init.safetensors"), &crate::run::state_of(&mut |f| net.walk(f))?)?;
+        save_safetensors(&cfg.dir.join("init.safetensors"), &crate::run::state_of(walk)?)?;
         Ok(Recorder {
             cfg: cfg.clone(),
             next: Rc::new(Cell::new(0)),
@@ -134,9 +136,24 @@ impl Recorder {
         })
     }
 
+    /// The folder it writes.
+    pub fn dir(&self) -> &Path {
+        &self.cfg.dir
+    }
+
     /// Whether it still records.
     pub fn active(&self) -> bool {
         self.active.get()
+    }
+
+    /// The targets (`[n, k]`) of the micro-batch trained next (finetuning); call it before
+    /// that micro-batch's [`micro`](Self::micro).
+    pub fn targets(&self, targets: &[f32], n: usize, k: usize) -> Result<()> {
+        if !self.active() {
+            return Ok(());
+        }
+        let i = self.micro.len();
+        write_npy(&self.cfg.dir.join(format!("targets-{i:05}.npy")), &[n, k], targets)
     }
 
     /// A micro-batch was trained.
@@ -148,13 +165,14 @@ impl Recorder {
     }
 
     /// Step number `step` (1-based) ran at `lr` with the gradients `grads` (read before it); the
-    /// tensors of `net` are those after it. Ends the dump once `N` micro-batches are recorded.
-    pub fn step(&mut self, step: u64, lr: f64, grads: StateDict, net: &mut dyn SslNet) -> Result<()> {
+    /// tensors `walk` visits are those after it. Ends the dump once `N` micro-batches are
+    /// recorded.
+    pub fn step(&mut self, step: u64, lr: f64, grads: StateDict, walk: &mut Walker<'_>) -> Result<()> {
         if !self.active() {
             return Ok(());
         }
         let mut out: StateDict = grads.into_iter().map(|(k, v)| (format!("grad.{k}"), v)).collect();
-        out.extend(crate::run::state_of(&mut |f| net.walk(f))?);
+        out.extend(crate::run::state_of(walk)?);
         save_safetensors(&self.cfg.dir.join(format!("step-{step:05}.safetensors")), &out)?;
         self.steps.push(StepRecord { step, lr, micros: std::mem::take(&mut self.pending) });
         if self.micro.len() >= self.cfg.batches {

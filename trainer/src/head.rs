@@ -178,9 +178,8 @@ impl<D: Device<f32>> Head<D> {
         g.bias = None;
     }
 
-    /// The accumulated gradients on the host (zeros when none), for tests.
-    #[cfg(test)]
-    fn grads_host(&self) -> (Vec<f32>, Vec<f32>) {
+    /// The accumulated gradients on the host (zeros when none): weight `[K, F]`, bias `[K]`.
+    pub fn grads_host(&self) -> (Vec<f32>, Vec<f32>) {
         let g = self.grads.lock().unwrap_or_else(|e| e.into_inner());
         let (k, f) = (self.classes(), self.weight.shape().1);
         (

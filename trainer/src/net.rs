@@ -117,6 +117,10 @@ pub trait ClsNet {
     fn classes(&self) -> usize;
     /// Freezes the backbone (linear evaluation): only the head trains, BatchNorm statistics stay.
     fn freeze_backbone(&mut self, frozen: bool);
+    /// The gradients accumulated since the last [`step`](Self::step), one per trainable tensor
+    /// under the names of [`walk`](Self::walk) (zeros before any micro-batch; the head's only
+    /// while the backbone is frozen).
+    fn grads(&mut self) -> Result<StateDict>;
     /// Forward and backward of a micro-batch with `loss` against `targets` (`[n, K]`, one-hot
     /// classes or 0/1 attributes); returns the loss.
     fn train_micro(&mut self, x: Images<'_>, loss: Loss, targets: Vec<f32>, scale: f32) -> Result<f32>;
@@ -549,6 +553,24 @@ impl<B: Backbone<F, Dv> + 'static, const F: usize, Dv: Kernels<f32> + 'static> C
             self.grads = None;
         }
         self.frozen = frozen;
+    }
+
+    fn grads(&mut self) -> Result<StateDict> {
+        let mut out = StateDict::new();
+        if !self.frozen {
+            let mut grads = match self.grads.take() {
+                Some(g) => g,
+                None => self.backbone.try_alloc_grads().map_err(dev_err)?,
+            };
+            let result = params::collect_grads(&self.backbone, &mut grads, "backbone", &mut out);
+            self.grads = Some(grads);
+            result?;
+        }
+        let (k, f) = (self.head.classes(), F);
+        let (w, b) = self.head.grads_host();
+        out.insert("fc.weight".into(), (vec![k, f], w));
+        out.insert("fc.bias".into(), (vec![k], b));
+        Ok(out)
     }
 
     fn train_micro(&mut self, x: Images<'_>, loss: Loss, targets: Vec<f32>, scale: f32) -> Result<f32> {

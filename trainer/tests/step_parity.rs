@@ -1,7 +1,7 @@
-//! Issue 16: siamlab's SimSiam training steps equal PyTorch's. Each fixture folder
-//! (`fixtures/step_parity/CASE/`, written by `python tools/step_parity.py fixture DUMP OUT` from a
-//! `siamlab train pretrain --dump-batches N DUMP` run) holds the micro-batches siamlab's pipeline
-//! produced, checksums of siamlab's initial tensors for the case's seed (PyTorch started from
+//! Issue 16: siamlab's SimSiam training steps, and its finetuning steps, equal PyTorch's. Each
+//! fixture folder (`fixtures/step_parity/CASE/`, written by `python tools/step_parity.py fixture
+//! DUMP OUT` from a `siamlab train pretrain|finetune --dump-batches N DUMP` run) holds the
+//! micro-batches siamlab's pipeline produced (and a finetuning run's targets), checksums of siamlab's initial tensors for the case's seed (PyTorch started from
 //! exactly those), and, per step, PyTorch's values at siamlab's tensors before the step
 //! (teacher-forced, so differences do not compound): the loss of each micro-batch, the global
 //! gradient norm, per tensor the norm and a probe `Σ vᵢ·sin(0.7·i + 0.3)` of its float64 and its
@@ -19,7 +19,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use siamlab_trainer::net::{build_ssl, Images};
+use siamlab_trainer::head::Loss;
+use siamlab_trainer::net::{build_cls, build_ssl, ClsNet, Images, SslNet};
 use siamlab_trainer::optim::{OptimConfig, Optimizer};
 use siamlab_trainer::run::state_of;
 use siamlab_trainer::DeviceSpec;
@@ -93,18 +94,68 @@ fn check_within(what: &str, values: &[f32], want: &Value, tol: f64, failures: &m
     dn.max(dp)
 }
 
+/// The net of a case: SimSiam (pretraining) or a backbone with a linear head and its loss
+/// (finetuning).
+enum Net {
+    Ssl(Box<dyn SslNet>),
+    Cls(Box<dyn ClsNet>, Loss),
+}
+
+impl Net {
+    fn walk(&mut self, f: &mut siamlab_trainer::params::TensorFn<'_>) -> siamlab_trainer::Result<()> {
+        match self {
+            Net::Ssl(n) => n.walk(f),
+            Net::Cls(n, _) => n.walk(f),
+        }
+    }
+
+    fn grads(&mut self) -> siamlab_trainer::params::StateDict {
+        match self {
+            Net::Ssl(n) => n.grads().unwrap(),
+            Net::Cls(n, _) => n.grads().unwrap(),
+        }
+    }
+
+    fn step(&mut self, opt: &mut Optimizer, lr: f64) {
+        match self {
+            Net::Ssl(n) => n.step(opt, lr).unwrap(),
+            Net::Cls(n, _) => n.step(opt, lr).unwrap(),
+        }
+    }
+
+    /// Trains micro-batch `i` of `dir` (its two views, or its one view and targets); the loss.
+    fn train(&mut self, dir: &Path, i: u64, scale: f32) -> f32 {
+        let (shape, x) = read_npy(&dir.join(format!("batch-{i:05}.npy")));
+        match self {
+            Net::Ssl(net) => {
+                let [2, n, 3, h, w] = shape[..] else { panic!("batch {i}: shape {shape:?}") };
+                let half = x.len() / 2;
+                let (v1, v2) = (Images { data: &x[..half], n, h, w }, Images { data: &x[half..], n, h, w });
+                net.train_micro(v1, v2, scale).unwrap().loss
+            }
+            Net::Cls(net, loss) => {
+                let [1, n, 3, h, w] = shape[..] else { panic!("batch {i}: shape {shape:?}") };
+                let (tshape, t) = read_npy(&dir.join(format!("targets-{i:05}.npy")));
+                assert_eq!(tshape, [n, net.classes()], "targets {i}");
+                net.train_micro(Images { data: &x, n, h, w }, *loss, t, scale).unwrap()
+            }
+        }
+    }
+}
+
 fn run_case(case: &str) {
     let dir = fixture(case);
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let size = doc["image_size"].as_u64().unwrap() as usize;
-    let mut net = build_ssl(
-        DeviceSpec::Cpu,
-        doc["seed"].as_u64().unwrap(),
-        doc["backbone"].as_str().unwrap(),
-        size,
-        doc["proj_dim"].as_u64().unwrap() as usize,
-    )
-    .unwrap();
+    let (seed, backbone) = (doc["seed"].as_u64().unwrap(), doc["backbone"].as_str().unwrap());
+    let mut net = if doc["task"] == "finetune" {
+        let loss: Loss = serde_json::from_value(doc["loss"].clone()).unwrap();
+        let outputs = doc["outputs"].as_u64().unwrap() as usize;
+        Net::Cls(build_cls(DeviceSpec::Cpu, seed, backbone, size, outputs).unwrap(), loss)
+    } else {
+        let proj = doc["proj_dim"].as_u64().unwrap() as usize;
+        Net::Ssl(build_ssl(DeviceSpec::Cpu, seed, backbone, size, proj).unwrap())
+    };
     let optim: OptimConfig = serde_json::from_value(doc["optim"].clone()).unwrap();
     let mut opt = Optimizer::new(optim);
 
@@ -129,21 +180,20 @@ fn run_case(case: &str) {
         let micros = step["micros"].as_array().unwrap();
         for (j, m) in micros.iter().enumerate() {
             let i = m.as_u64().unwrap();
-            let (shape, x) = read_npy(&dir.join(format!("batch-{i:05}.npy")));
-            let [2, n, 3, h, w] = shape[..] else { panic!("batch {i}: shape {shape:?}") };
-            let half = x.len() / 2;
             let scale = step["scales"][j].as_f64().unwrap() as f32;
-            let s = net
-                .train_micro(Images { data: &x[..half], n, h, w }, Images { data: &x[half..], n, h, w }, scale)
-                .unwrap();
-            // A mean cosine in [-1, 1] (near 0 at initialisation): compared absolutely.
+            let loss = net.train(&dir, i, scale);
+            // A mean cosine in [-1, 1] (near 0 at initialisation), or a cross-entropy of a few
+            // units: compared absolutely.
             let want = step["losses"][j].as_f64().unwrap();
-            let d = (s.loss as f64 - want).abs();
+            let d = (loss as f64 - want).abs();
             if d > LOSS_TOL {
-                failures.push(format!("step {k} micro-batch {i}: loss {} vs {want} ({d:.1e})", s.loss));
+                failures.push(format!("step {k} micro-batch {i}: loss {loss} vs {want} ({d:.1e})"));
             }
         }
-        let grads = net.grads().unwrap();
+        let grads = net.grads();
+        let names: Vec<&String> = grads.keys().collect();
+        let want_names: Vec<&String> = step["grads"].as_object().unwrap().keys().collect();
+        assert_eq!(names, want_names, "step {k}: the tensors with a gradient");
         let norm = grads.values().flat_map(|(_, g)| g.iter()).map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
         let want = step["grad_norm"].as_f64().unwrap();
         let d = (norm - want).abs() / want;
@@ -187,7 +237,7 @@ fn run_case(case: &str) {
             }
             failures.extend(far);
         }
-        net.step(&mut opt, step["lr"].as_f64().unwrap()).unwrap();
+        net.step(&mut opt, step["lr"].as_f64().unwrap());
         let after = state_of(&mut |f| net.walk(f)).unwrap();
         for (name, (_, v)) in &after {
             let what = format!("step {k} {name} after the step");
@@ -214,4 +264,9 @@ fn run_case(case: &str) {
 #[test]
 fn resnet18_tiny_adam_accum2_equals_pytorch() {
     run_case("resnet18_tiny_adam_accum2");
+}
+
+#[test]
+fn finetune_vit_tiny_cross_entropy_equals_pytorch() {
+    run_case("finetune_vit_tiny_ce");
 }

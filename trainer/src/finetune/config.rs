@@ -66,6 +66,10 @@ pub struct FinetuneConfig {
     pub workers: Option<usize>,
     /// Where to compute: `cpu`, `cuda`, `cuda:N` (not part of what a resumed run must match).
     pub device: DeviceSpec,
+    /// Debugging: record the first micro-batches, their targets, gradients and the tensors
+    /// after each step to a folder, then stop ([`crate::dump`]; `--dump-batches N DIR`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump: Option<crate::dump::DumpConfig>,
 }
 
 impl Default for FinetuneConfig {
@@ -93,6 +97,7 @@ impl Default for FinetuneConfig {
             seed: 0,
             workers: None,
             device: DeviceSpec::Cpu,
+            dump: None,
         }
     }
 }

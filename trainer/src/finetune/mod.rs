@@ -148,7 +148,8 @@ fn splits(c: &FinetuneConfig) -> ((String, Option<Subset>), (String, Option<Subs
     }
 }
 
-/// Runs (or resumes) a finetuning or linear-evaluation run into `run`.
+/// Runs (or resumes) a finetuning or linear-evaluation run into `run`. A configuration with
+/// `dump` is for [`dump_finetune`].
 pub fn finetune(
     cfg: &FinetuneConfig,
     run: &Path,
@@ -156,6 +157,39 @@ pub fn finetune(
     quiet: bool,
     log: &mut dyn FnMut(&str),
 ) -> Result<Summary> {
+    run_finetune(cfg, run, resume, quiet, log)?
+        .ok_or_else(|| Error::config("--dump-batches stops the run once the dump is written (dump_finetune)"))
+}
+
+/// Runs the first steps of a finetuning run into `run`, recording them as `cfg.dump` says
+/// ([`crate::dump`]), then stops; returns the dump folder.
+pub fn dump_finetune(cfg: &FinetuneConfig, run: &Path, quiet: bool, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let Some(d) = &cfg.dump else {
+        return Err(Error::config("dump_finetune needs --dump-batches N DIR"));
+    };
+    run_finetune(cfg, run, false, quiet, log)?;
+    Ok(d.dir.clone())
+}
+
+/// What `dump.json` records of a finetuning run besides its batches: the resolved
+/// configuration, and the schedule and optimizer as a pretraining run's configuration names
+/// them (`tools/step_parity.py` reads both kinds).
+#[derive(serde::Serialize)]
+struct DumpedRun<'a> {
+    #[serde(flatten)]
+    config: &'a Resolved,
+    schedule: Schedule,
+    optim: OptimConfig,
+}
+
+/// [`finetune`]; `None` when a dump stopped it.
+fn run_finetune(
+    cfg: &FinetuneConfig,
+    run: &Path,
+    resume: bool,
+    quiet: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<Option<Summary>> {
     let ds = Dataset::open_with(&cfg.data, &cfg.store)?;
     let (c, loss, names, weights) = resolve(cfg, &ds)?;
     let outputs = names.len();
@@ -172,6 +206,7 @@ pub fn finetune(
     let mut same = c.clone();
     same.workers = None;
     same.device = DeviceSpec::Cpu;
+    same.dump = None;
     let resolved = Resolved {
         config: same,
         net: net.info().clone(),
@@ -185,6 +220,11 @@ pub fn finetune(
         OptimizerKind::Adam => OptimConfig::adam(c.wd),
         OptimizerKind::Sgd => OptimConfig::sgd(c.wd),
     };
+    if c.dump.is_some() && (resume || c.linear) {
+        return Err(Error::config(
+            "--dump-batches records finetuning steps from the initial weights; not with --resume or --linear",
+        ));
+    }
     let mut opt = Optimizer::new(optim);
     let mut state = State { epoch: 0, step: 0, optimizer_t: 0, best: None, history: vec![] };
     let (_lock, loaded) = start_or_resume::<_, State>(run, resume, &resolved)?;
@@ -231,19 +271,46 @@ pub fn finetune(
         }
         let schedule =
             Schedule { base_lr: c.lr, warmup: 0, total: batches as u64 * c.epochs, cosine: c.cosine, epoch_steps: 0 };
+        let mut dump = match &c.dump {
+            Some(d) => Some(crate::dump::Recorder::start(d, &mut |f| net.walk(f))?),
+            None => None,
+        };
         let bar = Progress::new(quiet, schedule.total, state.step, "finetune");
         while state.epoch < c.epochs {
             let t0 = std::time::Instant::now();
             let (mut sum, mut count, mut images) = (0f64, 0usize, 0usize);
             let pipeline = train_feed.open(&ds, state.epoch, None)?;
-            let mut stage = DevicePrefetch::new(pipeline, net.uploader(), 1, (image_size, image_size));
+            let uploader = match &dump {
+                Some(d) => d.wrap(net.uploader()),
+                None => net.uploader(),
+            };
+            let mut stage = DevicePrefetch::new(pipeline, uploader, 1, (image_size, image_size));
             while let Some(b) = stage.next_batch() {
                 let b = b?;
                 let n = b.len;
                 let t = targets(loss, outputs, &b.labels, &b.attributes)?;
+                if let Some(d) = &dump {
+                    d.targets(&t, n, outputs)?;
+                }
                 let value = net.train_uploaded(b.views, loss, t, 1.0, &mut || stage.fill())?;
                 finite(value, state.epoch, state.step)?;
+                if let Some(d) = &mut dump {
+                    d.micro(value, 1.0);
+                }
+                let grads = match &dump {
+                    Some(d) if d.active() => Some(net.grads()?),
+                    _ => None,
+                };
                 let lr = optimizer_step(&schedule, &mut state.step, |lr| net.step(&mut opt, lr))?;
+                if let (Some(d), Some(g)) = (&mut dump, grads) {
+                    d.step(state.step, lr, g, &mut |f| net.walk(f))?;
+                    if !d.active() {
+                        d.finish(&DumpedRun { config: &resolved, schedule, optim })?;
+                        bar.finish();
+                        log(&format!("dumped {} finetuning steps to {}", state.step, d.dir().display()));
+                        return Ok(None);
+                    }
+                }
                 sum += value as f64;
                 count += 1;
                 images += n;
@@ -263,8 +330,11 @@ pub fn finetune(
             end_epoch(record, &mut state, &mut opt, &mut *net, run, c.linear, &bar, log)?;
         }
         bar.finish();
+        if let Some(d) = dump.as_ref().filter(|d| d.active()) {
+            d.finish(&DumpedRun { config: &resolved, schedule, optim })?; // fewer batches than asked for
+        }
     }
-    finish(&c, &ds, &mut *net, &val_feed, &val_name, loss, outputs, &state, run, log)
+    finish(&c, &ds, &mut *net, &val_feed, &val_name, loss, outputs, &state, run, log).map(Some)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -199,7 +199,7 @@ pub fn pretrain_in(
     }
     broadcast_tensors(world, &mut |f| net.walk(f))?;
     let mut dump = match &cfg.dump {
-        Some(d) => Some(crate::dump::Recorder::start(d, &mut *net)?),
+        Some(d) => Some(crate::dump::Recorder::start(d, &mut |f| net.walk(f))?),
         None => None,
     };
 
@@ -263,7 +263,7 @@ pub fn pretrain_in(
                 let lr = optimizer_step(&schedule, &mut state.step, |lr| net.step(&mut opt, lr))?;
                 let mut dumped = false;
                 if let (Some(d), Some(g)) = (&mut dump, grads) {
-                    d.step(state.step, lr, g, &mut *net)?;
+                    d.step(state.step, lr, g, &mut |f| net.walk(f))?;
                     if !d.active() {
                         d.finish(&resolved)?;
                         dumped = true;
