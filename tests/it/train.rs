@@ -341,3 +341,56 @@ init = "ssl:cifar"
         serde_json::from_str(&std::fs::read_to_string(work.join("results.json")).unwrap()).unwrap();
     assert_eq!(redone.as_array().unwrap(), cells);
 }
+
+/// `train finetune --dump-batches N DIR` writes what `tools/step_parity.py` replays: each batch
+/// with its targets, the initial tensors, per step the gradients (the head's among them) and the
+/// tensors after it, and `dump.json` with the schedule and optimizer; then it stops without
+/// finishing the run.
+#[test]
+fn finetune_dump_holds_batches_targets_gradients_and_the_schedule() {
+    let t = tempfile::tempdir().unwrap();
+    let data = cifar(t.path());
+    let (run, dump) = (t.path().join("ft"), t.path().join("dump"));
+    let out = ok(&[
+        "train",
+        "finetune",
+        "--data",
+        data.to_str().unwrap(),
+        "--backbone",
+        "resnet18_tiny",
+        "--batch",
+        "16",
+        "--out",
+        run.to_str().unwrap(),
+        "--dump-batches",
+        "2",
+        dump.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(out.contains("dumped 2 finetuning steps"), "{out}");
+    assert!(!run.join("summary.json").exists(), "a dump stops the run");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dump.join("dump.json")).unwrap()).unwrap();
+    assert_eq!(doc["config"]["outputs"], 10);
+    assert_eq!(doc["config"]["loss"], "ce");
+    assert_eq!(doc["config"]["schedule"]["base_lr"], 1e-3);
+    assert_eq!(doc["config"]["optim"]["kind"], "adam");
+    assert_eq!(doc["steps"].as_array().unwrap().len(), 2);
+    for i in 0..2 {
+        let targets = std::fs::read(dump.join(format!("targets-{i:05}.npy"))).unwrap();
+        let header = String::from_utf8_lossy(&targets[..128]).to_string();
+        assert!(header.contains("'shape': (16, 10)"), "{header}");
+        // One-hot rows: 16 ones among 160 values.
+        let ones =
+            targets[128..].chunks_exact(4).filter(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) == 1.0).count();
+        assert_eq!(ones, 16);
+        assert!(dump.join(format!("batch-{i:05}.npy")).is_file());
+    }
+    let step = std::fs::read(dump.join("step-00002.safetensors")).unwrap();
+    let names = String::from_utf8_lossy(&step[..step.len().min(1 << 16)]).to_string();
+    for name in
+        ["grad.fc.weight", "grad.fc.bias", "grad.backbone.conv1.weight", "\"fc.weight\"", "backbone.bn1.running_mean"]
+    {
+        assert!(names.contains(name), "{name} missing from step-00002.safetensors");
+    }
+}
