@@ -386,6 +386,7 @@ fn finetune_dump_holds_batches_targets_gradients_and_the_schedule() {
         assert_eq!(ones, 16);
         assert!(dump.join(format!("batch-{i:05}.npy")).is_file());
     }
+    assert!(!dump.join("batch-00002.npy").exists(), "only the batches asked for");
     let step = std::fs::read(dump.join("step-00002.safetensors")).unwrap();
     let names = String::from_utf8_lossy(&step[..step.len().min(1 << 16)]).to_string();
     for name in

@@ -80,13 +80,15 @@ pub fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
 struct DumpingUploader {
     inner: Box<dyn Uploader>,
     dir: PathBuf,
+    /// Batches to write: the prefetcher uploads one ahead of the last recorded step.
+    limit: usize,
     next: Rc<Cell<usize>>,
     active: Rc<Cell<bool>>,
 }
 
 impl Uploader for DumpingUploader {
     fn upload(&self, views: &[&[f32]], n: usize, h: usize, w: usize) -> Result<Uploaded> {
-        if self.active.get() {
+        if self.active.get() && self.next.get() < self.limit {
             let i = self.next.get();
             self.next.set(i + 1);
             let all: Vec<f32> = views.iter().flat_map(|v| v.iter().copied()).collect();
@@ -131,6 +133,7 @@ impl Recorder {
         Box::new(DumpingUploader {
             inner,
             dir: self.cfg.dir.clone(),
+            limit: self.cfg.batches,
             next: self.next.clone(),
             active: self.active.clone(),
         })
