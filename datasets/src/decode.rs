@@ -4,7 +4,8 @@
 //! Strict: a JPEG must reach its end-of-image marker (a truncated file is an error, where the
 //! JPEG decoder alone would fill the missing part with grey). Bounded: an image's pixel count
 //! is checked against [`MAX_PIXELS`] from its header, before any pixel buffer is allocated, and
-//! `--resize` is bounded by [`MAX_RESIZE`].
+//! `--resize` is bounded by [`MAX_RESIZE`]. What goes wrong is a [`DecodeError`], to which the
+//! caller adds the file and the record or row.
 
 use std::io::Cursor;
 
@@ -28,18 +29,52 @@ pub fn check_resize(resize: Option<u32>) -> Result<()> {
     }
 }
 
+/// Why an encoded image does not decode.
+///
+/// The messages have no file name: callers add the file and the record or row (in ingest,
+/// `verify --decode` and the pipeline's decode stage).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The image has more than [`MAX_PIXELS`] pixels (read from its header).
+    #[error("{width}x{height} is {} pixels, more than the {MAX_PIXELS} allowed", *.width as u64 * *.height as u64)]
+    TooManyPixels {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
+    /// A JPEG ends before its end-of-image marker.
+    #[error("truncated JPEG (no end-of-image marker in its {len} bytes)")]
+    TruncatedJpeg {
+        /// The JPEG's length in bytes.
+        len: usize,
+    },
+    /// A JPEG segment declares a length below 2 (the length field's own size).
+    #[error("corrupt JPEG: segment length {length} at byte {at}")]
+    JpegSegment {
+        /// The declared length.
+        length: usize,
+        /// Byte offset of the length field.
+        at: usize,
+    },
+    /// The `image` crate's decoder refused the bytes (unknown format, corrupt data). Not a
+    /// `source`: the message already has it.
+    #[error("{0}")]
+    Image(image::ImageError),
+}
+
 /// Checks an image size against [`MAX_PIXELS`].
-pub fn check_pixels(width: u32, height: u32) -> Result<(), String> {
-    let n = width as u64 * height as u64;
-    if n > MAX_PIXELS {
-        return Err(format!("{width}x{height} is {n} pixels, more than the {MAX_PIXELS} allowed"));
+pub fn check_pixels(width: u32, height: u32) -> Result<(), DecodeError> {
+    if width as u64 * height as u64 > MAX_PIXELS {
+        return Err(DecodeError::TooManyPixels { width, height });
     }
     Ok(())
 }
 
 /// Checks that an encoded image is whole: a JPEG must reach its end-of-image marker.
 /// Other formats are checked by their decoders (PNG's zlib stream and chunk CRCs).
-pub fn check_complete(bytes: &[u8]) -> Result<(), String> {
+pub fn check_complete(bytes: &[u8]) -> Result<(), DecodeError> {
     if bytes.starts_with(&[0xFF, 0xD8]) {
         jpeg_complete(bytes)
     } else {
@@ -49,17 +84,17 @@ pub fn check_complete(bytes: &[u8]) -> Result<(), String> {
 
 /// Walks a JPEG's segments (skipping each by its length, and each scan's entropy-coded data up
 /// to the next marker) and succeeds once the end-of-image marker is reached.
-fn jpeg_complete(b: &[u8]) -> Result<(), String> {
-    const TRUNCATED: &str = "truncated JPEG (no end-of-image marker)";
+fn jpeg_complete(b: &[u8]) -> Result<(), DecodeError> {
+    let truncated = || DecodeError::TruncatedJpeg { len: b.len() };
     let mut i = 2;
     loop {
         // Next marker: 0xFF (fill bytes allowed) and a code. Stray bytes are skipped, as libjpeg does.
-        let ff = b[i.min(b.len())..].iter().position(|&x| x == 0xFF).ok_or(TRUNCATED)?;
+        let ff = b[i.min(b.len())..].iter().position(|&x| x == 0xFF).ok_or_else(truncated)?;
         i += ff;
         while i < b.len() && b[i] == 0xFF {
             i += 1;
         }
-        let marker = *b.get(i).ok_or(TRUNCATED)?;
+        let marker = *b.get(i).ok_or_else(truncated)?;
         i += 1;
         match marker {
             0xD9 => return Ok(()),
@@ -67,21 +102,21 @@ fn jpeg_complete(b: &[u8]) -> Result<(), String> {
             0xD0..=0xD8 | 0x01 => continue,
             _ => {}
         }
-        let len = b.get(i..i + 2).ok_or(TRUNCATED)?;
+        let len = b.get(i..i + 2).ok_or_else(truncated)?;
         let len = u16::from_be_bytes([len[0], len[1]]) as usize;
         if len < 2 {
-            return Err(format!("corrupt JPEG: segment length {len} at byte {i}"));
+            return Err(DecodeError::JpegSegment { length: len, at: i });
         }
         i += len;
         if i > b.len() {
-            return Err(TRUNCATED.into());
+            return Err(truncated());
         }
         if marker == 0xDA {
             // Entropy-coded data: 0xFF is followed by 0x00 (a stuffed byte) or a restart marker
             // inside it; any other marker ends it.
             loop {
-                let ff = b[i..].iter().position(|&x| x == 0xFF).ok_or(TRUNCATED)?;
-                let next = *b.get(i + ff + 1).ok_or(TRUNCATED)?;
+                let ff = b[i..].iter().position(|&x| x == 0xFF).ok_or_else(truncated)?;
+                let next = *b.get(i + ff + 1).ok_or_else(truncated)?;
                 if next == 0x00 || (0xD0..=0xD7).contains(&next) {
                     i += ff + 2;
                 } else {
@@ -95,16 +130,16 @@ fn jpeg_complete(b: &[u8]) -> Result<(), String> {
 
 /// Decodes an encoded image (PNG, JPEG, BMP, WebP) to interleaved RGB8, strictly
 /// ([`check_complete`]) and within [`MAX_PIXELS`] (checked from the header, before decoding).
-pub fn decode_rgb(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
+pub fn decode_rgb(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), DecodeError> {
     check_complete(bytes)?;
     let decoder = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| DecodeError::Image(e.into()))?
         .into_decoder()
-        .map_err(|e| e.to_string())?;
+        .map_err(DecodeError::Image)?;
     let (w, h) = decoder.dimensions();
     check_pixels(w, h)?;
-    let rgb = DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?.into_rgb8();
+    let rgb = DynamicImage::from_decoder(decoder).map_err(DecodeError::Image)?.into_rgb8();
     Ok((rgb.width(), rgb.height(), rgb.into_raw()))
 }
 
@@ -131,7 +166,8 @@ mod tests {
         assert!(decode_rgb(&padded).is_ok());
         for cut in [j.len() - 2, j.len() - 1, j.len() * 2 / 3, j.len() / 2, 30, 3] {
             let err = decode_rgb(&j[..cut]).unwrap_err();
-            assert!(err.contains("truncated JPEG"), "cut at {cut}: {err}");
+            assert!(matches!(err, DecodeError::TruncatedJpeg { len } if len == cut), "cut at {cut}: {err}");
+            assert_eq!(err.to_string(), format!("truncated JPEG (no end-of-image marker in its {cut} bytes)"));
         }
         // What the `image` crate alone does with the same bytes: a grey-filled image, no error.
         assert!(image::load_from_memory(&j[..j.len() * 2 / 3]).is_ok());
@@ -141,8 +177,25 @@ mod tests {
     fn a_truncated_png_is_an_error() {
         let p = crate::synth::pattern_png(1, 30, 30);
         for cut in [p.len() / 2, p.len() - 20] {
-            assert!(decode_rgb(&p[..cut]).is_err(), "cut at {cut}");
+            let err = decode_rgb(&p[..cut]).unwrap_err();
+            assert!(matches!(err, DecodeError::Image(_)), "cut at {cut}: {err}");
         }
+    }
+
+    #[test]
+    fn a_jpeg_segment_shorter_than_its_length_field_is_corrupt() {
+        // SOI, then an APP0 marker whose length (1) cannot even hold the length field.
+        let b = [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x01, 0xFF, 0xD9];
+        let err = decode_rgb(&b).unwrap_err();
+        assert!(matches!(err, DecodeError::JpegSegment { length: 1, at: 4 }), "{err}");
+        assert_eq!(err.to_string(), "corrupt JPEG: segment length 1 at byte 4");
+    }
+
+    #[test]
+    fn bytes_of_no_known_format_are_an_image_error() {
+        let err = decode_rgb(b"not an image").unwrap_err();
+        assert!(matches!(err, DecodeError::Image(image::ImageError::Unsupported(_))), "{err}");
+        assert!(check_complete(b"not an image").is_ok(), "only JPEGs are walked");
     }
 
     #[test]
@@ -154,8 +207,10 @@ mod tests {
         let crc = crc32(&p[12..29]);
         p[29..33].copy_from_slice(&crc.to_be_bytes());
         let err = decode_rgb(&p).unwrap_err();
-        assert!(err.contains("65535x65535") && err.contains("more than the"), "{err}");
+        assert!(matches!(err, DecodeError::TooManyPixels { width: 65_535, height: 65_535 }), "{err}");
+        assert_eq!(err.to_string(), "65535x65535 is 4294836225 pixels, more than the 134217728 allowed");
         assert!(check_pixels(11_585, 11_585).is_ok());
+        assert!(matches!(check_pixels(11_586, 11_586), Err(DecodeError::TooManyPixels { width: 11_586, .. })));
     }
 
     #[test]

@@ -339,7 +339,8 @@ fn run(source: &mut dyn Source, opts: &IngestOptions, dir: &Path) -> Result<Mani
         });
         let consume = || -> Result<()> {
             for chunk in rx {
-                type Prepared = (Record, Option<String>, std::result::Result<crate::encode::Prepared, String>);
+                type Prepared =
+                    (Record, Option<String>, std::result::Result<crate::encode::Prepared, crate::encode::PrepareError>);
                 let prepared: Vec<Prepared> = pool.install(|| {
                     chunk
                         .into_par_iter()
@@ -365,7 +366,9 @@ fn run(source: &mut dyn Source, opts: &IngestOptions, dir: &Path) -> Result<Mani
                             s.skipped += 1;
                             continue;
                         }
-                        Err(msg) => return Err(Error::corrupt(&rec.origin.file, rec.origin.record.clone(), msg)),
+                        Err(err) => {
+                            return Err(Error::corrupt(&rec.origin.file, rec.origin.record.clone(), err.to_string()))
+                        }
                     };
                     s.sums.add(&p.sums);
                     s.rows += 1;

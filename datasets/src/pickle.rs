@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use PickleErrorKind as K;
+
 /// A decoded pickle value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -93,14 +95,94 @@ impl Value {
 /// deeper pickle is refused (50,000 nested lists would overflow the stack when dropped).
 pub const MAX_DEPTH: usize = 100;
 
-/// Parses one pickle. The error is a short description with the byte offset.
+/// Why a pickle does not parse: what is wrong ([`PickleErrorKind`]) and where.
+///
+/// The message (`truncated pickle at byte 1234`) has no file name: callers add it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} at byte {at}")]
+pub struct PickleError {
+    /// Byte offset in the pickle: of the opcode at fault, or where its missing bytes or its bad
+    /// text line begin.
+    pub at: usize,
+    /// What is wrong.
+    pub kind: PickleErrorKind,
+}
+
+/// What is wrong with a pickle ([`PickleError`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PickleErrorKind {
+    /// The data ends inside an opcode or its argument, or before `STOP`.
+    #[error("truncated pickle")]
+    Truncated,
+    /// A text argument without its closing newline.
+    #[error("unterminated line")]
+    UnterminatedLine,
+    /// A text argument (protocol 0) that is not UTF-8.
+    #[error("bad text")]
+    BadText,
+    /// A string argument that is not UTF-8.
+    #[error("invalid UTF-8 string")]
+    InvalidUtf8,
+    /// A text number (the argument of this opcode: `INT`, `LONG`, `PUT`, `GET`) that does not parse.
+    #[error("bad {0}")]
+    BadNumber(&'static str),
+    /// A `LONG1` integer wider than 64 bits.
+    #[error("integer too large")]
+    IntegerTooLarge,
+    /// An opcode needs more values than the stack holds.
+    #[error("stack underflow")]
+    StackUnderflow,
+    /// An opcode that collects items up to a mark, with no mark set.
+    #[error("no mark")]
+    NoMark,
+    /// A mark above the top of the stack.
+    #[error("bad mark")]
+    BadMark,
+    /// `STACK_GLOBAL` whose module and name are not strings.
+    #[error("bad STACK_GLOBAL")]
+    BadStackGlobal,
+    /// A memo `GET` of a key never `PUT`.
+    #[error("unknown memo {0}")]
+    UnknownMemo(u32),
+    /// `APPEND` / `APPENDS` (this opcode) on something that is not a list.
+    #[error("{0} to a non-list")]
+    NotAList(&'static str),
+    /// `SETITEM` / `SETITEMS` (this opcode) on something that is not a dict.
+    #[error("{0} on a non-dict")]
+    NotADict(&'static str),
+    /// `BUILD` on a value that takes no state.
+    #[error("BUILD on a plain value")]
+    BuildOnPlainValue,
+    /// Items for a dict that do not pair up.
+    #[error("odd number of dict items")]
+    OddDictItems,
+    /// An opcode this reader does not run (the number).
+    #[error("unsupported pickle opcode 0x{0:02x}")]
+    UnsupportedOpcode(u8),
+    /// Values nested deeper than [`MAX_DEPTH`].
+    #[error("values nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    /// Memo copies beyond the budget (a small multiple of the input's size).
+    #[error("pickle expands far beyond its size (memo copies)")]
+    ExpandsTooFar,
+}
+
+impl PickleErrorKind {
+    fn at(self, at: usize) -> PickleError {
+        PickleError { at, kind: self }
+    }
+}
+
+/// Parses one pickle. The error says what is wrong and at which byte.
 ///
 /// Nesting is bounded by [`MAX_DEPTH`], and what the memo copies (`PUT`, `GET`, `DUP`) by a
 /// small multiple of the input's size, so that a hostile pickle cannot exhaust the stack or memory.
-pub fn parse(data: &[u8]) -> Result<Value, String> {
+pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
     Machine {
         data,
         pos: 0,
+        op: 0,
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
@@ -115,6 +197,8 @@ type Entry = (Value, usize);
 struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
+    /// Offset of the opcode being run.
+    op: usize,
     stack: Vec<Entry>,
     marks: Vec<usize>,
     memo: HashMap<u32, Entry>,
@@ -138,75 +222,72 @@ fn weight(v: &Value) -> usize {
 }
 
 impl<'a> Machine<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.data.len())
-            .ok_or_else(|| format!("truncated pickle at byte {}", self.pos))?;
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| K::Truncated.at(self.pos))?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, PickleError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, String> {
+    fn u16(&mut self) -> Result<u16, PickleError> {
         Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, PickleError> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, PickleError> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
     }
-    fn line(&mut self) -> Result<&'a str, String> {
+    fn line(&mut self) -> Result<&'a str, PickleError> {
         let rest = &self.data[self.pos..];
-        let n =
-            rest.iter().position(|&b| b == b'\n').ok_or_else(|| format!("unterminated line at byte {}", self.pos))?;
+        let start = self.pos;
+        let n = rest.iter().position(|&b| b == b'\n').ok_or_else(|| K::UnterminatedLine.at(start))?;
         self.pos += n + 1;
-        std::str::from_utf8(&rest[..n]).map_err(|_| format!("bad text at byte {}", self.pos))
+        std::str::from_utf8(&rest[..n]).map_err(|_| K::BadText.at(start))
     }
     /// Pushes a scalar.
     fn leaf(&mut self, v: Value) {
         self.stack.push((v, 1));
     }
     /// Pushes a container holding values of depth `inner` (0 when empty).
-    fn node(&mut self, v: Value, inner: usize, at: usize) -> Result<(), String> {
+    fn node(&mut self, v: Value, inner: usize, at: usize) -> Result<(), PickleError> {
         self.stack.push((v, nest(inner, at)?));
         Ok(())
     }
-    fn pop(&mut self) -> Result<Entry, String> {
-        self.stack.pop().ok_or_else(|| format!("stack underflow at byte {}", self.pos))
+    fn pop(&mut self) -> Result<Entry, PickleError> {
+        self.stack.pop().ok_or_else(|| K::StackUnderflow.at(self.op))
     }
-    fn top(&mut self) -> Result<&mut Entry, String> {
-        let pos = self.pos;
-        self.stack.last_mut().ok_or_else(|| format!("stack underflow at byte {pos}"))
+    fn top(&mut self) -> Result<&mut Entry, PickleError> {
+        let op = self.op;
+        self.stack.last_mut().ok_or_else(|| K::StackUnderflow.at(op))
     }
     /// The items above the last mark, and their greatest depth.
-    fn pop_mark(&mut self) -> Result<(Vec<Value>, usize), String> {
-        let m = self.marks.pop().ok_or_else(|| format!("no mark at byte {}", self.pos))?;
+    fn pop_mark(&mut self) -> Result<(Vec<Value>, usize), PickleError> {
+        let m = self.marks.pop().ok_or_else(|| K::NoMark.at(self.op))?;
         if m > self.stack.len() {
-            return Err(format!("bad mark at byte {}", self.pos));
+            return Err(K::BadMark.at(self.op));
         }
         let items = self.stack.split_off(m);
         let depth = items.iter().map(|(_, d)| *d).max().unwrap_or(0);
         Ok((items.into_iter().map(|(v, _)| v).collect(), depth))
     }
     /// Memo `PUT`: a copy of the top of the stack, charged to the copy budget.
-    fn put(&mut self, k: u32, at: usize) -> Result<(), String> {
-        let e = self.stack.last().ok_or_else(|| format!("stack underflow at byte {at}"))?;
+    fn put(&mut self, k: u32, at: usize) -> Result<(), PickleError> {
+        let e = self.stack.last().ok_or_else(|| K::StackUnderflow.at(at))?;
         charge(&mut self.copy_budget, &e.0, at)?;
         self.memo.insert(k, e.clone());
         Ok(())
     }
-    fn str_of(b: &[u8]) -> Result<String, String> {
-        String::from_utf8(b.to_vec()).map_err(|_| "invalid UTF-8 string".to_string())
+    fn str_of(b: &[u8], at: usize) -> Result<String, PickleError> {
+        String::from_utf8(b.to_vec()).map_err(|_| K::InvalidUtf8.at(at))
     }
 
-    fn run(mut self) -> Result<Value, String> {
+    fn run(mut self) -> Result<Value, PickleError> {
         loop {
             let at = self.pos;
+            self.op = at;
             let op = self.u8()?;
             match op {
                 0x80 => {
@@ -240,7 +321,7 @@ impl<'a> Machine<'a> {
                     let n = self.u8()? as usize;
                     let b = self.take(n)?;
                     if n > 8 {
-                        return Err(format!("integer too large at byte {at}"));
+                        return Err(K::IntegerTooLarge.at(at));
                     }
                     let mut v: i64 = 0;
                     for (i, &x) in b.iter().enumerate() {
@@ -256,13 +337,13 @@ impl<'a> Machine<'a> {
                     let v = match l {
                         "01" => Value::Bool(true),
                         "00" => Value::Bool(false),
-                        _ => Value::Int(l.parse().map_err(|_| format!("bad INT at byte {at}"))?),
+                        _ => Value::Int(l.parse().map_err(|_| K::BadNumber("INT").at(at))?),
                     };
                     self.leaf(v)
                 }
                 b'L' => {
                     let l = self.line()?.trim_end_matches('L');
-                    self.leaf(Value::Int(l.parse().map_err(|_| format!("bad LONG at byte {at}"))?))
+                    self.leaf(Value::Int(l.parse().map_err(|_| K::BadNumber("LONG").at(at))?))
                 }
                 b'G' => {
                     let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
@@ -279,23 +360,23 @@ impl<'a> Machine<'a> {
                     self.leaf(Value::Bytes(b))
                 }
                 0x8e => {
-                    let n = usize::try_from(self.u64()?).map_err(|_| format!("truncated pickle at byte {at}"))?;
+                    let n = usize::try_from(self.u64()?).map_err(|_| K::Truncated.at(at))?;
                     let b = self.take(n)?.to_vec();
                     self.leaf(Value::Bytes(b))
                 }
                 b'X' => {
                     let n = self.u32()? as usize;
-                    let s = Self::str_of(self.take(n)?)?;
+                    let s = Self::str_of(self.take(n)?, at)?;
                     self.leaf(Value::Str(s))
                 }
                 0x8c => {
                     let n = self.u8()? as usize;
-                    let s = Self::str_of(self.take(n)?)?;
+                    let s = Self::str_of(self.take(n)?, at)?;
                     self.leaf(Value::Str(s))
                 }
                 0x8d => {
-                    let n = usize::try_from(self.u64()?).map_err(|_| format!("truncated pickle at byte {at}"))?;
-                    let s = Self::str_of(self.take(n)?)?;
+                    let n = usize::try_from(self.u64()?).map_err(|_| K::Truncated.at(at))?;
+                    let s = Self::str_of(self.take(n)?, at)?;
                     self.leaf(Value::Str(s))
                 }
                 b'S' => {
@@ -318,7 +399,7 @@ impl<'a> Machine<'a> {
                     let (module, _) = self.pop()?;
                     match (module, name) {
                         (Value::Str(m), Value::Str(n)) => self.leaf(Value::Global(m, n)),
-                        _ => return Err(format!("bad STACK_GLOBAL at byte {at}")),
+                        _ => return Err(K::BadStackGlobal.at(at)),
                     }
                 }
                 b'q' => {
@@ -334,16 +415,16 @@ impl<'a> Machine<'a> {
                     self.put(k, at)?;
                 }
                 b'p' => {
-                    let k: u32 = self.line()?.parse().map_err(|_| format!("bad PUT at byte {at}"))?;
+                    let k: u32 = self.line()?.parse().map_err(|_| K::BadNumber("PUT").at(at))?;
                     self.put(k, at)?;
                 }
                 b'h' | b'j' | b'g' => {
                     let k = match op {
                         b'h' => self.u8()? as u32,
                         b'j' => self.u32()?,
-                        _ => self.line()?.parse().map_err(|_| format!("bad GET at byte {at}"))?,
+                        _ => self.line()?.parse().map_err(|_| K::BadNumber("GET").at(at))?,
                     };
-                    let e = self.memo.get(&k).ok_or_else(|| format!("unknown memo {k} at byte {at}"))?;
+                    let e = self.memo.get(&k).ok_or_else(|| K::UnknownMemo(k).at(at))?;
                     charge(&mut self.copy_budget, &e.0, at)?;
                     self.stack.push(e.clone())
                 }
@@ -382,7 +463,7 @@ impl<'a> Machine<'a> {
                             l.push(v);
                             *ld = (*ld).max(depth);
                         }
-                        _ => return Err(format!("APPEND to a non-list at byte {at}")),
+                        _ => return Err(K::NotAList("APPEND").at(at)),
                     }
                 }
                 b'e' => {
@@ -393,7 +474,7 @@ impl<'a> Machine<'a> {
                             l.extend(items);
                             *ld = (*ld).max(depth);
                         }
-                        _ => return Err(format!("APPENDS to a non-list at byte {at}")),
+                        _ => return Err(K::NotAList("APPENDS").at(at)),
                     }
                 }
                 b's' => {
@@ -405,7 +486,7 @@ impl<'a> Machine<'a> {
                             d.push((k, v));
                             *dd = (*dd).max(depth);
                         }
-                        _ => return Err(format!("SETITEM on a non-dict at byte {at}")),
+                        _ => return Err(K::NotADict("SETITEM").at(at)),
                     }
                 }
                 b'u' => {
@@ -417,7 +498,7 @@ impl<'a> Machine<'a> {
                             d.extend(kv);
                             *dd = (*dd).max(depth);
                         }
-                        _ => return Err(format!("SETITEMS on a non-dict at byte {at}")),
+                        _ => return Err(K::NotADict("SETITEMS").at(at)),
                     }
                 }
                 b'R' => {
@@ -450,7 +531,7 @@ impl<'a> Machine<'a> {
                                 *dd = (*dd).max(ds);
                             }
                         }
-                        _ => return Err(format!("BUILD on a plain value at byte {at}")),
+                        _ => return Err(K::BuildOnPlainValue.at(at)),
                     }
                 }
                 b'0' => {
@@ -460,37 +541,35 @@ impl<'a> Machine<'a> {
                     self.pop_mark()?;
                 }
                 b'2' => {
-                    let e = self.stack.last().ok_or_else(|| format!("stack underflow at byte {at}"))?;
+                    let e = self.stack.last().ok_or_else(|| K::StackUnderflow.at(at))?;
                     charge(&mut self.copy_budget, &e.0, at)?;
                     let e = e.clone();
                     self.stack.push(e)
                 }
-                _ => return Err(format!("unsupported pickle opcode 0x{op:02x} at byte {at}")),
+                _ => return Err(K::UnsupportedOpcode(op).at(at)),
             }
         }
     }
 }
 
 /// Takes the cost of copying `v` from `budget`, or fails when the budget is spent.
-fn charge(budget: &mut usize, v: &Value, at: usize) -> Result<(), String> {
-    *budget = budget
-        .checked_sub(weight(v))
-        .ok_or_else(|| format!("pickle expands far beyond its size (memo copies) at byte {at}"))?;
+fn charge(budget: &mut usize, v: &Value, at: usize) -> Result<(), PickleError> {
+    *budget = budget.checked_sub(weight(v)).ok_or_else(|| K::ExpandsTooFar.at(at))?;
     Ok(())
 }
 
 /// The depth of a container whose deepest item has depth `inner`, or an error past [`MAX_DEPTH`].
-fn nest(inner: usize, at: usize) -> Result<usize, String> {
+fn nest(inner: usize, at: usize) -> Result<usize, PickleError> {
     let d = inner + 1;
     if d > MAX_DEPTH {
-        return Err(format!("values nested deeper than {MAX_DEPTH} levels at byte {at}"));
+        return Err(K::TooDeep.at(at));
     }
     Ok(d)
 }
 
-fn pairs(items: Vec<Value>, at: usize) -> Result<Vec<(Value, Value)>, String> {
+fn pairs(items: Vec<Value>, at: usize) -> Result<Vec<(Value, Value)>, PickleError> {
     if items.len() % 2 != 0 {
-        return Err(format!("odd number of dict items at byte {at}"));
+        return Err(K::OddDictItems.at(at));
     }
     let mut it = items.into_iter();
     let mut out = Vec::new();
@@ -540,17 +619,18 @@ mod tests {
         p.extend(std::iter::repeat_n(b'a', 49_999));
         p.push(b'.');
         let err = parse(&p).unwrap_err();
-        assert!(err.contains("nested deeper than 100 levels"), "{err}");
+        assert_eq!(err.kind, K::TooDeep, "{err}");
+        assert!(err.to_string().starts_with("values nested deeper than 100 levels at byte "), "{err}");
         // The same through tuples and marks.
         let mut p = vec![0x80, 2, b'K', 1];
         p.extend(std::iter::repeat_n(0x85, 50_000));
         p.push(b'.');
-        assert!(parse(&p).unwrap_err().contains("nested deeper"));
+        assert_eq!(parse(&p).unwrap_err().kind, K::TooDeep);
         let mut p = vec![0x80, 2];
         p.extend(std::iter::repeat_n(b'(', 50_000));
         p.extend(std::iter::repeat_n(b'l', 50_000));
         p.push(b'.');
-        assert!(parse(&p).unwrap_err().contains("nested deeper"));
+        assert_eq!(parse(&p).unwrap_err().kind, K::TooDeep);
         // 100 levels are fine.
         let mut p = vec![0x80, 2];
         p.extend(std::iter::repeat_n(b']', 100));
@@ -570,13 +650,51 @@ mod tests {
             p.extend_from_slice(&[b'h', 0]);
         }
         p.extend_from_slice(b"e.");
-        assert!(parse(&p).unwrap_err().contains("expands far beyond its size"));
+        let err = parse(&p).unwrap_err();
+        assert_eq!(err.kind, K::ExpandsTooFar, "{err}");
+        assert!(err.to_string().starts_with("pickle expands far beyond its size (memo copies) at byte "));
     }
 
     #[test]
     fn truncated_is_an_error_not_a_panic() {
-        assert!(parse(&[0x80, 2, b'T', 0xff, 0xff, 0, 0, 1]).unwrap_err().contains("truncated"));
-        assert!(parse(&[]).is_err());
-        assert!(parse(b"a").is_err());
+        // BINSTRING of 65,535 bytes with one byte after its length.
+        let err = parse(&[0x80, 2, b'T', 0xff, 0xff, 0, 0, 1]).unwrap_err();
+        assert_eq!(err, PickleError { at: 7, kind: K::Truncated });
+        assert_eq!(err.to_string(), "truncated pickle at byte 7");
+        assert_eq!(parse(&[]).unwrap_err(), K::Truncated.at(0));
+        assert_eq!(parse(b"K").unwrap_err(), K::Truncated.at(1));
+        assert_eq!(parse(b"a").unwrap_err(), K::StackUnderflow.at(0));
+    }
+
+    /// Each kind of error, from the smallest pickle that has it, with the byte it names.
+    #[test]
+    fn each_error_names_its_kind_and_byte() {
+        let cases: &[(&[u8], usize, PickleErrorKind, &str)] = &[
+            (b"I1", 1, K::UnterminatedLine, "unterminated line at byte 1"),
+            (b"I\xff\n.", 1, K::BadText, "bad text at byte 1"),
+            (b"\x80\x02\x8c\x01\xff.", 2, K::InvalidUtf8, "invalid UTF-8 string at byte 2"),
+            (b"Ixyz\n.", 0, K::BadNumber("INT"), "bad INT at byte 0"),
+            (b"Lxyz\n.", 0, K::BadNumber("LONG"), "bad LONG at byte 0"),
+            (b"NpX\n.", 1, K::BadNumber("PUT"), "bad PUT at byte 1"),
+            (b"gX\n.", 0, K::BadNumber("GET"), "bad GET at byte 0"),
+            (b"\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00.", 0, K::IntegerTooLarge, "integer too large at byte 0"),
+            (b".", 0, K::StackUnderflow, "stack underflow at byte 0"),
+            (b"Nt.", 1, K::NoMark, "no mark at byte 1"),
+            (b"N(0t.", 3, K::BadMark, "bad mark at byte 3"),
+            (b"NN\x93.", 2, K::BadStackGlobal, "bad STACK_GLOBAL at byte 2"),
+            (b"h\x05.", 0, K::UnknownMemo(5), "unknown memo 5 at byte 0"),
+            (b"}Na.", 2, K::NotAList("APPEND"), "APPEND to a non-list at byte 2"),
+            (b"}(Ne.", 3, K::NotAList("APPENDS"), "APPENDS to a non-list at byte 3"),
+            (b"]NNs.", 3, K::NotADict("SETITEM"), "SETITEM on a non-dict at byte 3"),
+            (b"](NNu.", 4, K::NotADict("SETITEMS"), "SETITEMS on a non-dict at byte 4"),
+            (b"NNb.", 2, K::BuildOnPlainValue, "BUILD on a plain value at byte 2"),
+            (b"(Nd.", 2, K::OddDictItems, "odd number of dict items at byte 2"),
+            (b"N\xff.", 1, K::UnsupportedOpcode(0xff), "unsupported pickle opcode 0xff at byte 1"),
+        ];
+        for (p, at, kind, msg) in cases {
+            let err = parse(p).unwrap_err();
+            assert_eq!(err, kind.clone().at(*at), "{p:?}");
+            assert_eq!(err.to_string(), *msg, "{p:?}");
+        }
     }
 }

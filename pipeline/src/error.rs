@@ -14,14 +14,14 @@ pub enum Error {
     #[error(transparent)]
     Augment(#[from] crate::augment::Error),
     /// A row's image does not decode.
-    #[error("{shard}: row {row}: image does not decode: {msg}")]
+    #[error("{shard}: row {row}: image does not decode: {err}")]
     Decode {
         /// The shard file.
         shard: String,
         /// Row within the shard.
         row: u64,
-        /// Decoder message.
-        msg: String,
+        /// Why (not a `source`: the message already has it).
+        err: siamlab_datasets::decode::DecodeError,
     },
     /// Invalid builder settings.
     #[error("{0}")]

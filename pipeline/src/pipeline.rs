@@ -621,8 +621,8 @@ impl WorkerCtx {
                     self.counters.skipped.fetch_add(1, Relaxed);
                     continue;
                 }
-                Err(msg) => {
-                    return Err(Error::Decode { shard: self.shard_paths[s.shard].clone(), row: s.shard_row, msg })
+                Err(err) => {
+                    return Err(Error::Decode { shard: self.shard_paths[s.shard].clone(), row: s.shard_row, err })
                 }
             };
             let t = Instant::now();

@@ -199,7 +199,9 @@ fn undecodable_row_names_shard_and_row_or_is_skipped() {
         .collect();
     hand_split(&dir, info, rows, 1 << 20);
     let res: Vec<_> = Pipeline::builder(&dir).batch_size(3).shuffle(false).workers(2).build().unwrap().collect();
-    let err = res[1].as_ref().unwrap_err().to_string();
+    let err = res[1].as_ref().unwrap_err();
+    assert!(matches!(err, Error::Decode { row: 4, err: siamlab_datasets::decode::DecodeError::Image(_), .. }), "{err}");
+    let err = err.to_string();
     assert!(err.contains("part-00000-of-00001.parquet: row 4: image does not decode"), "{err}");
     let p = Pipeline::builder(&dir).batch_size(3).shuffle(false).workers(2).skip_bad(true).build().unwrap();
     let got: Vec<usize> = p.map(|b| b.unwrap().len()).collect();

@@ -76,7 +76,7 @@ impl Cifar {
             let Some(bytes) = meta.get(&m.name) else {
                 return Ok(None);
             };
-            let v = pickle::parse(bytes).map_err(|e| Error::corrupt_file(container.display(&m.name), e))?;
+            let v = pickle::parse(bytes).map_err(|e| Error::corrupt_file(container.display(&m.name), e.to_string()))?;
             Ok(v.get(key).and_then(|l| l.items()).map(|items| {
                 items.iter().filter_map(|x| x.bytes()).map(|b| String::from_utf8_lossy(b).into_owned()).collect()
             }))
@@ -223,7 +223,7 @@ impl Source for Cifar {
                         let mut bytes = Vec::with_capacity(m.size as usize);
                         r.read_to_end(&mut bytes)
                             .map_err(|e| Error::corrupt_file(&file, format!("read failed: {e}")))?;
-                        let v = pickle::parse(&bytes).map_err(|e| Error::corrupt_file(&file, e))?;
+                        let v = pickle::parse(&bytes).map_err(|e| Error::corrupt_file(&file, e.to_string()))?;
                         drop(bytes);
                         let data =
                             v.get("data").ok_or_else(|| Error::corrupt_file(&file, "pickle has no 'data' entry"))?;
