@@ -22,15 +22,9 @@ impl FromStr for DeviceSpec {
         match s.trim() {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceSpec::Cuda)
-                .ok_or_else(|| Error::UnknownChoice {
-                    what: "device",
-                    name: other.into(),
-                    choices: "cpu, cuda or cuda:N",
-                }),
+            other => other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(DeviceSpec::Cuda).ok_or_else(|| {
+                Error::UnknownChoice { what: "device", name: other.into(), choices: "cpu, cuda or cuda:N" }
+            }),
         }
     }
 }
