@@ -59,13 +59,21 @@ impl InitScheme {
     }
 }
 
+/// A name that is none of [`InitScheme::NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown init scheme {name:?} ({})", InitScheme::NAMES.join(", "))]
+pub struct UnknownInitScheme {
+    /// The name given.
+    pub name: String,
+}
+
 impl std::str::FromStr for InitScheme {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownInitScheme;
+    fn from_str(s: &str) -> Result<Self, UnknownInitScheme> {
         [InitScheme::Uniform, InitScheme::Library, InitScheme::Simsiam]
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown init scheme {s:?} ({})", Self::NAMES.join(", ")))
+            .ok_or_else(|| UnknownInitScheme { name: s.into() })
     }
 }
 
@@ -153,4 +161,19 @@ pub fn initialise<B: Backbone<F, D>, const F: usize, D: Kernels<f32>>(
             None => Ok(false),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheme_names_parse_and_an_unknown_one_is_named() {
+        for name in InitScheme::NAMES {
+            assert_eq!(name.parse::<InitScheme>().unwrap().name(), name);
+        }
+        let err = "kaiming".parse::<InitScheme>().unwrap_err();
+        assert_eq!(err, UnknownInitScheme { name: "kaiming".into() });
+        assert_eq!(err.to_string(), "unknown init scheme \"kaiming\" (uniform, library, simsiam)");
+    }
 }

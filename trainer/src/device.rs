@@ -17,16 +17,14 @@ pub enum DeviceSpec {
 }
 
 impl FromStr for DeviceSpec {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
         match s.trim() {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceSpec::Cuda)
-                .ok_or_else(|| format!("unknown device {other:?}: use cpu, cuda or cuda:N")),
+            other => other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(DeviceSpec::Cuda).ok_or_else(|| {
+                Error::UnknownChoice { what: "device", name: other.into(), choices: "cpu, cuda or cuda:N" }
+            }),
         }
     }
 }
@@ -127,11 +125,13 @@ mod tests {
 
     #[test]
     fn device_names_parse_and_print() {
-        assert_eq!("cpu".parse::<DeviceSpec>(), Ok(DeviceSpec::Cpu));
-        assert_eq!("cuda".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(0)));
-        assert_eq!("cuda:2".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(2)));
-        assert!("tpu".parse::<DeviceSpec>().unwrap_err().contains("cpu, cuda or cuda:N"));
-        assert!("cuda:x".parse::<DeviceSpec>().is_err());
+        assert_eq!("cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
+        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
+        assert_eq!("cuda:2".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(2));
+        let err = "tpu".parse::<DeviceSpec>().unwrap_err();
+        assert!(matches!(&err, Error::UnknownChoice { what: "device", name, .. } if name == "tpu"), "{err}");
+        assert_eq!(err.to_string(), "unknown device \"tpu\": use cpu, cuda or cuda:N");
+        assert!(matches!("cuda:x".parse::<DeviceSpec>(), Err(Error::UnknownChoice { what: "device", .. })));
         assert_eq!(DeviceSpec::Cuda(1).to_string(), "cuda:1");
     }
 

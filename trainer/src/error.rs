@@ -26,6 +26,16 @@ pub enum Error {
     /// A configuration that cannot run.
     #[error("{0}")]
     Config(String),
+    /// A name that is none of the choices (`--optimizer`, `--device`; their `FromStr`).
+    #[error("unknown {what} {name:?}: use {choices}")]
+    UnknownChoice {
+        /// What was named: `optimizer`, `device`.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The choices, in words: `adam or sgd`.
+        choices: &'static str,
+    },
     /// The data: missing shards or split, a corrupt row.
     #[error(transparent)]
     Pipeline(#[from] siamlab_pipeline::Error),

@@ -43,12 +43,12 @@ pub enum OptimizerKind {
 }
 
 impl std::str::FromStr for OptimizerKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
         match s {
             "adam" => Ok(OptimizerKind::Adam),
             "sgd" => Ok(OptimizerKind::Sgd),
-            _ => Err(format!("unknown optimizer {s:?} (adam or sgd)")),
+            _ => Err(Error::UnknownChoice { what: "optimizer", name: s.into(), choices: "adam or sgd" }),
         }
     }
 }
@@ -521,6 +521,18 @@ impl<D: Device<f32>> TensorVisitor<f32, D> for StepWalk<'_, D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn optimizer_names_parse_and_an_unknown_one_is_named() {
+        assert_eq!("adam".parse::<OptimizerKind>().unwrap(), OptimizerKind::Adam);
+        assert_eq!("sgd".parse::<OptimizerKind>().unwrap(), OptimizerKind::Sgd);
+        let err = "lamb".parse::<OptimizerKind>().unwrap_err();
+        assert!(
+            matches!(&err, Error::UnknownChoice { what: "optimizer", name, choices: "adam or sgd" } if name == "lamb"),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), "unknown optimizer \"lamb\": use adam or sgd");
+    }
 
     /// Values from `torch.optim.Adam([p], lr=0.1, weight_decay=0.01)` with p = [1, -2],
     /// gradient [0.5, 0.25] at both steps.

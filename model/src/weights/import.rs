@@ -108,7 +108,7 @@ fn resample_one(
             if (name.ends_with("patch_embed.proj.weight") || name.ends_with("patch_embed.conv.weight"))
                 && (o0, i0) == (o1, i1) =>
         {
-            let y = resample_patch_kernel(&x, o0 * i0, (kh, kw), (nh, nw), antialias)?;
+            let y = resample_patch_kernel(&x, o0 * i0, (kh, kw), (nh, nw), antialias).map_err(|e| e.to_string())?;
             Ok(Some((
                 back(y),
                 format!("{kh}x{kw} -> {nh}x{nw} patch kernel, pseudo-inverse of the bicubic resize {aa} (timm's resample_patch_embed)"),

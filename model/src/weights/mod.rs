@@ -84,6 +84,19 @@ pub enum WeightsError {
     /// The request cannot be met (a format without names for this backbone).
     #[error("{0}")]
     Unsupported(String),
+    /// A patch kernel cannot be resampled between these sizes ([`resample_patch_kernel`]): the
+    /// bicubic resize matrix is rank-deficient, so its pseudo-inverse is not unique (one side
+    /// growing from 1 while the other shrinks, say).
+    #[error(
+        "the bicubic resize from {}x{} to {}x{} is rank-deficient; its pseudo-inverse is not unique",
+        .from.0, .from.1, .to.0, .to.1
+    )]
+    RankDeficient {
+        /// Kernel size before, (height, width).
+        from: (usize, usize),
+        /// Kernel size asked for, (height, width).
+        to: (usize, usize),
+    },
 }
 
 /// The PyTorch library whose names an export uses.

@@ -4,6 +4,8 @@
 //! the bicubic resize, so that a resized patch through the new kernel gives what the old
 //! patch gave through the old one). Computed in f64.
 
+use crate::weights::WeightsError;
+
 /// For each output position, the input positions and weights PyTorch's bicubic interpolation
 /// reads along one axis of `input` samples resized to `output`.
 ///
@@ -127,23 +129,25 @@ pub fn resample_pos_embed_tokens(
 
 /// timm's `resample_patch_embed`: kernels `[kernels, kh, kw]` (output × input channels of a
 /// patch-embedding convolution, flattened) to `[kernels, nh, nw]`, through the pseudo-inverse
-/// of the bicubic resize matrix `R` (`[nh·nw, kh·kw]`): `k_new = pinv(R)ᵀ k_old`. Errors when `R`
-/// is rank-deficient (it is not, for the sizes a patch embedding uses).
+/// of the bicubic resize matrix `R` (`[nh·nw, kh·kw]`): `k_new = pinv(R)ᵀ k_old`.
+/// [`WeightsError::RankDeficient`] when `R` is rank-deficient (it is not, for the sizes a patch
+/// embedding uses).
 pub fn resample_patch_kernel(
     x: &[f64],
     kernels: usize,
     (kh, kw): (usize, usize),
     (nh, nw): (usize, usize),
     antialias: bool,
-) -> Result<Vec<f64>, String> {
+) -> Result<Vec<f64>, WeightsError> {
     assert_eq!(x.len(), kernels * kh * kw, "resample_patch_kernel: input is not [kernels, kh, kw]");
     let (n, m) = (kh * kw, nh * nw);
     let r = resize_matrix((kh, kw), (nh, nw), antialias);
     let mut out = vec![0f64; kernels * m];
+    let rank_deficient = || WeightsError::RankDeficient { from: (kh, kw), to: (nh, nw) };
     if m <= n {
         // Full row rank: pinv(R) = Rᵀ (R Rᵀ)⁻¹, so k_new = (R Rᵀ)⁻¹ R k_old.
         let gram = gram(&r, m, n, true);
-        let chol = cholesky(gram, m)?;
+        let chol = cholesky(gram, m).ok_or_else(rank_deficient)?;
         for (k, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(m)) {
             let rk: Vec<f64> = (0..m).map(|i| (0..n).map(|j| r[i * n + j] * k[j]).sum()).collect();
             dst.copy_from_slice(&cholesky_solve(&chol, m, rk));
@@ -151,7 +155,7 @@ pub fn resample_patch_kernel(
     } else {
         // Full column rank: pinv(R) = (Rᵀ R)⁻¹ Rᵀ, so k_new = R (Rᵀ R)⁻¹ k_old.
         let gram = gram(&r, m, n, false);
-        let chol = cholesky(gram, n)?;
+        let chol = cholesky(gram, n).ok_or_else(rank_deficient)?;
         for (k, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(m)) {
             let z = cholesky_solve(&chol, n, k.to_vec());
             for (i, d) in dst.iter_mut().enumerate() {
@@ -199,13 +203,14 @@ fn gram(r: &[f64], m: usize, n: usize, rows: bool) -> Vec<f64> {
     g
 }
 
-/// Lower-triangular `L` with `L Lᵀ = a` (`[s, s]`, symmetric positive definite).
-fn cholesky(mut a: Vec<f64>, s: usize) -> Result<Vec<f64>, String> {
+/// Lower-triangular `L` with `L Lᵀ = a` (`[s, s]`, symmetric); `None` when `a` is not
+/// positive definite (to a relative tolerance).
+fn cholesky(mut a: Vec<f64>, s: usize) -> Option<Vec<f64>> {
     let scale = (0..s).map(|i| a[i * s + i]).fold(0f64, f64::max);
     for j in 0..s {
         let d = a[j * s + j] - (0..j).map(|k| a[j * s + k] * a[j * s + k]).sum::<f64>();
         if d <= 1e-12 * scale {
-            return Err("the bicubic resize matrix is rank-deficient; its pseudo-inverse is not unique".into());
+            return None;
         }
         let d = d.sqrt();
         a[j * s + j] = d;
@@ -219,7 +224,7 @@ fn cholesky(mut a: Vec<f64>, s: usize) -> Result<Vec<f64>, String> {
             a[i * s + j] = 0.0;
         }
     }
-    Ok(a)
+    Some(a)
 }
 
 /// Solves `L Lᵀ x = b`.
@@ -285,5 +290,19 @@ mod tests {
         let x: Vec<f64> = (0..64).map(|j| (0..16).map(|i| r[i * 64 + j] * y[i]).sum()).collect();
         let want: f64 = x.iter().zip(&k).map(|(a, b)| a * b).sum();
         assert!((through(&x, &small, (8, 8), (4, 4)) - want).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_rank_deficient_resize_is_an_error() {
+        // 1 x 8 to 2 x 2: both output rows copy the one input row, so `R` has rank 2, not 4.
+        let k: Vec<f64> = (0..16).map(|i| i as f64).collect();
+        for aa in [false, true] {
+            let err = resample_patch_kernel(&k, 2, (1, 8), (2, 2), aa).unwrap_err();
+            assert!(matches!(err, WeightsError::RankDeficient { from: (1, 8), to: (2, 2) }), "{err}");
+            assert_eq!(
+                err.to_string(),
+                "the bicubic resize from 1x8 to 2x2 is rank-deficient; its pseudo-inverse is not unique"
+            );
+        }
     }
 }
