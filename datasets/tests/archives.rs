@@ -128,9 +128,8 @@ fn a_tar_gz_of_several_gzip_members_is_read_whole() {
     let mut tar_bytes = Vec::new();
     flate2::read::GzDecoder::new(std::fs::File::open(&one).unwrap()).read_to_end(&mut tar_bytes).unwrap();
     // Where the tar's fourth entry's header starts: a split there leaves a valid, shorter tar.
-    let entry = tar::Archive::new(&tar_bytes[..]).entries().unwrap().nth(3).unwrap().unwrap();
-    let at = entry.raw_header_position() as usize;
-    drop(entry);
+    let mut archive = tar::Archive::new(&tar_bytes[..]);
+    let at = archive.entries().unwrap().nth(3).unwrap().unwrap().raw_header_position() as usize;
     let whole = contents(&one).unwrap();
     assert!(whole.len() >= 6, "{} members", whole.len());
     let third = tar_bytes.len() / 3 + 17;
