@@ -4,8 +4,10 @@
 //! members are visited in archive order, and a member wanted out of order costs one more scan.
 //!
 //! Every compressed stream is read to its end, so that its checksum is checked: a tar.gz to the
-//! gzip trailer (CRC-32 and length) even when the members wanted come earlier, and each zip
-//! member read to its end (CRC-32). A flipped bit in an archive is an error, never other pixels.
+//! gzip trailer (CRC-32 and length) of its last gzip member even when the members wanted come
+//! earlier, and each zip member read to its end (CRC-32). A flipped bit in an archive is an
+//! error, never other pixels. A tar.gz may be several gzip members end to end (`cat a.gz b.gz`);
+//! all are read, and bytes after the last one that do not form another member are an error.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -199,8 +201,11 @@ impl Container {
             }
             Container::Tar { path, gz } => {
                 let file = BufReader::with_capacity(1 << 20, File::open(path).at(path)?);
+                // All gzip members, one after the other, as `gzip -d` and Python's `tarfile` read
+                // them: a tar split over several members is read whole, and bytes after the last
+                // member that are not another member are an error, not silently ignored.
                 let reader: Box<dyn Read> =
-                    if *gz { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
+                    if *gz { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
                 let mut archive = tar::Archive::new(reader);
                 let corrupt = |e: std::io::Error| {
                     Error::corrupt_file(path.display().to_string(), format!("corrupt archive: {e}"))

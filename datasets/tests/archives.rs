@@ -1,9 +1,11 @@
 //! A flipped bit anywhere in a compressed archive is an error naming the archive — or, where it
 //! changes nothing that is read (a gzip header's timestamp), the same shards. Never other pixels.
+//! A tar.gz of several gzip members is read whole; bytes after its last member are an error.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
+use siamlab_datasets::container::Container;
 use siamlab_datasets::sources::Cifar;
 use siamlab_datasets::{ingest, synth, IngestOptions, Outcome};
 
@@ -94,4 +96,78 @@ fn bit_flips_in_a_zip_member_are_errors() {
         }
     }
     assert_eq!(errors, 16);
+}
+
+/// `tar` bytes as gzip members, one per piece (`cat a.gz b.gz …`, which `gzip -d` and Python's
+/// `tarfile` read whole).
+fn gzip_members(pieces: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in pieces {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(piece).unwrap();
+        out.extend(gz.finish().unwrap());
+    }
+    out
+}
+
+/// Every member of a container with its contents.
+fn contents(path: &Path) -> siamlab_datasets::Result<Vec<(String, Vec<u8>)>> {
+    let (list, mut data) = Container::open(path)?.scan(&|_| true)?;
+    Ok(list.into_iter().map(|m| (m.name.clone(), data.remove(&m.name).unwrap())).collect())
+}
+
+/// Issue 17: a tar.gz of several gzip members was read up to the end of the first only; split
+/// between two tar entries, the rest of the archive was silently left out. Every member is read:
+/// the same members, the same bytes, the same shards as the one-member archive.
+#[test]
+fn a_tar_gz_of_several_gzip_members_is_read_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let src = synth::cifar_binary(t.path(), 3, 2, false).unwrap();
+    let one = t.path().join("one.tar.gz");
+    synth::tar_gz(&src, &one).unwrap();
+    let mut tar_bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&one).unwrap()).read_to_end(&mut tar_bytes).unwrap();
+    // Where the tar's fourth entry's header starts: a split there leaves a valid, shorter tar.
+    let mut archive = tar::Archive::new(&tar_bytes[..]);
+    let at = archive.entries().unwrap().nth(3).unwrap().unwrap().raw_header_position() as usize;
+    let whole = contents(&one).unwrap();
+    assert!(whole.len() >= 6, "{} members", whole.len());
+    let third = tar_bytes.len() / 3 + 17;
+    for (k, pieces) in [
+        vec![&tar_bytes[..at], &tar_bytes[at..]],
+        vec![&tar_bytes[..third], &tar_bytes[third..2 * third], &tar_bytes[2 * third..]],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let multi = t.path().join(format!("multi{k}.tar.gz"));
+        std::fs::write(&multi, gzip_members(&pieces)).unwrap();
+        assert_eq!(contents(&multi).unwrap(), whole, "{} gzip members", pieces.len());
+        let a = hashes(&ingest_cifar(&one, &t.path().join(format!("a{k}"))).unwrap());
+        let b = hashes(&ingest_cifar(&multi, &t.path().join(format!("b{k}"))).unwrap());
+        assert_eq!(a, b, "{} gzip members", pieces.len());
+    }
+}
+
+/// Bytes after the last gzip member that are not another member (here: text, a few zeros, half
+/// a gzip header) are a one-line error naming the archive, and nothing is written.
+#[test]
+fn bytes_after_the_last_gzip_member_are_an_error() {
+    let t = tempfile::tempdir().unwrap();
+    let src = synth::cifar_binary(t.path(), 3, 2, false).unwrap();
+    let tgz = t.path().join("c.tar.gz");
+    synth::tar_gz(&src, &tgz).unwrap();
+    let good = std::fs::read(&tgz).unwrap();
+    for (k, tail) in
+        [&b"trailing text that is no gzip member\n"[..], &[0u8; 16][..], &[0x1f, 0x8b, 8][..]].into_iter().enumerate()
+    {
+        std::fs::write(&tgz, [&good[..], tail].concat()).unwrap();
+        let err = contents(&tgz).unwrap_err().to_string();
+        assert!(err.contains("c.tar.gz") && err.contains("corrupt archive"), "tail {k}: {err}");
+        assert!(!err.contains('\n'), "tail {k}: {err}");
+        let out = t.path().join(format!("o{k}"));
+        let err = ingest_cifar(&tgz, &out).unwrap_err().to_string();
+        assert!(err.contains("c.tar.gz") && err.contains("corrupt archive"), "tail {k}: {err}");
+        assert!(!out.exists(), "tail {k}: output left behind");
+    }
 }

@@ -9,7 +9,10 @@
 //! and [`load`] takes whichever is complete.
 //!
 //! `digest.json` records the sha256 of both weight files; [`load`] checks them, so a damaged
-//! checkpoint is an error naming the file, never a silent resume from other weights. A run
+//! checkpoint is an error naming the file, never a silent resume from other weights. `state.json`
+//! records the checkpoint's format ([`FORMAT_KEY`]); from [`FORMAT`] 2 on, a checkpoint without
+//! `digest.json` is an error (deleting it does not skip the check). Checkpoints written before
+//! the format was recorded load with a warning when they have no digest. A run
 //! folder is held by one process at a time ([`lock`]); temporary checkpoints left by killed
 //! writes are removed when it is taken.
 
@@ -166,6 +169,12 @@ pub fn restore_optimizer(
     Ok(())
 }
 
+/// The key in `state.json` that records the checkpoint's format. Absent: format 1, written before
+/// the format was recorded (with or without `digest.json`).
+pub const FORMAT_KEY: &str = "checkpoint_format";
+/// The format [`save`] writes: 2, `digest.json` always written and required by [`load`].
+pub const FORMAT: u64 = 2;
+
 /// What [`load`] returns.
 #[derive(Debug)]
 pub struct Loaded<S> {
@@ -179,7 +188,8 @@ pub struct Loaded<S> {
     pub dir: PathBuf,
 }
 
-/// Writes a checkpoint into `run`.
+/// Writes a checkpoint into `run` (`state` must serialize to a JSON object: [`FORMAT_KEY`] is
+/// added to it).
 pub fn save<S: Serialize>(run: &Path, state: &S, model: &StateDict, optimizer: &StateDict) -> Result<()> {
     let tmp = run.join(format!("{DIR}.tmp-{}", std::process::id()));
     let result = (|| {
@@ -194,7 +204,7 @@ pub fn save<S: Serialize>(run: &Path, state: &S, model: &StateDict, optimizer: &
             digest.insert(name.into(), sha256_file(&tmp.join(name))?.0.into());
         }
         write_json(&tmp.join(DIGEST), &digest)?;
-        let json = serde_json::to_vec_pretty(state).map_err(|e| Error::bad_file(tmp.join(STATE), e.to_string()))?;
+        let json = stamped(state).map_err(|e| Error::bad_file(tmp.join(STATE), e))?;
         write_atomic(&tmp.join(STATE), &json)?;
         let (cur, old) = (run.join(DIR), run.join(OLD));
         if cur.exists() {
@@ -224,8 +234,35 @@ pub fn load<S: DeserializeOwned>(run: &Path) -> Result<Option<Loaded<S>>> {
             continue;
         }
         let text = std::fs::read_to_string(&state_path).at(&state_path)?;
-        let state: S = serde_json::from_str(&text).map_err(|e| Error::bad_file(&state_path, e.to_string()))?;
-        check_digest(&dir)?;
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::bad_file(&state_path, e.to_string()))?;
+        let format = match value.as_object_mut().and_then(|o| o.remove(FORMAT_KEY)) {
+            None => 1,
+            Some(v) => match v.as_u64() {
+                Some(f @ 2..=FORMAT) => f,
+                Some(f) if f > FORMAT => {
+                    return Err(Error::bad_file(
+                        &state_path,
+                        format!(
+                            "{FORMAT_KEY} {f}: written by a newer siamlab (this one reads up to {FORMAT}); \
+                             resume with that version"
+                        ),
+                    ))
+                }
+                _ => {
+                    return Err(Error::bad_file(
+                        &state_path,
+                        format!(
+                            "{FORMAT_KEY} {v} is not a checkpoint format ({FORMAT} expected); \
+                             delete {} to restart the run from scratch",
+                            dir.display()
+                        ),
+                    ))
+                }
+            },
+        };
+        let state: S = serde_json::from_value(value).map_err(|e| Error::bad_file(&state_path, e.to_string()))?;
+        check_digest(&dir, format)?;
         let model = load_safetensors(&dir.join(WEIGHTS[0]))?;
         let optimizer = load_safetensors(&dir.join(WEIGHTS[1]))?;
         return Ok(Some(Loaded { state, model, optimizer, dir }));
@@ -233,11 +270,35 @@ pub fn load<S: DeserializeOwned>(run: &Path) -> Result<Option<Loaded<S>>> {
     Ok(None)
 }
 
-/// Checks the weight files of checkpoint folder `dir` against its `digest.json` (checkpoints
-/// written before digests were recorded have none and are taken as they are).
-fn check_digest(dir: &Path) -> Result<()> {
+/// `state` as `state.json`: its JSON object with [`FORMAT_KEY`] added.
+fn stamped<S: Serialize>(state: &S) -> std::result::Result<Vec<u8>, String> {
+    let mut value = serde_json::to_value(state).map_err(|e| e.to_string())?;
+    let object = value.as_object_mut().ok_or("the loop's state is not a JSON object")?;
+    object.insert(FORMAT_KEY.into(), FORMAT.into());
+    serde_json::to_vec_pretty(&value).map_err(|e| e.to_string())
+}
+
+/// Checks the weight files of checkpoint folder `dir` (of format `format`) against its
+/// `digest.json`. Without one: an error from format 2 on; a warning on stderr for format 1
+/// (written before the format was recorded, possibly before digests were).
+fn check_digest(dir: &Path, format: u64) -> Result<()> {
     let path = dir.join(DIGEST);
     if !path.exists() {
+        if format >= 2 {
+            return Err(Error::bad_file(
+                &path,
+                format!(
+                    "missing, so the checkpoint's weights cannot be verified; \
+                     delete {} to restart the run from scratch",
+                    dir.display()
+                ),
+            ));
+        }
+        eprintln!(
+            "warning: {}: checkpoint written before siamlab recorded its format, without {DIGEST}: \
+             its weights cannot be verified",
+            dir.display()
+        );
         return Ok(());
     }
     let digest: std::collections::BTreeMap<String, String> = read_json(&path)?;
@@ -263,6 +324,12 @@ fn check_digest(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A loop's state (a JSON object, as the loops' are).
+    #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+    struct Epoch {
+        epoch: u32,
+    }
+
     /// A write that fails half-way (here: a tensor whose data does not fill its shape, as a
     /// full disk would fail the write) leaves the previous checkpoint complete and loadable.
     #[test]
@@ -270,20 +337,20 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let mut good = StateDict::new();
         good.insert("w".into(), (vec![2], vec![1.0, 2.0]));
-        save(t.path(), &1u32, &good, &StateDict::new()).unwrap();
-        save(t.path(), &2u32, &good, &StateDict::new()).unwrap();
+        save(t.path(), &Epoch { epoch: 1 }, &good, &StateDict::new()).unwrap();
+        save(t.path(), &Epoch { epoch: 2 }, &good, &StateDict::new()).unwrap();
         let mut bad = StateDict::new();
         bad.insert("w".into(), (vec![3], vec![1.0, 2.0]));
-        assert!(save(t.path(), &3u32, &bad, &StateDict::new()).is_err());
-        let l = load::<u32>(t.path()).unwrap().unwrap();
-        assert_eq!(l.state, 2);
+        assert!(save(t.path(), &Epoch { epoch: 3 }, &bad, &StateDict::new()).is_err());
+        let l = load::<Epoch>(t.path()).unwrap().unwrap();
+        assert_eq!(l.state, Epoch { epoch: 2 });
         assert_eq!(l.model["w"].1, vec![1.0, 2.0]);
         let names: Vec<String> =
             std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
         assert_eq!(names, ["checkpoint"], "no temporary folder left behind");
         // A crash between the two renames leaves only checkpoint.old: it is used.
         std::fs::rename(t.path().join(DIR), t.path().join(OLD)).unwrap();
-        assert_eq!(load::<u32>(t.path()).unwrap().unwrap().state, 2);
+        assert_eq!(load::<Epoch>(t.path()).unwrap().unwrap().state, Epoch { epoch: 2 });
     }
 
     #[test]
@@ -291,14 +358,45 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let mut w = StateDict::new();
         w.insert("w".into(), (vec![4], vec![1.0, 2.0, 3.0, 4.0]));
-        save(t.path(), &1u32, &w, &w).unwrap();
+        save(t.path(), &Epoch { epoch: 1 }, &w, &w).unwrap();
         let file = t.path().join(DIR).join("model.safetensors");
         let mut b = std::fs::read(&file).unwrap();
         let n = b.len();
         b[n - 3] ^= 0x10;
         std::fs::write(&file, b).unwrap();
-        let err = load::<u32>(t.path()).unwrap_err().to_string();
+        let err = load::<Epoch>(t.path()).unwrap_err().to_string();
         assert!(err.contains("model.safetensors: damaged: its sha256"), "{err}");
+    }
+
+    /// Deleting `digest.json` does not skip the check: a checkpoint that records its format is
+    /// refused without it, in one line naming the folder and what to do. One written before the
+    /// format was recorded (no key in `state.json`, no digest) still loads, with a warning.
+    #[test]
+    fn a_missing_digest_is_an_error_unless_the_checkpoint_predates_it() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = StateDict::new();
+        w.insert("w".into(), (vec![2], vec![1.0, 2.0]));
+        save(t.path(), &Epoch { epoch: 4 }, &w, &w).unwrap();
+        let dir = t.path().join(DIR);
+        let state: serde_json::Value = read_json(&dir.join(STATE)).unwrap();
+        assert_eq!(state, serde_json::json!({"epoch": 4, FORMAT_KEY: FORMAT}));
+        std::fs::remove_file(dir.join(DIGEST)).unwrap();
+        let err = load::<Epoch>(t.path()).unwrap_err().to_string();
+        let expected = format!(
+            "{}: missing, so the checkpoint's weights cannot be verified; delete {} to restart the run from scratch",
+            dir.join(DIGEST).display(),
+            dir.display()
+        );
+        assert!(err.contains(&expected), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        // A format-1 checkpoint: state.json as the loops wrote it before, no digest.
+        std::fs::write(dir.join(STATE), br#"{"epoch": 4}"#).unwrap();
+        let l = load::<Epoch>(t.path()).unwrap().unwrap();
+        assert_eq!((l.state, l.model), (Epoch { epoch: 4 }, w.clone()));
+        // A format this siamlab does not know is refused, not read as if it were one it does.
+        std::fs::write(dir.join(STATE), format!(r#"{{"epoch": 4, "{FORMAT_KEY}": {}}}"#, FORMAT + 1)).unwrap();
+        let err = load::<Epoch>(t.path()).unwrap_err().to_string();
+        assert!(err.contains("written by a newer siamlab"), "{err}");
     }
 
     #[test]

@@ -117,6 +117,28 @@ fn a_checkpoint_missing_optimizer_moments_does_not_resume() {
     );
 }
 
+/// Issue 17: deleting a checkpoint's `digest.json` resumed from weights nothing checked. A
+/// checkpoint written now records its format, and resuming it without its digest is a one-line
+/// error naming the folder; the digest put back, it resumes.
+#[test]
+fn a_checkpoint_without_its_digest_does_not_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let cfg = PretrainConfig { epochs: 1, knn_every: 0, ..config(&data) };
+    let run = tmp.path().join("run");
+    let mut quiet = |_: &str| {};
+    pretrain(&PretrainConfig { max_steps: Some(1), ..cfg.clone() }, &run, false, true, &mut quiet).unwrap();
+    let dir = run.join("checkpoint");
+    let digest = std::fs::read(dir.join("digest.json")).unwrap();
+    std::fs::remove_file(dir.join("digest.json")).unwrap();
+    let e = pretrain(&cfg, &run, true, true, &mut quiet).unwrap_err().to_string();
+    assert!(e.contains("digest.json: missing, so the checkpoint's weights cannot be verified"), "{e}");
+    assert!(e.contains(&format!("delete {} to restart the run from scratch", dir.display())), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+    std::fs::write(dir.join("digest.json"), digest).unwrap();
+    assert!(pretrain(&cfg, &run, true, true, &mut quiet).unwrap().finished);
+}
+
 /// Finetuning (prefetched batches) and linear evaluation (head and features on the device)
 /// stopped after their first epoch and resumed for the second end with the same checkpoint,
 /// bit for bit, and the same per-epoch losses as uninterrupted runs.
