@@ -16,7 +16,8 @@
 #   PEER_PYTHON=path   a python with the packages of benches/requirements.txt
 #                      (default /tmp/peer/bin/python; make one with
 #                      python3 -m venv /tmp/peer && /tmp/peer/bin/pip install -r benches/requirements.txt)
-#   PEAK_GFLOPS=x      this machine's fp32 peak, instead of cores x GHz x FLOP/cycle
+#   PEAK_GFLOPS=x      this machine's fp32 peak, instead of `siamlab bench peak`'s measurement
+#                      (or, where that fails, cores x GHz x FLOP/cycle)
 #   FLOP_PER_CYCLE=n   fp32 FLOP per cycle per core, instead of the guess from the CPU flags
 #   BENCH_SCALE=x      multiplies the timed steps and images of every row (default 1)
 #   BENCH_LOGS=dir     where each command's output goes (default: a new folder under /tmp)
@@ -118,8 +119,12 @@ elif has avx; then
 else
   FPC=8; FPC_WHY="SSE"
 fi
+MEASURED=$("$SIAMLAB" bench peak 2>/dev/null | tail -1)
 if [ -n "${PEAK_GFLOPS:-}" ]; then
   PEAK=$PEAK_GFLOPS; PEAK_HOW="PEAK_GFLOPS=$PEAK_GFLOPS (set by the user)"
+elif [[ $MEASURED =~ ^[0-9.]+$ ]]; then
+  PEAK=$MEASURED
+  PEAK_HOW="$MEASURED GFLOP/s measured by \`siamlab bench peak\` (fp32 FMAs on registers, all $THREADS threads); from the clock lscpu reports it would be $(awk -v c="$CORES" -v m="${MHZ:-0}" -v f="$FPC" 'BEGIN { printf "%.0f", c * m / 1000 * f }')"
 elif [[ ${MHZ:-} =~ ^[0-9.]+$ ]]; then
   PEAK=$(awk -v c="$CORES" -v m="$MHZ" -v f="$FPC" 'BEGIN { printf "%.1f", c * m / 1000 * f }')
   PEAK_HOW=$(awk -v c="$CORES" -v m="$MHZ" -v f="$FPC" -v p="$PEAK" -v w="$FPC_WHY" -v s="$MHZ_FROM" \

@@ -91,6 +91,7 @@ pub mod layers;
 pub mod memory;
 mod names;
 mod ops;
+pub mod peak;
 pub mod profile;
 mod simd;
 pub mod simsiam;

@@ -25,6 +25,13 @@ pub enum BenchCommand {
         #[arg(long)]
         noise: bool,
     },
+    /// This machine's fp32 FMA peak in GFLOP/s, measured on all threads (what benches/run.sh
+    /// divides by for its "fraction of peak"); prints one number.
+    Peak {
+        /// Seconds each thread runs.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
     /// Multi-view pipeline throughput from shards: pairs/s, per-stage times, the bottleneck.
     Pipeline {
         /// Shard folder or URL (default: `--count` generated noise images of `--size` px in a
@@ -302,6 +309,14 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 r.s_per_step
             );
             check_decreasing(r.decreasing(), &r.losses)
+        }
+        BenchCommand::Peak { seconds } => {
+            if !(seconds > 0.0 && seconds <= 60.0) {
+                anyhow::bail!("--seconds {seconds}: expected more than 0 and at most 60");
+            }
+            let gflops = siamlab_model::peak::fma_peak_gflops(std::time::Duration::from_secs_f64(seconds));
+            outln!("{gflops:.1}");
+            Ok(())
         }
         BenchCommand::Ingest { count, jobs, noise } => {
             let tmp = tempfile::tempdir()?;
