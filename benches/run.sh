@@ -119,7 +119,8 @@ elif has avx; then
 else
   FPC=8; FPC_WHY="SSE"
 fi
-MEASURED=$("$SIAMLAB" bench peak 2>/dev/null | tail -1)
+MEASURED=""
+[ -n "${PEAK_GFLOPS:-}" ] || MEASURED=$("$SIAMLAB" bench peak 2>/dev/null | tail -1)
 if [ -n "${PEAK_GFLOPS:-}" ]; then
   PEAK=$PEAK_GFLOPS; PEAK_HOW="PEAK_GFLOPS=$PEAK_GFLOPS (set by the user)"
 elif [[ $MEASURED =~ ^[0-9.]+$ ]]; then
