@@ -20,6 +20,7 @@ use super::grad::{grad_mut, put_grad, take_grad};
 use super::im2col::{col2im_add, im2col};
 use super::taps;
 use super::window::{Axis, ConvGeom};
+use super::winograd;
 use super::Image;
 use crate::element::{matmul, matmul_strided, view, Mat, Scratch};
 use crate::{Element, OpError};
@@ -190,6 +191,16 @@ where
             let gy = take_grad!(grads, &yg);
             let xs = view(&x);
             let ws = view(&w);
+            if winograd::suits(&g) {
+                let mut dw = Scratch::zeroed(O * g.kk());
+                winograd::backward(&g, xs, ws, &gy, grad_mut!(grads, &xg), &mut dw);
+                add_assign(grad_mut!(grads, &wg), &dw);
+                if let Some(bg) = &bg {
+                    add_bias_grad(&g, &gy, grad_mut!(grads, bg));
+                }
+                put_grad!(grads, &yg, gy);
+                return Ok(());
+            }
             let acc = backward(&g, xs, ws, &gy, grad_mut!(grads, &xg), bg.is_some());
             let (dw_acc, db_acc) = acc.split_at(O * g.kk());
             add_weight_grad(&g, grad_mut!(grads, &wg), dw_acc);
@@ -268,6 +279,13 @@ impl Plan {
 }
 
 fn forward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], b: Option<&[E]>, y: &mut [E]) {
+    if winograd::suits(g) {
+        winograd::forward(g, x, w, y, false);
+        if let Some(b) = b {
+            add_bias(g, b, y);
+        }
+        return;
+    }
     let (chw, opp) = (g.c * g.hw(), g.o * g.pp());
     let plan = Plan::new(g);
     let per_tap = taps::suits(g).then(|| taps::pack_weights(g, w, true));

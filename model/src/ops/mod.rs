@@ -18,6 +18,7 @@ mod scale;
 mod softmax;
 mod taps;
 mod window;
+mod winograd;
 
 pub use activation::{gelu, silu};
 pub use add::residual_add;
