@@ -250,6 +250,9 @@ fn transpose_strided<E: Element>(
         let ni = (rows - i0).min(T);
         for j0 in (0..cols).step_by(T) {
             let nj = (cols - j0).min(T);
+            if ni == T && nj == T && simd::transpose16(src, (i0, j0, src_rs), dst, (j0, i0, dst_rs), add) {
+                continue;
+            }
             if ni == T && nj == T {
                 // Whole tiles: fixed-length copies the compiler keeps in vector registers.
                 for (a, row) in tile.iter_mut().enumerate() {
@@ -280,6 +283,89 @@ fn transpose_strided<E: Element>(
                         *v = tile[a][b];
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A 16×16 f32 transpose in AVX-512 registers (unpack, then 128-bit lane shuffles).
+mod simd {
+    use crate::Element;
+
+    /// Transposes the 16×16 tile of `src` at `(row, col, row stride)` into `dst` at its
+    /// `(row, col, row stride)`, adding when `add`; `false` (nothing done) unless `E` is f32
+    /// and the CPU has AVX-512.
+    #[inline]
+    pub(super) fn transpose16<E: Element>(
+        src: &[E],
+        (si, sj, srs): (usize, usize, usize),
+        dst: &mut [E],
+        (di, dj, drs): (usize, usize, usize),
+        add: bool,
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::any::TypeId;
+            use std::sync::OnceLock;
+            static AVX512: OnceLock<bool> = OnceLock::new();
+            if TypeId::of::<E>() != TypeId::of::<f32>() || !*AVX512.get_or_init(|| is_x86_feature_detected!("avx512f"))
+            {
+                return false;
+            }
+            // Bounds: the last row of each tile ends inside its slice.
+            let src = &src[si * srs + sj..][..15 * srs + 16];
+            let dst = &mut dst[di * drs + dj..][..15 * drs + 16];
+            // SAFETY: E is f32 (checked above), the CPU has AVX-512F, and rows 0..16 of 16
+            // elements at the given strides lie inside the slices just taken.
+            unsafe { x86::transpose16(src.as_ptr() as *const f32, srs, dst.as_mut_ptr() as *mut f32, drs, add) };
+            true
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (src, si, sj, srs, dst, di, dj, drs, add);
+            false
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use std::arch::x86_64::*;
+
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn transpose16(src: *const f32, srs: usize, dst: *mut f32, drs: usize, add: bool) {
+            let mut r: [__m512; 16] = std::array::from_fn(|i| unsafe { _mm512_loadu_ps(src.add(i * srs)) });
+            let mut t = [_mm512_setzero_ps(); 16];
+            // 32-bit pairs of rows 2i, 2i+1.
+            for i in 0..8 {
+                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            // 64-bit pairs: each 128-bit block of r[4q + k] is column 4b + k of rows 4q..4q+4.
+            let (pd, ps) = (_mm512_castps_pd, _mm512_castpd_ps);
+            for q in 0..4 {
+                let a = 4 * q;
+                r[a] = ps(_mm512_unpacklo_pd(pd(t[a]), pd(t[a + 2])));
+                r[a + 1] = ps(_mm512_unpackhi_pd(pd(t[a]), pd(t[a + 2])));
+                r[a + 2] = ps(_mm512_unpacklo_pd(pd(t[a + 1]), pd(t[a + 3])));
+                r[a + 3] = ps(_mm512_unpackhi_pd(pd(t[a + 1]), pd(t[a + 3])));
+            }
+            // 128-bit blocks: even and odd blocks of rows 0..8 (and 8..16) side by side.
+            for h in 0..2 {
+                for k in 0..4 {
+                    let (a, b) = (r[8 * h + k], r[8 * h + 4 + k]);
+                    t[8 * h + k] = _mm512_shuffle_f32x4::<0x88>(a, b);
+                    t[8 * h + 4 + k] = _mm512_shuffle_f32x4::<0xdd>(a, b);
+                }
+            }
+            // Columns: j and j + 8 from t[j] and t[j + 8].
+            for j in 0..8 {
+                r[j] = _mm512_shuffle_f32x4::<0x88>(t[j], t[j + 8]);
+                r[j + 8] = _mm512_shuffle_f32x4::<0xdd>(t[j], t[j + 8]);
+            }
+            for (j, v) in r.iter().enumerate() {
+                let p = unsafe { dst.add(j * drs) };
+                let v = if add { _mm512_add_ps(unsafe { _mm512_loadu_ps(p) }, *v) } else { *v };
+                unsafe { _mm512_storeu_ps(p, v) };
             }
         }
     }
@@ -611,6 +697,27 @@ mod tests {
             let dw_ref: Vec<f64> = dw_ref.iter().map(|v| v + 1.0).collect();
             assert!(max_rel(&dx, &dx_ref) < 1e-12, "dx {:?}: {}", (n, c, o, h, w), max_rel(&dx, &dx_ref));
             assert!(max_rel(&dw, &dw_ref) < 1e-12, "dw {:?}: {}", (n, c, o, h, w), max_rel(&dw, &dw_ref));
+        }
+    }
+
+    #[test]
+    fn tiled_transpose_equals_the_plain_one() {
+        // Whole 16×16 tiles (the AVX-512 path where the CPU has it) and ragged edges, written
+        // and added.
+        for &(rows, cols) in &[(32usize, 48usize), (20, 17), (16, 16), (3, 40)] {
+            let (src_rs, dst_rs) = (cols + 5, rows + 3);
+            let src: Vec<f32> = (0..rows * src_rs).map(|i| i as f32).collect();
+            for add in [false, true] {
+                let mut dst = vec![1.0f32; cols * dst_rs];
+                super::transpose_strided(&src, src_rs, rows, cols, &mut dst, dst_rs, add);
+                for j in 0..cols {
+                    for i in 0..rows {
+                        let want = src[i * src_rs + j] + if add { 1.0 } else { 0.0 };
+                        assert_eq!(dst[j * dst_rs + i], want, "{rows}x{cols} at ({i}, {j}) add {add}");
+                    }
+                    assert!(dst[j * dst_rs + rows..][..3].iter().all(|&v| v == 1.0), "padding untouched");
+                }
+            }
         }
     }
 
