@@ -32,6 +32,7 @@ pub use linear::{linear, linear_no_bias};
 pub use pool::{avg_pool2d, global_avg_pool2d, max_pool2d, Pool2dConfig};
 pub use scale::scale_channels;
 pub use softmax::scaled_softmax;
+pub use winograd::set_winograd;
 
 use dfdx::prelude::Const;
 

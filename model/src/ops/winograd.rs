@@ -30,14 +30,29 @@ const BLOCK_ELEMS: usize = 2 << 20;
 /// Tiles per block the GEMMs aim for.
 const BLOCK_TILES: usize = 512;
 
-/// Whether `SIAMLAB_CONV=im2col` turned the Winograd kernels off (read once).
+/// The switch set by [`set_winograd`]: 0 unset (the environment decides), 1 on, 2 off.
+static MODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Turns the Winograd kernels on or off for the whole process, overriding `SIAMLAB_CONV`
+/// (off: 3×3 convolutions run im2col + GEMM, as before Winograd; e.g. for bit-for-bit
+/// comparisons with runs made that way).
+pub fn set_winograd(on: bool) {
+    MODE.store(if on { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `SIAMLAB_CONV=im2col` (read once) or [`set_winograd`] turned the kernels off.
 fn disabled() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OFF.get_or_init(|| std::env::var("SIAMLAB_CONV").is_ok_and(|v| v.eq_ignore_ascii_case("im2col")))
+    match MODE.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => *OFF.get_or_init(|| std::env::var("SIAMLAB_CONV").is_ok_and(|v| v.eq_ignore_ascii_case("im2col"))),
+    }
 }
 
 /// Whether the convolution `g` runs through this module: one group, a 3×3 kernel, stride 1,
-/// padding 1, and enough channels for the GEMMs to pay (not a stem reading RGB).
+/// padding 1, enough channels for the GEMMs to pay (not a stem reading RGB), and a plane that
+/// is even or large.
 pub(crate) fn suits(g: &ConvGeom) -> bool {
     g.groups == 1
         && g.k == 3
@@ -47,6 +62,9 @@ pub(crate) fn suits(g: &ConvGeom) -> bool {
         && g.aw.padding == 1
         && g.c >= 16
         && g.o >= 16
+        // Odd planes waste the tiles' missing row and column: at 3×3 (ResNet-18's last stage
+        // at 96 px) 16 products per 9 outputs where the per-tap kernels skip the padding.
+        && (g.pp() > 64 || (g.ho % 2 == 0 && g.wo % 2 == 0))
         && !disabled()
 }
 
