@@ -264,9 +264,10 @@ fn run_case(case: &str) {
 #[test]
 fn resnet18_tiny_adam_accum2_equals_pytorch() {
     // The fixture's tolerances were set on im2col's rounding: with Winograd's (the default for
-    // 3×3 convolutions) steps 2-3 meet float32 ReLU ties on more tensors (gradients 1e-2 off at
-    // step 3), so this step-logic check runs the convolutions as im2col; Winograd itself is
-    // checked against the exact sums in `model/src/ops/winograd.rs`.
+    // 3×3 convolutions) step 3 exceeds them (two BatchNorm gradients 1.2e-2 and 1.6e-2 off;
+    // the report suggests float32 ReLU ties, not yet confirmed over a longer run with
+    // tools/step_parity.py), so this step-logic check runs the convolutions as im2col;
+    // Winograd itself is checked against the exact sums in `model/src/ops/winograd.rs`.
     siamlab_model::set_winograd(false);
     run_case("resnet18_tiny_adam_accum2");
 }
