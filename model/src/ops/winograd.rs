@@ -64,7 +64,7 @@ pub(crate) fn suits(g: &ConvGeom) -> bool {
         && g.o >= 16
         // Odd planes waste the tiles' missing row and column: at 3×3 (ResNet-18's last stage
         // at 96 px) 16 products per 9 outputs where the per-tap kernels skip the padding.
-        && (g.pp() > 64 || (g.ho % 2 == 0 && g.wo % 2 == 0))
+        && (g.pp() > 64 || (g.ho.is_multiple_of(2) && g.wo.is_multiple_of(2)))
         && !disabled()
 }
 
@@ -212,6 +212,7 @@ fn transpose<E: Element>(src: &[E], rows: usize, cols: usize, dst: &mut [E], add
 
 /// Copies the planes `x` (`[ch, h, w]`) channels-last into `out` (`[ph, pw, ch]`) at offset
 /// `(pad, pad)`, zeros elsewhere.
+#[allow(clippy::too_many_arguments)]
 fn to_channels_last<E: Element>(
     x: &[E],
     ch: usize,
