@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use super::window::ConvGeom;
 use crate::element::{matmul_strided, Mat, Scratch};
+use crate::simd::multiversion;
 use crate::Element;
 
 /// Cap on the elements of one transformed block (`16 · channels · tiles`), per thread.
@@ -391,17 +392,30 @@ mod simd {
 }
 
 /// The 16 vectors of tile `t` (`len` long each) in a block laid out `[tiles][16][len]`.
+#[inline(always)]
 fn tile_mut<E>(buf: &mut [E], t: usize, len: usize) -> [&mut [E]; 16] {
     let mut it = buf[t * 16 * len..][..16 * len].chunks_exact_mut(len);
     std::array::from_fn(|_| it.next().expect("16 positions"))
 }
 
 /// See [`tile_mut`].
+#[inline(always)]
 fn tile<E>(buf: &[E], t: usize, len: usize) -> [&[E]; 16] {
     let mut it = buf[t * 16 * len..][..16 * len].chunks_exact(len);
     std::array::from_fn(|_| it.next().expect("16 positions"))
 }
 
+/// `V_t = Bᵀ·d_t·B` for every tile of the images `xs` (`[imgs][C, h, w]`), into the block `v`
+/// (`[tiles][16][C]`), through the padded channels-last scratch `xl`.
+#[allow(clippy::too_many_arguments)]
+fn transform_inputs<E: Element>(tl: Tiles, c: usize, h: usize, w: usize, xs: &[E], xl: &mut [E], v: &mut [E]) {
+    for (i, xn) in xs.chunks_exact(c * h * w).enumerate() {
+        to_channels_last(xn, c, h, w, 1, tl.ph, tl.pw, xl);
+        input_transform(tl, c, xl, v, i * tl.per_img());
+    }
+}
+
+multiversion! {
 /// `V_t = Bᵀ·d_t·B` for every tile of one image, from its padded channels-last copy `xl`
 /// (`[ph, pw, C]`), into the block `v` (`[tiles][16][C]`) from tile `t0` on.
 fn input_transform<E: Element>(tl: Tiles, c: usize, xl: &[E], v: &mut [E], t0: usize) {
@@ -427,35 +441,38 @@ fn input_transform<E: Element>(tl: Tiles, c: usize, xl: &[E], v: &mut [E], t0: u
         }
     }
 }
+}
 
+multiversion! {
 /// `y_t = Aᵀ·M_t·A` for every tile of one image into its channels-last output `yl`
 /// (`[2·th, 2·tw, O]`), from the block `m` (`[tiles][16][O]`) from tile `t0` on.
 fn output_transform<E: Element>(tl: Tiles, o: usize, m: &[E], t0: usize, yl: &mut [E]) {
     let w2 = 2 * tl.tw;
     for ty in 0..tl.th {
-        for (r, yr) in yl[2 * ty * w2 * o..][..2 * w2 * o].chunks_exact_mut(w2 * o).enumerate() {
-            for tx in 0..tl.tw {
-                let mt = tile(m, t0 + ty * tl.tw + tx, o);
-                let (y0, y1) = yr[2 * tx * o..][..2 * o].split_at_mut(o);
-                for oi in 0..o {
-                    // Row r of Aᵀ·M (r = 0: m0+m1+m2, r = 1: m1−m2−m3), then times A.
-                    let b = |j: usize| {
-                        let (m0, m1, m2, m3) = (mt[j][oi], mt[4 + j][oi], mt[8 + j][oi], mt[12 + j][oi]);
-                        if r == 0 {
-                            m0 + m1 + m2
-                        } else {
-                            m1 - m2 - m3
-                        }
-                    };
-                    let (b0, b1, b2, b3) = (b(0), b(1), b(2), b(3));
-                    y0[oi] = b0 + b1 + b2;
-                    y1[oi] = b1 - b2 - b3;
+        let (r0, r1) = yl[2 * ty * w2 * o..][..2 * w2 * o].split_at_mut(w2 * o);
+        for tx in 0..tl.tw {
+            let mt = tile(m, t0 + ty * tl.tw + tx, o);
+            let (y00, y01) = r0[2 * tx * o..][..2 * o].split_at_mut(o);
+            let (y10, y11) = r1[2 * tx * o..][..2 * o].split_at_mut(o);
+            for oi in 0..o {
+                // The two rows of Aᵀ·M (m0+m1+m2 and m1−m2−m3), then each times A.
+                let mut b = [[E::zero(); 4]; 2];
+                for j in 0..4 {
+                    let (m0, m1, m2, m3) = (mt[j][oi], mt[4 + j][oi], mt[8 + j][oi], mt[12 + j][oi]);
+                    b[0][j] = m0 + m1 + m2;
+                    b[1][j] = m1 - m2 - m3;
                 }
+                y00[oi] = b[0][0] + b[0][1] + b[0][2];
+                y01[oi] = b[0][1] - b[0][2] - b[0][3];
+                y10[oi] = b[1][0] + b[1][1] + b[1][2];
+                y11[oi] = b[1][1] - b[1][2] - b[1][3];
             }
         }
     }
 }
+}
 
+multiversion! {
 /// `Ĝ_t = A·dy_t·Aᵀ` for every tile of one image, from its channels-last output gradient
 /// `gl` (`[2·th, 2·tw, O]`, zeros beyond the plane), into the block `out` (`[tiles][16][O]`)
 /// from tile `t0` on.
@@ -483,40 +500,45 @@ fn grad_transform<E: Element>(tl: Tiles, o: usize, gl: &[E], out: &mut [E], t0: 
         }
     }
 }
+}
 
+multiversion! {
 /// Adds `B·dV_t·Bᵀ` of every tile of one image onto its padded channels-last input gradient
 /// `dxl` (`[ph, pw, C]`, the 4×4 windows overlapping), from the block `dv` (`[tiles][16][C]`)
 /// from tile `t0` on.
 fn input_grad_transform<E: Element>(tl: Tiles, c: usize, dv: &[E], t0: usize, dxl: &mut [E]) {
     let row = tl.pw * c;
     for ty in 0..tl.th {
+        // The four rows the tiles of this row touch.
+        let mut rows = dxl[2 * ty * row..][..4 * row].chunks_exact_mut(row);
+        let mut rows: [&mut [E]; 4] = std::array::from_fn(|_| rows.next().expect("4 rows"));
         for tx in 0..tl.tw {
             let d = tile(dv, t0 + ty * tl.tw + tx, c);
-            for k in 0..4 {
-                let dst = &mut dxl[(2 * ty + k) * row + 2 * tx * c..][..4 * c];
-                let (p0, rest) = dst.split_at_mut(c);
-                let (p1, rest) = rest.split_at_mut(c);
-                let (p2, p3) = rest.split_at_mut(c);
-                for ci in 0..c {
-                    // Row k of B·dV (B on the left), then times Bᵀ along the columns.
-                    let s = |j: usize| {
-                        let (d0, d1, d2, d3) = (d[j][ci], d[4 + j][ci], d[8 + j][ci], d[12 + j][ci]);
-                        match k {
-                            0 => d0,
-                            1 => d1 - d2 + d3,
-                            2 => d1 + d2 - d0,
-                            _ => -d3,
-                        }
-                    };
-                    let (s0, s1, s2, s3) = (s(0), s(1), s(2), s(3));
-                    p0[ci] += s0;
-                    p1[ci] += s1 - s2 + s3;
-                    p2[ci] += s1 + s2 - s0;
-                    p3[ci] -= s3;
+            // p[k][l]: the window's row k, column l.
+            let mut p: [[&mut [E]; 4]; 4] = rows.each_mut().map(|r| {
+                let mut cols = r[2 * tx * c..][..4 * c].chunks_exact_mut(c);
+                std::array::from_fn(|_| cols.next().expect("4 columns"))
+            });
+            for ci in 0..c {
+                // B·dV (B on the left) for every row k, then times Bᵀ along the columns.
+                let mut s = [[E::zero(); 4]; 4];
+                for j in 0..4 {
+                    let (d0, d1, d2, d3) = (d[j][ci], d[4 + j][ci], d[8 + j][ci], d[12 + j][ci]);
+                    s[0][j] = d0;
+                    s[1][j] = d1 - d2 + d3;
+                    s[2][j] = d1 + d2 - d0;
+                    s[3][j] = -d3;
+                }
+                for (pk, [s0, s1, s2, s3]) in p.iter_mut().zip(s) {
+                    pk[0][ci] += s0;
+                    pk[1][ci] += s1 - s2 + s3;
+                    pk[2][ci] += s1 + s2 - s0;
+                    pk[3][ci] -= s3;
                 }
             }
         }
     }
+}
 }
 
 /// Row `ξ` of a block laid out `[tiles][16][len]`: a `tiles × len` matrix with row stride
@@ -541,10 +563,7 @@ pub(crate) fn forward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], y: &mut [E], a
             let ld = imgs * per_img;
             // v is [tiles][16][C], m is [tiles][16][O].
             let mut v = Scratch::with_len(16 * ld * c);
-            for (i, xn) in xb.chunks_exact(chw).enumerate() {
-                to_channels_last(xn, c, h, wd, 1, tl.ph, tl.pw, &mut xl);
-                input_transform(tl, c, &xl, &mut v, i * per_img);
-            }
+            transform_inputs(tl, c, h, wd, xb, &mut xl, &mut v);
             let mut m = Scratch::with_len(16 * ld * o);
             for xi in 0..16 {
                 let uk = Mat::strided(&u[xi * o..], 16 * o, 1);
@@ -581,10 +600,7 @@ pub(crate) fn backward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], gy: &[E], dx:
             let imgs = xb.len() / chw;
             let ld = imgs * per_img;
             let mut v = Scratch::with_len(16 * ld * c);
-            for (i, xn) in xb.chunks_exact(chw).enumerate() {
-                to_channels_last(xn, c, h, wd, 1, tl.ph, tl.pw, &mut xl);
-                input_transform(tl, c, &xl, &mut v, i * per_img);
-            }
+            transform_inputs(tl, c, h, wd, xb, &mut xl, &mut v);
             let mut gt = Scratch::with_len(16 * ld * o);
             for (i, gyn) in gyb.chunks_exact(opp).enumerate() {
                 to_channels_last(gyn, o, g.ho, g.wo, 0, 2 * tl.th, 2 * tl.tw, &mut xl);
