@@ -200,6 +200,16 @@ fn heads<D: Kernels<f32>>(dev: &D, path: Path) -> Result<Outcome, OpError> {
     finish(y, |g| vec![g.get(&x).as_vec()])
 }
 
+fn attention<D: Kernels<f32>>(dev: &D, path: Path) -> Result<Outcome, OpError> {
+    // Two images of 5 tokens, qkv of width 3 × 8, 2 heads of 4.
+    let x = input(dev, 24, (2, 5, Const::<24>))?;
+    let y: Tensor<(usize, usize, Const<8>), f32, D, _> = match path {
+        Path::Kernels => D::attention(x.leaky_trace(), 2, 0.5)?,
+        Path::Composed => composed::attention(x.leaky_trace(), 2, 0.5)?,
+    };
+    finish(y, |g| vec![g.get(&x).as_vec()])
+}
+
 fn scale<D: Kernels<f32>>(dev: &D, path: Path) -> Result<Outcome, OpError> {
     let x = input(dev, 20, (2, Const::<3>, 4, 5))?;
     let s = input(dev, 21, (2, Const::<3>))?;
@@ -252,6 +262,7 @@ fn cases<D: Kernels<f32>>() -> Vec<(&'static str, CaseFn<D>)> {
         ("gelu", |d, p| unary(d, p, "gelu")),
         ("scaled_softmax", |d, p| unary(d, p, "softmax")),
         ("split_heads + merge_heads", heads),
+        ("attention (2 heads)", attention),
         ("scale_channels", scale),
         ("residual_add + relu", residual),
     ]

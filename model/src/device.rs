@@ -126,6 +126,12 @@ pub trait Kernels<E: Element>: Device<E> {
 
     fn merge_heads<const W: usize, T: Tape<E, Self>>(x: Mats<E, Self, T>, heads: usize) -> Res<Tokens<W, E, Self, T>>;
 
+    fn attention<const Q: usize, const D: usize, T: Tape<E, Self> + Merge<T>>(
+        qkv: Tokens<Q, E, Self, T>,
+        heads: usize,
+        scale: f64,
+    ) -> Res<Tokens<D, E, Self, T>>;
+
     fn scale_channels<const C: usize, T, TS>(
         x: Tensor<Image<C>, E, Self, T>,
         s: Tensor<(usize, Const<C>), E, Self, TS>,
@@ -290,6 +296,13 @@ macro_rules! forward_kernels {
                 heads: usize,
             ) -> Res<Tokens<W, E, Self, T>> {
                 $($m)::+::merge_heads(x, heads)
+            }
+            fn attention<const Q: usize, const D: usize, T: Tape<E, Self> + Merge<T>>(
+                qkv: Tokens<Q, E, Self, T>,
+                heads: usize,
+                scale: f64,
+            ) -> Res<Tokens<D, E, Self, T>> {
+                $($m)::+::attention(qkv, heads, scale)
             }
             fn scale_channels<const C: usize, T, TS>(
                 x: Tensor<Image<C>, E, Self, T>,

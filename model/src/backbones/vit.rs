@@ -242,11 +242,7 @@ impl<const D: usize, const H: usize, const Q: usize, Dev: Kernels<f32>, Tp: AnyT
             ));
         }
         let qkv = self.qkv.run(x, mode)?;
-        let q = Dev::split_heads(qkv.retaped::<Tp>(), 0, 3, H)?;
-        let k = Dev::split_heads(qkv.retaped::<Tp>(), 1, 3, H)?;
-        let v = Dev::split_heads(qkv, 2, 3, H)?;
-        let weights = Dev::scaled_softmax(Dev::batched_matmul(q, k, true)?, 1.0 / ((D / H) as f64).sqrt())?;
-        let y = Dev::merge_heads::<D, _>(Dev::batched_matmul(weights, v, false)?, H)?;
+        let y = Dev::attention::<Q, D, _>(qkv, H, 1.0 / ((D / H) as f64).sqrt())?;
         self.proj.run(y, mode)
     }
 }

@@ -480,6 +480,30 @@ pub fn split_heads<const W: usize, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     inner().map_err(OpError::device)
 }
 
+/// [`attention`](crate::attention) on any device: the separate head, product and softmax ops.
+pub fn attention<const Q: usize, const D: usize, E, Dev, T>(
+    qkv: Tokens<Q, E, Dev, T>,
+    heads: usize,
+    scale: f64,
+) -> Res<Tokens<D, E, Dev, T>>
+where
+    E: Dtype,
+    Dev: Device<E>,
+    T: Tape<E, Dev> + Merge<T>,
+{
+    if Q != 3 * D || heads == 0 || !D.is_multiple_of(heads) {
+        return Err(OpError::config(
+            "attention",
+            format!("qkv width {Q} must be 3 × {D} and {heads} heads divide {D}"),
+        ));
+    }
+    let q = split_heads(qkv.retaped::<T>(), 0, 3, heads)?;
+    let k = split_heads(qkv.retaped::<T>(), 1, 3, heads)?;
+    let v = split_heads(qkv, 2, 3, heads)?;
+    let weights = scaled_softmax(batched_matmul(q, k, true)?, scale)?;
+    merge_heads::<D, _, _, _>(batched_matmul(weights, v, false)?, heads)
+}
+
 /// [`merge_heads`](crate::merge_heads) on any device.
 pub fn merge_heads<const W: usize, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     x: Mats<E, D, T>,

@@ -2,6 +2,7 @@
 
 mod activation;
 mod add;
+mod attention;
 mod batch_norm;
 mod bmm;
 pub mod composed;
@@ -22,6 +23,7 @@ mod winograd;
 
 pub use activation::{gelu, silu};
 pub use add::residual_add;
+pub use attention::attention;
 pub use batch_norm::{batch_norm, BatchNormConfig};
 pub use bmm::batched_matmul;
 pub use conv2d::{conv2d, conv2d_bias, Conv2dConfig};

@@ -24,7 +24,7 @@ fn row_max<E: Element>(x: &[E]) -> E {
 
 multiversion! {
     /// One row: `y = softmax(scale · x)`.
-    fn softmax_row<E: Element>(y: &mut [E], x: &[E], scale: E) {
+    pub(super) fn softmax_row<E: Element>(y: &mut [E], x: &[E], scale: E) {
         let max = row_max(x);
         // `scale > 0` (an attention scale), so the largest of `scale · x` is `scale · max`.
         let shift = if scale > E::zero() { scale * max } else { x.iter().map(|&v| v * scale).fold(E::neg_infinity(), E::max) };
@@ -34,6 +34,16 @@ multiversion! {
         let sum = lane_sum(y);
         let inv = E::one() / sum;
         y.iter_mut().for_each(|y| *y *= inv);
+    }
+}
+
+multiversion! {
+    /// One row of the gradient in place: `g ← scale · y ⊙ (g − ⟨y, g⟩)`.
+    pub(super) fn softmax_row_grad<E: Element>(g: &mut [E], y: &[E], scale: E) {
+        let dot = lane_dot(y, g);
+        for (g, &y) in g.iter_mut().zip(y) {
+            *g = scale * y * (*g - dot);
+        }
     }
 }
 

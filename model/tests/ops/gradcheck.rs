@@ -449,3 +449,41 @@ fn split_and_merge_heads_are_the_reshape_permute_of_pytorch() {
     assert!(split_heads(qkv(&values), 3, 3, 2).is_err() && split_heads(qkv(&values), 0, 3, 3).is_err());
     assert!(merge_heads::<5, _, _>(y(&randn(65, n * 2 * t * 2)), 2).is_err());
 }
+
+#[test]
+fn attention_is_the_separate_ops_and_its_gradient_checks() {
+    // qkv [N=2, T=5, 3·D] with D = 6, 2 heads of 3; on 1 and 2 threads (one image per task).
+    let dev = Cpu::default();
+    let (n, t) = (2, 5);
+    let qkv = |v: &[f64]| dev.tensor_from_vec(v.to_vec(), (n, t, Const::<18>));
+    let values = randn(66, n * t * 18);
+    let separate = |x: Tensor<(usize, usize, Const<18>), f64, Cpu, OwnedTape<f64, Cpu>>| {
+        let q = split_heads(x.retaped::<OwnedTape<f64, Cpu>>(), 0, 3, 2).unwrap();
+        let k = split_heads(x.retaped::<OwnedTape<f64, Cpu>>(), 1, 3, 2).unwrap();
+        let v = split_heads(x, 2, 3, 2).unwrap();
+        let w = scaled_softmax(batched_matmul(q, k, true).unwrap(), 0.6).unwrap();
+        merge_heads::<6, _, _>(batched_matmul(w, v, false).unwrap(), 2).unwrap()
+    };
+    let r = randn(67, n * t * 6);
+    let xs = qkv(&values);
+    let (want, want_grad) = {
+        let y = separate(xs.leaky_trace());
+        (y.as_vec(), weighted_sum(y, &r).backward().get(&xs).as_vec())
+    };
+    for threads in [1, 2] {
+        let (got, got_grad) = with_threads(threads, || {
+            let y = attention::<18, 6, _, _>(xs.leaky_trace(), 2, 0.6).unwrap();
+            (y.as_vec(), weighted_sum(y, &r).backward().get(&xs).as_vec())
+        });
+        assert_close(&got, &want, 1e-12, "attention forward against the separate ops");
+        assert_close(&got_grad, &want_grad, 1e-12, "attention gradient against the separate ops");
+    }
+    let f = |inp: &[Vec<f64>]| attention::<18, 6, _, _>(qkv(&inp[0]), 2, 0.6).unwrap().as_vec();
+    let grads = |inp: &[Vec<f64>], r: &[f64]| {
+        let xv = qkv(&inp[0]);
+        vec![weighted_sum(attention::<18, 6, _, _>(xv.leaky_trace(), 2, 0.6).unwrap(), r).backward().get(&xv).as_vec()]
+    };
+    gradcheck(vec![values], f, grads);
+    assert!(attention::<18, 5, _, _>(qkv(&randn(68, n * t * 18)), 1, 1.0).is_err());
+    assert!(attention::<18, 6, _, _>(qkv(&randn(68, n * t * 18)), 4, 1.0).is_err());
+}
