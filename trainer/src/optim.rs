@@ -27,6 +27,7 @@ use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
 };
 use dfdx::prelude::*;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use siamlab_model::OpError;
 
@@ -274,11 +275,26 @@ impl Optimizer {
                     *v = vec![0.0; p.len()];
                 }
                 let (step, c2_sqrt, b1, b2, eps) = adam_factors(&cfg, t, lr);
-                for i in 0..p.len() {
-                    let gi = g[i] + wd * p[i];
-                    m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                    p[i] -= step * m[i] / (v[i].sqrt() / c2_sqrt + eps);
+                let g = &g[..p.len()];
+                // Element-wise, so the split over threads and the vector lanes leave the bits
+                // as one scalar loop would (IEEE sqrt and division are exact-rounded).
+                let run = |(((p, g), m), v): (((&mut [f32], &[f32]), &mut [f32]), &mut [f32])| {
+                    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                        let gi = g + wd * *p;
+                        *m = b1 * *m + (1.0 - b1) * gi;
+                        *v = b2 * *v + (1.0 - b2) * gi * gi;
+                        *p -= step * *m / (v.sqrt() / c2_sqrt + eps);
+                    }
+                };
+                let (m, v) = (m.as_mut_slice(), v.as_mut_slice());
+                if p.len() < PAR_RUN {
+                    run((((p, g), m), v));
+                } else {
+                    p.par_chunks_mut(PAR_RUN)
+                        .zip(g.par_chunks(PAR_RUN))
+                        .zip(m.par_chunks_mut(PAR_RUN))
+                        .zip(v.par_chunks_mut(PAR_RUN))
+                        .for_each(run);
                 }
             }
             OptimizerKind::Sgd => {
@@ -287,12 +303,12 @@ impl Optimizer {
                 if b.len() != p.len() {
                     *b = g.iter().zip(p.iter()).map(|(&g, &p)| g + wd * p).collect();
                 } else {
-                    for i in 0..p.len() {
-                        b[i] = mu * b[i] + g[i] + wd * p[i];
+                    for ((b, &g), &p) in b.iter_mut().zip(g).zip(p.iter()) {
+                        *b = mu * *b + g + wd * p;
                     }
                 }
-                for i in 0..p.len() {
-                    p[i] -= lr32 * b[i];
+                for (p, &b) in p.iter_mut().zip(b.iter()) {
+                    *p -= lr32 * b;
                 }
             }
         }
@@ -479,6 +495,9 @@ impl Optimizer {
 }
 
 /// Adam's per-step factors, in f32 as the update uses them: `lr / (1-β₁ᵗ)`, `√(1-β₂ᵗ)`, β₁, β₂, ε.
+/// Elements per rayon task of the host updates: tensors below it update on the calling thread.
+const PAR_RUN: usize = 1 << 16;
+
 fn adam_factors(cfg: &OptimConfig, t: u64, lr: f64) -> (f32, f32, f32, f32, f32) {
     let [b1, b2] = cfg.betas;
     let t = t.min(i32::MAX as u64) as i32;

@@ -62,15 +62,17 @@ fn linear_impl<const I: usize, const O: usize, E: Element, T: Tape<E, Cpu>>(
 ) -> Result<Rows<O, E, T>, OpError> {
     let _prof = crate::profile::scope("linear.forward");
     let m = x.shape().0;
-    let mut y = vec![E::zero(); m * O];
+    // The rows start as the bias (written once, not zeroed first), or as zeros.
+    let mut y = Vec::with_capacity(m * O);
+    match &b {
+        Some(b) => {
+            let bs = b.as_vec();
+            (0..m).for_each(|_| y.extend_from_slice(&bs));
+        }
+        None => y.resize(m * O, E::zero()),
+    }
     {
         let (xs, ws) = (view(&x), view(&w));
-        if let Some(b) = &b {
-            let bs = b.as_vec();
-            for row in y.chunks_exact_mut(O) {
-                row.copy_from_slice(&bs);
-            }
-        }
         matmul(m, O, I, &mut y, b.is_some(), Mat::rows(xs, I), Mat::transposed(ws, I), true);
     }
     let y = x.device().clone().try_tensor_from_vec(y, (m, Const::<O>))?;
