@@ -19,7 +19,8 @@ counted). The backward is not counted directly: torch 2.15's counter takes a gro
 gradient for a dense one, which would inflate EfficientNet-B0's count tenfold.
 
 usage: python3 peer_train.py BACKBONE B STEPS [SIZE [simsiam|finetune]]
-env: PEER_DEVICE=cpu runs it without a GPU (default cuda); PEER_WARMUP=3 untimed steps first."""
+env: PEER_DEVICE=cpu runs it without a GPU (default cuda); PEER_WARMUP=3 untimed steps first;
+PEER_PROFILE=1 prints torch.profiler's per-op table of the timed steps."""
 import os, sys, time
 import torch, torch.nn as nn, torchvision
 
@@ -110,7 +111,14 @@ def step():
 
 for _ in range(int(os.environ.get("PEER_WARMUP", "3"))): step()
 sync(); t0 = time.perf_counter()
-for _ in range(steps): loss = step()
+if os.environ.get("PEER_PROFILE"):
+    # The per-op table beside siamlab's SIAMLAB_PROFILE=1 (times include the profiler's overhead).
+    from torch.profiler import profile, ProfilerActivity
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps): loss = step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+else:
+    for _ in range(steps): loss = step()
 sync(); dt = time.perf_counter() - t0
 rate = "pairs_per_s" if mode == "simsiam" else "images_per_s"
 print(f"{tag} {rate}={B * steps / dt:.1f} s_per_step={dt / steps:.4f} loss={loss.item():.4f} "

@@ -157,6 +157,15 @@ fn check_decreasing(decreasing: bool, losses: &[f32]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `SIAMLAB_PROFILE=1`: turns on the per-op timer of `siamlab_model::profile` (the bench loops
+/// reset it after the warm-up steps; on a GPU each op then waits for it). Returns whether it is on.
+fn start_profile() -> bool {
+    let profiling = std::env::var("SIAMLAB_PROFILE").is_ok_and(|v| v == "1");
+    siamlab_model::profile::enable(profiling);
+    siamlab_model::profile::reset();
+    profiling
+}
+
 /// The per-op table of `siamlab_model::profile` over `steps` steps of `s_per_step` seconds.
 fn print_profile(steps: usize, s_per_step: f64) {
     let ops = siamlab_model::profile::report();
@@ -277,10 +286,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Simsiam { backbone, device, batch, image_size, steps, warmup, proj_dim } => {
             let bench = SimSiamBench { backbone: backbone.clone(), device, batch, image_size, proj_dim, steps, warmup };
-            // SIAMLAB_PROFILE=1: time per op over the timed steps (on a GPU each op waits for it).
-            let profiling = std::env::var("SIAMLAB_PROFILE").is_ok_and(|v| v == "1");
-            siamlab_model::profile::enable(profiling);
-            siamlab_model::profile::reset();
+            let profiling = start_profile();
             let mut print = loss_printer(steps + warmup);
             let r = bench.run(&mut |step, loss| {
                 print(step, loss);
@@ -301,7 +307,17 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Finetune { backbone, device, batch, image_size, classes, steps, warmup } => {
             let bench = FinetuneBench { backbone: backbone.clone(), device, batch, image_size, classes, steps, warmup };
-            let r = bench.run(&mut loss_printer(steps + warmup))?;
+            let profiling = start_profile();
+            let mut print = loss_printer(steps + warmup);
+            let r = bench.run(&mut |step, loss| {
+                print(step, loss);
+                if step + 1 == warmup {
+                    siamlab_model::profile::reset();
+                }
+            })?;
+            if profiling {
+                print_profile(steps, r.s_per_step);
+            }
             let kind = if device == DeviceSpec::Cpu { "cpu" } else { "cuda" };
             outln!(
                 "siamlab-{kind} finetune {backbone} B={batch} size={image_size} classes={classes} images_per_s={:.1} s_per_step={:.4}",
