@@ -6,7 +6,9 @@
 //! - **Ops**: [`conv2d`] / [`conv2d_bias`] (stride, padding, groups — depthwise included — with
 //!   PyTorch's `[out, in/groups, k, k]` weights), [`max_pool2d`], [`avg_pool2d`],
 //!   [`global_avg_pool2d`], [`batch_norm`] (optionally fused with ReLU), [`layer_norm`],
-//!   [`linear`] / [`linear_no_bias`], [`batched_matmul`] (attention), and the element-wise
+//!   [`linear`] / [`linear_no_bias`], [`attention`] (softmax(q·kᵀ)·v per head in one op; also
+//!   as its pieces [`split_heads`], [`batched_matmul`], [`scaled_softmax`], [`merge_heads`]),
+//!   and the element-wise
 //!   pieces: [`silu`], [`drop_path`], [`scale_channels`] (squeeze-and-excitation). Images are
 //!   [`Image<C>`](Image) tensors, `[N, C, H, W]` with the channel count in the type and batch and
 //!   spatial sizes at run time. Every op works with `NoneTape` (inference) and `OwnedTape`
