@@ -66,6 +66,7 @@ fn cases() -> Vec<Case> {
     let p1 = Conv2dConfig::default().padding(1);
     let s2p1 = Conv2dConfig::default().stride(2).padding(1);
     let s2 = Conv2dConfig::default().stride(2);
+    let s2p3 = Conv2dConfig::default().stride(2).padding(3);
     let dw5 = Conv2dConfig::default().padding(2).groups(240);
     vec![
         ("resnet stem 3->64 k3 @32", 1, Box::new(move |d| bench::<3, 64, 3, 3>(d, 32, p1))),
@@ -79,6 +80,15 @@ fn cases() -> Vec<Case> {
         ("resnet l4a 256->512 k3 s2 @8", 1, Box::new(move |d| bench::<256, 512, 256, 3>(d, 8, s2p1))),
         ("resnet l4ds 256->512 k1 s2 @8", 1, Box::new(move |d| bench::<256, 512, 256, 1>(d, 8, s2))),
         ("resnet l4 512->512 k3 @4", 3, Box::new(move |d| bench::<512, 512, 512, 3>(d, 4, p1))),
+        // ResNet-18 with the ImageNet stem at 96 px (7×7/2 stem, max-pool, stages at 24..3).
+        ("r96 stem 3->64 k7 s2 @96", 0, Box::new(move |d| bench::<3, 64, 3, 7>(d, 96, s2p3))),
+        ("r96 l1 64->64 k3 @24", 0, Box::new(move |d| bench::<64, 64, 64, 3>(d, 24, p1))),
+        ("r96 l2a 64->128 k3 s2 @24", 0, Box::new(move |d| bench::<64, 128, 64, 3>(d, 24, s2p1))),
+        ("r96 l2 128->128 k3 @12", 0, Box::new(move |d| bench::<128, 128, 128, 3>(d, 12, p1))),
+        ("r96 l3a 128->256 k3 s2 @12", 0, Box::new(move |d| bench::<128, 256, 128, 3>(d, 12, s2p1))),
+        ("r96 l3 256->256 k3 @6", 0, Box::new(move |d| bench::<256, 256, 256, 3>(d, 6, p1))),
+        ("r96 l4a 256->512 k3 s2 @6", 0, Box::new(move |d| bench::<256, 512, 256, 3>(d, 6, s2p1))),
+        ("r96 l4 512->512 k3 @3", 0, Box::new(move |d| bench::<512, 512, 512, 3>(d, 3, p1))),
         ("effnet dw 96 k3 s2 @32", 0, Box::new(move |d| bench::<96, 96, 1, 3>(d, 32, s2p1.groups(96)))),
         ("effnet dw 240 k5 @8", 0, Box::new(move |d| bench::<240, 240, 1, 5>(d, 8, dw5))),
         ("effnet pw 240->40 k1 @8", 0, Box::new(move |d| bench::<240, 40, 240, 1>(d, 8, Conv2dConfig::default()))),

@@ -8,6 +8,7 @@ use super::grad::{grad_mut, put_grad, take_grad};
 use super::window::Axis;
 use super::Image;
 use crate::element::view;
+use crate::simd::multiversion;
 use crate::{Element, OpError};
 
 /// Window of a pooling op: square kernel, stride, padding (both axes).
@@ -144,36 +145,43 @@ pub fn max_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
 /// a real input).
 const UNSET: u32 = u32::MAX;
 
-fn max_plane<E: Element>(ah: &Axis, aw: &Axis, k: usize, wo: usize, x: &[E], y: &mut [E], mut arg: Option<&mut [u32]>) {
-    let w = aw.len;
-    y.fill(E::neg_infinity());
-    for kh in 0..k {
-        let (oh_lo, oh_hi) = ah.valid(kh, y.len() / wo);
-        for kw in 0..k {
-            let (ow_lo, ow_hi) = aw.valid(kw, wo);
-            for oh in oh_lo..oh_hi {
-                let ih = oh * ah.stride + kh - ah.padding;
-                for ow in ow_lo..ow_hi {
-                    let i = ih * w + ow * aw.stride + kw - aw.padding;
-                    let (v, o) = (x[i], oh * wo + ow);
-                    // Strictly greater keeps the first maximum; NaN propagates.
-                    match arg.as_deref_mut() {
-                        Some(a) => {
-                            if v > y[o] || (v.is_nan() && !y[o].is_nan()) || a[o] == UNSET {
-                                y[o] = v;
-                                a[o] = i as u32;
-                            }
-                        }
-                        None => {
-                            if v > y[o] || (v.is_nan() && !y[o].is_nan()) {
-                                y[o] = v;
-                            }
-                        }
+multiversion! {
+/// One plane: each output scans its window's taps inside the plane in `(kh, kw)` order, keeping
+/// the first maximum (strictly greater replaces; NaN propagates) and its index, in registers.
+fn max_plane<E: Element>(ah: &Axis, aw: &Axis, k: usize, wo: usize, x: &[E], y: &mut [E], arg: Option<&mut [u32]>) {
+    let (h, w) = (ah.len, aw.len);
+    // The taps of output `o` along an axis that land inside it.
+    let taps = |a: &Axis, len: usize, o: usize| {
+        let start = o * a.stride;
+        (a.padding.saturating_sub(start), k.min((len + a.padding).saturating_sub(start)))
+    };
+    let mut arg = arg;
+    for (oh, yr) in y.chunks_exact_mut(wo).enumerate() {
+        let (kh_lo, kh_hi) = taps(ah, h, oh);
+        for (ow, yo) in yr.iter_mut().enumerate() {
+            let (kw_lo, kw_hi) = taps(aw, w, ow);
+            let (mut best, mut at) = (E::neg_infinity(), UNSET);
+            if kh_lo < kh_hi && kw_lo < kw_hi {
+                // Start from the first tap; then a tap replaces the best when it is greater or
+                // NaN, unless the best is NaN already.
+                let first = (oh * ah.stride + kh_lo - ah.padding) * w + ow * aw.stride + kw_lo - aw.padding;
+                (best, at) = (x[first], first as u32);
+                for kh in kh_lo..kh_hi {
+                    let start = (oh * ah.stride + kh - ah.padding) * w + ow * aw.stride + kw_lo - aw.padding;
+                    for (j, &v) in x[start..start + (kw_hi - kw_lo)].iter().enumerate() {
+                        let take = (v > best || v.is_nan()) && !best.is_nan();
+                        best = if take { v } else { best };
+                        at = if take { (start + j) as u32 } else { at };
                     }
                 }
             }
+            *yo = best;
+            if let Some(a) = arg.as_deref_mut() {
+                a[oh * wo + ow] = at;
+            }
         }
     }
+}
 }
 
 /// Average pooling over each window (zeros for padding; see

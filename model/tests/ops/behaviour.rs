@@ -189,6 +189,22 @@ fn max_pool_all_negative_infinity_window_picks_a_real_input() {
 }
 
 #[test]
+fn max_pool_ties_go_to_the_first_maximum_and_nan_propagates() {
+    // As PyTorch: equal maxima pass the gradient to the first in (row, column) order of the
+    // window's taps inside the plane; a NaN wins its window and takes the gradient.
+    let dev = Cpu::default();
+    let x = dev.tensor_from_vec(vec![7.0f64; 9], (1, Const::<1>, 3, 3));
+    let y = max_pool2d(x.leaky_trace(), Pool2dConfig::new(3).stride(2).padding(1)).unwrap();
+    assert_eq!(y.as_vec(), vec![7.0; 4]);
+    let g = y.sum().backward().get(&x).as_vec();
+    assert_eq!(g, vec![1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+    let x = dev.tensor_from_vec(vec![1.0f64, f64::NAN, 3.0, 2.0], (1, Const::<1>, 2, 2));
+    let y = max_pool2d(x.leaky_trace(), Pool2dConfig::new(2)).unwrap();
+    assert!(y.as_vec()[0].is_nan());
+    assert_eq!(y.sum().backward().get(&x).as_vec(), vec![0.0, 1.0, 0.0, 0.0]);
+}
+
+#[test]
 fn composes_with_dfdx_layers() {
     // conv → dfdx BatchNorm2D (training) → ReLU → max-pool → SiLU → global pool → dfdx Linear,
     // one tape through all of it; a gradient step on the conv weight lowers the loss.
