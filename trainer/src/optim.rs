@@ -278,7 +278,7 @@ impl Optimizer {
                 let g = &g[..p.len()];
                 // Element-wise, so the split over threads and the vector lanes leave the bits
                 // as one scalar loop would (IEEE sqrt and division are exact-rounded).
-                let run = |(((p, g), m), v): (((&mut [f32], &[f32]), &mut [f32]), &mut [f32])| {
+                let run = |(((p, g), m), v): AdamRun<'_>| {
                     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                         let gi = g + wd * *p;
                         *m = b1 * *m + (1.0 - b1) * gi;
@@ -495,6 +495,9 @@ impl Optimizer {
 }
 
 /// Adam's per-step factors, in f32 as the update uses them: `lr / (1-β₁ᵗ)`, `√(1-β₂ᵗ)`, β₁, β₂, ε.
+/// One run of the Adam update: parameters, gradients, first and second moments.
+type AdamRun<'a> = (((&'a mut [f32], &'a [f32]), &'a mut [f32]), &'a mut [f32]);
+
 /// Elements per rayon task of the host updates: tensors below it update on the calling thread.
 const PAR_RUN: usize = 1 << 16;
 
