@@ -157,6 +157,18 @@ fn check_decreasing(decreasing: bool, losses: &[f32]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The training benches' per-step callback: prints the loss (as [`loss_printer`]) and restarts
+/// the per-op profile once the warm-up steps are done.
+fn step_callback(steps: usize, warmup: usize) -> impl FnMut(usize, f32) {
+    let mut print = loss_printer(steps + warmup);
+    move |step, loss| {
+        print(step, loss);
+        if step + 1 == warmup {
+            siamlab_model::profile::reset();
+        }
+    }
+}
+
 /// `SIAMLAB_PROFILE=1`: turns on the per-op timer of `siamlab_model::profile` (the bench loops
 /// reset it after the warm-up steps; on a GPU each op then waits for it). Returns whether it is on.
 fn start_profile() -> bool {
@@ -287,13 +299,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Simsiam { backbone, device, batch, image_size, steps, warmup, proj_dim } => {
             let bench = SimSiamBench { backbone: backbone.clone(), device, batch, image_size, proj_dim, steps, warmup };
             let profiling = start_profile();
-            let mut print = loss_printer(steps + warmup);
-            let r = bench.run(&mut |step, loss| {
-                print(step, loss);
-                if step + 1 == warmup {
-                    siamlab_model::profile::reset();
-                }
-            })?;
+            let r = bench.run(&mut step_callback(steps, warmup))?;
             if profiling {
                 print_profile(steps, r.s_per_step);
             }
@@ -308,13 +314,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Finetune { backbone, device, batch, image_size, classes, steps, warmup } => {
             let bench = FinetuneBench { backbone: backbone.clone(), device, batch, image_size, classes, steps, warmup };
             let profiling = start_profile();
-            let mut print = loss_printer(steps + warmup);
-            let r = bench.run(&mut |step, loss| {
-                print(step, loss);
-                if step + 1 == warmup {
-                    siamlab_model::profile::reset();
-                }
-            })?;
+            let r = bench.run(&mut step_callback(steps, warmup))?;
             if profiling {
                 print_profile(steps, r.s_per_step);
             }
