@@ -579,7 +579,7 @@ impl<
         mode: Mode,
         trace: &mut StageTrace,
     ) -> Result<Tensor<(usize, Const<CH>), f32, D, T>, OpError> {
-        let y = D::silu(self.bn1.run(self.conv_stem.run(x, mode)?, mode)?)?;
+        let y = D::silu(self.bn1.run(self.conv_stem.run_on_images(x)?, mode)?)?;
         trace.record("conv_stem+bn1", &y, || self.conv_stem.num_trainable_params() + self.bn1.num_trainable_params());
         let b = &mut self.blocks;
         let y = b.0.run_stage(y, mode)?;

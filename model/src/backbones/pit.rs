@@ -369,7 +369,7 @@ where
         mode: Mode,
         trace: &mut StageTrace,
     ) -> Result<Tensor<(usize, Const<D2>), f32, Dev, T>, OpError> {
-        let x = self.patch_embed.conv.run(x, mode)?;
+        let x = self.patch_embed.conv.run_on_images(x)?;
         let (n, _, gh, gw) = *x.shape();
         if (gh, gw) != (G, G) {
             return Err(OpError::config(

@@ -63,7 +63,7 @@ pub trait Stem<const C: usize, D: Kernels<f32> = Cpu> {
     const MAX_POOL: bool;
     /// Short name for summaries.
     const NAME: &'static str;
-    /// The convolution alone.
+    /// The convolution alone, with no gradient for the images `x`.
     fn conv<T: AnyTape<D>>(&mut self, x: Tensor<Image<3>, f32, D, T>) -> Result<Tensor<Image<C>, f32, D, T>, OpError>;
 }
 
@@ -76,7 +76,7 @@ impl<const C: usize, D: Kernels<f32>> Stem<C, D> for CifarStem<C, f32, D> {
     const MAX_POOL: bool = false;
     const NAME: &'static str = "cifar stem";
     fn conv<T: AnyTape<D>>(&mut self, x: Tensor<Image<3>, f32, D, T>) -> Result<Tensor<Image<C>, f32, D, T>, OpError> {
-        self.run(x, Mode::Eval)
+        self.run_on_images(x)
     }
 }
 
@@ -84,7 +84,7 @@ impl<const C: usize, D: Kernels<f32>> Stem<C, D> for ImageNetStem<C, f32, D> {
     const MAX_POOL: bool = true;
     const NAME: &'static str = "imagenet stem";
     fn conv<T: AnyTape<D>>(&mut self, x: Tensor<Image<3>, f32, D, T>) -> Result<Tensor<Image<C>, f32, D, T>, OpError> {
-        self.run(x, Mode::Eval)
+        self.run_on_images(x)
     }
 }
 

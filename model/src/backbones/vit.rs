@@ -327,7 +327,7 @@ impl<
         mode: Mode,
         trace: &mut StageTrace,
     ) -> Result<Tensor<(usize, Const<D>), f32, Dev, Tp>, OpError> {
-        let y = self.patch_embed.proj.run(x, mode)?;
+        let y = self.patch_embed.proj.run_on_images(x)?;
         trace.record("patch_embed", &y, || self.patch_embed.num_trainable_params());
         let (n, _, gh, gw) = *y.shape();
         if gh * gw + 1 != T {

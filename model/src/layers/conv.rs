@@ -132,6 +132,36 @@ impl<
     }
 }
 
+impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const IG: usize, Dv>
+    Conv2d<I, O, K, S, P, IG, f32, Dv>
+where
+    Dv: Kernels<f32>,
+{
+    /// The convolution as a network's first layer: backward computes no gradient for `x`,
+    /// the images (PyTorch's inputs do not require grad either); the weight's is as in `run`.
+    pub fn run_on_images<T: AnyTape<Dv>>(
+        &mut self,
+        x: Tensor<Image<I>, f32, Dv, T>,
+    ) -> Result<Tensor<Image<O>, f32, Dv, T>, OpError> {
+        Dv::conv2d(x, self.weight.retaped::<T>(), config::<I, IG, S, P>().input_grad(false))
+    }
+}
+
+impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const IG: usize, Dv>
+    Conv2dBias<I, O, K, S, P, IG, f32, Dv>
+where
+    Dv: Kernels<f32>,
+{
+    /// As [`Conv2d::run_on_images`]: no gradient for the images `x`.
+    pub fn run_on_images<T: AnyTape<Dv>>(
+        &mut self,
+        x: Tensor<Image<I>, f32, Dv, T>,
+    ) -> Result<Tensor<Image<O>, f32, Dv, T>, OpError> {
+        let cfg = config::<I, IG, S, P>().input_grad(false);
+        Dv::conv2d_bias(x, self.weight.retaped::<T>(), self.bias.retaped::<T>(), cfg)
+    }
+}
+
 impl<
         const I: usize,
         const O: usize,

@@ -42,12 +42,17 @@ pub struct Conv2dConfig {
     pub padding: usize,
     /// Channel groups: input and output channels are split into this many independent convs.
     pub groups: usize,
+    /// Whether backward computes the input's gradient. `false` for a network's first
+    /// convolution, whose input is the images: PyTorch skips that gradient too, as images do
+    /// not require grad. The gradient of the input is then left untouched (the weight's and
+    /// bias's are computed as always). Only the CPU kernels read it; composed ops ignore it.
+    pub input_grad: bool,
 }
 
 impl Default for Conv2dConfig {
-    /// Stride 1, no padding, one group.
+    /// Stride 1, no padding, one group, with the input's gradient.
     fn default() -> Self {
-        Conv2dConfig { stride: 1, padding: 0, groups: 1 }
+        Conv2dConfig { stride: 1, padding: 0, groups: 1, input_grad: true }
     }
 }
 
@@ -63,6 +68,10 @@ impl Conv2dConfig {
     /// Sets the number of groups.
     pub fn groups(self, groups: usize) -> Self {
         Conv2dConfig { groups, ..self }
+    }
+    /// Sets whether backward computes the input's gradient (the field of that name).
+    pub fn input_grad(self, input_grad: bool) -> Self {
+        Conv2dConfig { input_grad, ..self }
     }
     /// Output `(height, width)` for an input of `h × w` and a `kernel × kernel` window, or `None`
     /// when the padded input is smaller than the kernel (or the stride is 0).
@@ -195,7 +204,9 @@ where
             let ws = view(&w);
             if winograd::suits(&g) {
                 let mut dw = Scratch::zeroed(O * g.kk());
-                winograd::backward(&g, xs, ws, &gy, grad_mut!(grads, &xg), &mut dw);
+                let mut spare = None;
+                let dx = if cfg.input_grad { Some(grad_mut!(grads, &xg)) } else { None };
+                winograd::backward(&g, xs, ws, &gy, or_spare(dx, &mut spare, xs.len()), &mut dw);
                 add_assign(grad_mut!(grads, &wg), &dw);
                 if let Some(bg) = &bg {
                     add_bias_grad(&g, &gy, grad_mut!(grads, bg));
@@ -203,7 +214,8 @@ where
                 put_grad!(grads, &yg, gy);
                 return Ok(());
             }
-            let acc = backward(&g, xs, ws, &gy, grad_mut!(grads, &xg), bg.is_some());
+            let dx = if cfg.input_grad { Some(grad_mut!(grads, &xg)) } else { None };
+            let acc = backward(&g, xs, ws, &gy, dx, bg.is_some());
             let (dw_acc, db_acc) = acc.split_at(O * g.kk());
             add_weight_grad(&g, grad_mut!(grads, &wg), dw_acc);
             if let Some(bg) = &bg {
@@ -391,27 +403,34 @@ fn add_bias_grad<E: Element>(g: &ConvGeom, gy: &[E], db: &mut [E]) {
     }
 }
 
-/// Adds the input gradient into `dx` and returns the weight and bias gradients, concatenated
-/// (`[O·kk]` in the layout [`add_weight_grad`] reads, then `[O]`, left zero without `bias`).
-fn backward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], gy: &[E], dx: &mut [E], bias: bool) -> Scratch<E> {
+/// Adds the input gradient into `dx` (none computed without it) and returns the weight and
+/// bias gradients, concatenated (`[O·kk]` in the layout [`add_weight_grad`] reads, then `[O]`,
+/// left zero without `bias`).
+fn backward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], gy: &[E], dx: Option<&mut [E]>, bias: bool) -> Scratch<E> {
     let (chw, opp) = (g.c * g.hw(), g.o * g.pp());
     let acc_len = g.o * g.kk() + g.o;
     let plan = Plan::new(g);
     let per_tap = taps::suits(g).then(|| taps::pack_weights(g, w, false));
-    let flipped = if per_tap.is_some() { None } else { Transposed::new(g, w) };
+    let flipped = match (&per_tap, &dx) {
+        (None, Some(_)) => Transposed::new(g, w),
+        _ => None,
+    };
     // One accumulator for the weight and bias gradients per task.
-    let run = |((dxs, xs), gys): ((&mut [E], &[E]), &[E])| {
+    let run = |((dxs, xs), gys): ((Option<&mut [E]>, &[E]), &[E])| {
         let mut acc = Scratch::zeroed(acc_len);
         if let Some(wp) = &per_tap {
             let (dw, db) = acc.split_at_mut(g.o * g.kk());
             if bias {
                 add_bias_grad(g, gys, db);
             }
-            taps::backward(g, xs, wp, gys, dxs, dw, plan.parallel_gemm);
+            let mut spare = None;
+            taps::backward(g, xs, wp, gys, or_spare(dxs, &mut spare, xs.len()), dw, plan.parallel_gemm);
             return acc;
         }
         let (bc, bo) = (plan.block * chw, plan.block * opp);
-        for ((dxb, xb), gyb) in dxs.chunks_mut(bc).zip(xs.chunks(bc)).zip(gys.chunks(bo)) {
+        let mut dx_blocks = dxs.map(|d| d.chunks_mut(bc));
+        for (xb, gyb) in xs.chunks(bc).zip(gys.chunks(bo)) {
+            let dxb = dx_blocks.as_mut().and_then(Iterator::next);
             let p = plan.parallel_gemm;
             backward_block(g, xb, w, flipped.as_ref().map(Transposed::parts), gyb, dxb, &mut acc, p, bias);
         }
@@ -420,17 +439,27 @@ fn backward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], gy: &[E], dx: &mut [E], 
     if plan.chunk >= g.n {
         return run(((dx, x), gy));
     }
-    let mut parts: Vec<Scratch<E>> = dx
-        .par_chunks_mut(plan.chunk * chw)
-        .zip(x.par_chunks(plan.chunk * chw))
-        .zip(gy.par_chunks(plan.chunk * opp))
-        .map(run)
-        .collect();
+    let tasks = x.par_chunks(plan.chunk * chw).zip(gy.par_chunks(plan.chunk * opp));
+    let mut parts: Vec<Scratch<E>> = match dx {
+        Some(dx) => {
+            dx.par_chunks_mut(plan.chunk * chw).zip(tasks).map(|(d, (x, gy))| run(((Some(d), x), gy))).collect()
+        }
+        None => tasks.map(|(x, gy)| run(((None, x), gy))).collect(),
+    };
     let mut total = parts.pop().expect("a batch of two or more has tasks");
     for part in &parts {
         add_assign(&mut total, part);
     }
     total
+}
+
+/// `dx`, or else a zeroed buffer of `len` held in `spare`: for the kernels that always write an
+/// input gradient (Winograd, per-tap, depthwise), none of which reads a network's images.
+fn or_spare<'a, E: Element>(dx: Option<&'a mut [E]>, spare: &'a mut Option<Scratch<E>>, len: usize) -> &'a mut [E] {
+    match dx {
+        Some(dx) => dx,
+        None => &mut spare.insert(Scratch::zeroed(len))[..],
+    }
 }
 
 /// The input gradient of a stride-1 convolution is itself a convolution: of the output
@@ -488,7 +517,7 @@ impl<E: Element> Transposed<E> {
     }
 }
 
-/// Backward of a block of consecutive images: adds into `dx` and the accumulator `acc`
+/// Backward of a block of consecutive images: adds into `dx` (when given) and the accumulator `acc`
 /// (`[O·kk]` weight gradient as [`add_weight_grad`] reads it, then `[O]` bias gradient, summed
 /// only with `bias`). With `flipped`, the input gradient is computed as a convolution (see
 /// [`Transposed`]).
@@ -499,7 +528,7 @@ fn backward_block<E: Element>(
     w: &[E],
     flipped: Option<(&ConvGeom, &[E])>,
     gy: &[E],
-    dx: &mut [E],
+    dx: Option<&mut [E]>,
     acc: &mut [E],
     parallel: bool,
     bias: bool,
@@ -512,18 +541,22 @@ fn backward_block<E: Element>(
         add_bias_grad(g, gy, db);
     }
     if g.direct() {
+        let mut spare = None;
+        let dx = or_spare(dx, &mut spare, x.len());
         for ((xn, gyn), dxn) in x.chunks_exact(chw).zip(gy.chunks_exact(opp)).zip(dx.chunks_exact_mut(chw)) {
             direct_backward(g, xn, w, gyn, dxn, dw);
         }
         return;
     }
-    if let Some((gt, wt)) = flipped {
+    let mut dx = dx;
+    if let (Some((gt, wt)), Some(dx)) = (flipped, dx.as_deref_mut()) {
         forward_block(gt, gy, wt, None, dx, parallel, true);
     }
     let cols = imgs * pp;
     let pointwise = imgs == 1 && g.pointwise();
     let mut col = (!pointwise).then(|| Scratch::with_len(kk * cols));
-    let mut dcol = (!pointwise && flipped.is_none()).then(|| Scratch::with_len(kk * cols));
+    let scatter = dx.is_some() && flipped.is_none();
+    let mut dcol = (!pointwise && scatter).then(|| Scratch::with_len(kk * cols));
     // The output gradient as [og, imgs·pp] when several images share a GEMM.
     let mut gyt = (imgs > 1).then(|| Scratch::with_len(og * cols));
     for grp in 0..g.groups {
@@ -548,16 +581,15 @@ fn backward_block<E: Element>(
                 col
             }
         };
-        // dW_g (og × kk) += gy_g (og × cols) · colᵀ (cols × kk)
         let dwg = &mut dw[grp * og * kk..][..og * kk];
         // dW_g (og × kk) += gy_g (og × cols) · colᵀ (cols × kk), kept column-major (`i·og + o`): GEMM
         // then packs the small gy instead of transposing the large col (see `add_weight_grad`).
         let dst = Mat::strided(dwg, 1, og);
         matmul_strided(og, kk, cols, dst, true, Mat::rows(gyg, cols), Mat::transposed(rhs, cols), parallel);
         // dcol (kk × cols) = W_gᵀ (kk × og) · gy_g (og × cols), scattered back onto dx.
+        let Some(dx) = dx.as_deref_mut().filter(|_| scatter) else { continue };
         let (wt, gm) = (Mat::transposed(wg, kk), Mat::rows(gyg, cols));
         match dcol.as_mut() {
-            None if flipped.is_some() => {}
             None => {
                 let dxg = &mut dx[grp * ig * hw..][..ig * hw];
                 matmul(kk, cols, og, dxg, true, wt, gm, parallel);

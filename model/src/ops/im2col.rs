@@ -3,7 +3,8 @@
 //! Layouts are PyTorch's: an image is `[C, H, W]` row-major, a column matrix is
 //! `[C·K·K, Ho·Wo]` with rows ordered `(c, kh, kw)`, weights are `[O, C/groups, K, K]`.
 
-use super::window::ConvGeom;
+use super::window::{add_merged_phases, phase_of, split_phases, ConvGeom};
+use crate::element::Scratch;
 use crate::Element;
 
 /// Fills one image's columns of `col` from `x` (`[ig, h, w]`), zeros where the window is
@@ -14,8 +15,19 @@ pub(crate) fn im2col<E: Element>(g: &ConvGeom, x: &[E], col: &mut [E], ld: usize
         return im2col_same(g, x, col, ld, off);
     }
     let (k, s, p, w, wo, pp) = (g.k, g.aw.stride, g.aw.padding, g.aw.len, g.wo, g.pp());
+    let (h, wph) = (g.ah.len, w.div_ceil(s));
+    // Strided: each channel's rows split by column phase first, so every row copy below is
+    // one contiguous run (see `split_phases`).
+    let mut split = (s > 1).then(|| Scratch::<E>::with_len(s * h * wph));
     let mut rows = col.chunks_exact_mut(ld);
     for xc in x.chunks_exact(g.hw()).take(g.ig()) {
+        let (plane, row_len) = match split.as_mut() {
+            Some(buf) => {
+                split_phases(xc, h, w, s, buf);
+                (&buf[..], wph)
+            }
+            None => (xc, w),
+        };
         for kh in 0..k {
             let (oh_lo, oh_hi) = g.ah.valid(kh, g.ho);
             for kw in 0..k {
@@ -24,18 +36,12 @@ pub(crate) fn im2col<E: Element>(g: &ConvGeom, x: &[E], col: &mut [E], ld: usize
                 row[..oh_lo * wo].fill(E::zero());
                 row[oh_hi * wo..].fill(E::zero());
                 zero_columns(&mut row[oh_lo * wo..oh_hi * wo], wo, ow_lo, ow_hi);
+                let (ph, q) = phase_of(kw as isize - p as isize, s);
+                let from = (ow_lo as isize + q) as usize;
                 for oh in oh_lo..oh_hi {
                     let ih = oh * g.ah.stride + kh - p;
-                    let src = &xc[ih * w..(ih + 1) * w];
-                    let dst = &mut row[oh * wo..(oh + 1) * wo];
-                    if s == 1 {
-                        let start = ow_lo + kw - p;
-                        dst[ow_lo..ow_hi].copy_from_slice(&src[start..start + ow_hi - ow_lo]);
-                    } else {
-                        for (ow, d) in dst.iter_mut().enumerate().take(ow_hi).skip(ow_lo) {
-                            *d = src[ow * s + kw - p];
-                        }
-                    }
+                    let src = &plane[(ph * h + ih) * row_len + from..][..ow_hi - ow_lo];
+                    row[oh * wo..][ow_lo..ow_hi].copy_from_slice(src);
                 }
             }
         }
@@ -50,31 +56,36 @@ pub(crate) fn col2im_add<E: Element>(g: &ConvGeom, col: &mut [E], ld: usize, off
         return col2im_same(g, col, ld, off, dx);
     }
     let (k, s, p, w, wo, pp) = (g.k, g.aw.stride, g.aw.padding, g.aw.len, g.wo, g.pp());
+    let (h, wph) = (g.ah.len, w.div_ceil(s));
+    // Strided: sums gathered per column phase (contiguous runs), then added back in one pass.
+    let mut split = (s > 1).then(|| Scratch::<E>::with_len(s * h * wph));
     let mut rows = col.chunks_exact(ld).map(|r| &r[off..off + pp]);
-    let hw = g.hw();
-    for dxc in dx.chunks_exact_mut(hw).take(g.ig()) {
+    for dxc in dx.chunks_exact_mut(g.hw()).take(g.ig()) {
+        let (plane, row_len): (&mut [E], usize) = match split.as_mut() {
+            Some(buf) => {
+                buf.fill(E::zero());
+                (&mut buf[..], wph)
+            }
+            None => (&mut *dxc, w),
+        };
         for kh in 0..k {
             let (oh_lo, oh_hi) = g.ah.valid(kh, g.ho);
             for kw in 0..k {
                 let (ow_lo, ow_hi) = g.aw.valid(kw, wo);
                 let row = rows.next().expect("col has ig·k·k rows");
+                let (ph, q) = phase_of(kw as isize - p as isize, s);
+                let from = (ow_lo as isize + q) as usize;
                 for oh in oh_lo..oh_hi {
                     let ih = oh * g.ah.stride + kh - p;
-                    let dst = &mut dxc[ih * w..(ih + 1) * w];
-                    let src = &row[oh * wo..(oh + 1) * wo];
-                    if s == 1 {
-                        let start = ow_lo + kw - p;
-                        let dst = &mut dst[start..start + ow_hi - ow_lo];
-                        for (d, v) in dst.iter_mut().zip(&src[ow_lo..ow_hi]) {
-                            *d += *v;
-                        }
-                    } else {
-                        for (ow, v) in src.iter().enumerate().take(ow_hi).skip(ow_lo) {
-                            dst[ow * s + kw - p] += *v;
-                        }
+                    let dst = &mut plane[(ph * h + ih) * row_len + from..][..ow_hi - ow_lo];
+                    for (d, v) in dst.iter_mut().zip(&row[oh * wo..][ow_lo..ow_hi]) {
+                        *d += *v;
                     }
                 }
             }
+        }
+        if let Some(buf) = split.as_ref() {
+            add_merged_phases(buf, h, w, s, dxc);
         }
     }
 }

@@ -5,9 +5,9 @@ use dfdx::prelude::{Const, Cpu, HasShape, PutTape, SplitTape, Tape, Tensor, Tens
 use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
-use super::window::Axis;
+use super::window::{phase_of, split_phases, Axis};
 use super::Image;
-use crate::element::view;
+use crate::element::{view, Scratch};
 use crate::simd::multiversion;
 use crate::{Element, OpError};
 
@@ -145,29 +145,70 @@ pub fn max_pool2d<const C: usize, E: Element, T: Tape<E, Cpu>>(
 /// a real input).
 const UNSET: u32 = u32::MAX;
 
-multiversion! {
 /// One plane: each output scans its window's taps inside the plane in `(kh, kw)` order, keeping
-/// the first maximum (strictly greater replaces; NaN propagates) and its index, in registers.
+/// the first maximum (strictly greater replaces; NaN propagates) and its index. Outputs whose
+/// window lies inside the row run a whole output row at a time, tap by tap, so the comparisons
+/// vectorise along the row: with a stride `s > 1` the input rows are first split into `s` phases
+/// (columns `i·s + ph` side by side), where each tap reads consecutive elements. The edge outputs
+/// scan their window one by one.
 fn max_plane<E: Element>(ah: &Axis, aw: &Axis, k: usize, wo: usize, x: &[E], y: &mut [E], arg: Option<&mut [u32]>) {
-    let (h, w) = (ah.len, aw.len);
+    let (h, w, s) = (ah.len, aw.len, aw.stride);
+    // Inner output columns: `ow·s − p ≥ 0` and `ow·s − p + k ≤ w`.
+    let lo = aw.padding.div_ceil(s).min(wo);
+    let hi = if w + aw.padding >= k { ((w + aw.padding - k) / s + 1).min(wo) } else { 0 }.max(lo);
+    let wph = w.div_ceil(s);
+    let mut split = (s > 1 && hi > lo).then(|| Scratch::<E>::with_len(s * h * wph));
+    if let Some(ph) = split.as_mut() {
+        split_phases(x, h, w, s, ph);
+    }
+    let mut own_arg = arg.is_none().then(|| vec![0u32; y.len()]);
+    let arg = match arg {
+        Some(a) => a,
+        None => own_arg.as_deref_mut().unwrap_or_default(),
+    };
+    let phases: (&[E], usize) = match split.as_ref() {
+        Some(ph) => (ph, wph),
+        None => (x, w),
+    };
+    max_plane_rows(ah, aw, k, wo, (lo, hi), x, phases, y, arg);
+}
+
+multiversion! {
+/// The rows of [`max_plane`]: `inner` is the range of inner output columns, `phases` the input
+/// split by column phase (`(plane, row length)`; the input itself when the stride is 1).
+#[allow(clippy::too_many_arguments)]
+fn max_plane_rows<E: Element>(
+    ah: &Axis,
+    aw: &Axis,
+    k: usize,
+    wo: usize,
+    inner: (usize, usize),
+    x: &[E],
+    phases: (&[E], usize),
+    y: &mut [E],
+    arg: &mut [u32],
+) {
+    let (h, w, s) = (ah.len, aw.len, aw.stride);
+    let (lo, hi) = inner;
+    let (ph_plane, wph) = phases;
     // The taps of output `o` along an axis that land inside it.
     let taps = |a: &Axis, len: usize, o: usize| {
         let start = o * a.stride;
         (a.padding.saturating_sub(start), k.min((len + a.padding).saturating_sub(start)))
     };
-    let mut arg = arg;
-    for (oh, yr) in y.chunks_exact_mut(wo).enumerate() {
+    for (oh, (yr, ar)) in y.chunks_exact_mut(wo).zip(arg.chunks_exact_mut(wo)).enumerate() {
         let (kh_lo, kh_hi) = taps(ah, h, oh);
-        for (ow, yo) in yr.iter_mut().enumerate() {
+        // Edge outputs, one window at a time.
+        for ow in (0..lo).chain(hi..wo) {
             let (kw_lo, kw_hi) = taps(aw, w, ow);
             let (mut best, mut at) = (E::neg_infinity(), UNSET);
             if kh_lo < kh_hi && kw_lo < kw_hi {
                 // Start from the first tap; then a tap replaces the best when it is greater or
                 // NaN, unless the best is NaN already.
-                let first = (oh * ah.stride + kh_lo - ah.padding) * w + ow * aw.stride + kw_lo - aw.padding;
+                let first = (oh * ah.stride + kh_lo - ah.padding) * w + ow * s + kw_lo - aw.padding;
                 (best, at) = (x[first], first as u32);
                 for kh in kh_lo..kh_hi {
-                    let start = (oh * ah.stride + kh - ah.padding) * w + ow * aw.stride + kw_lo - aw.padding;
+                    let start = (oh * ah.stride + kh - ah.padding) * w + ow * s + kw_lo - aw.padding;
                     for (j, &v) in x[start..start + (kw_hi - kw_lo)].iter().enumerate() {
                         let take = (v > best || v.is_nan()) && !best.is_nan();
                         best = if take { v } else { best };
@@ -175,9 +216,40 @@ fn max_plane<E: Element>(ah: &Axis, aw: &Axis, k: usize, wo: usize, x: &[E], y: 
                     }
                 }
             }
-            *yo = best;
-            if let Some(a) = arg.as_deref_mut() {
-                a[oh * wo + ow] = at;
+            yr[ow] = best;
+            ar[ow] = at;
+        }
+        if lo >= hi {
+            continue;
+        }
+        let (best, at) = (&mut yr[lo..hi], &mut ar[lo..hi]);
+        if kh_lo >= kh_hi {
+            best.fill(E::neg_infinity());
+            at.fill(UNSET);
+            continue;
+        }
+        // Inner outputs, the whole range per tap. Tap (kh, kw) of output `ow` reads column
+        // `ow·s + kw − p` = phase `(kw − p) mod s`, element `ow + ⌊(kw − p) / s⌋` of that phase.
+        for kh in kh_lo..kh_hi {
+            let r = oh * ah.stride + kh - ah.padding;
+            for kw in 0..k {
+                let d = kw as isize - aw.padding as isize;
+                let (ph, q) = phase_of(d, s);
+                let from = (lo as isize + q) as usize;
+                let src = &ph_plane[(ph * h + r) * wph + from..][..hi - lo];
+                let base = (r * w + lo * s) as isize + d;
+                if kh == kh_lo && kw == 0 {
+                    best.copy_from_slice(src);
+                    for (j, a) in at.iter_mut().enumerate() {
+                        *a = (base + (j * s) as isize) as u32;
+                    }
+                    continue;
+                }
+                for (j, ((b, a), &v)) in best.iter_mut().zip(at.iter_mut()).zip(src).enumerate() {
+                    let take = (v > *b || v.is_nan()) && !b.is_nan();
+                    *b = if take { v } else { *b };
+                    *a = if take { (base + (j * s) as isize) as u32 } else { *a };
+                }
             }
         }
     }

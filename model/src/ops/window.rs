@@ -94,6 +94,42 @@ impl ConvGeom {
     }
 }
 
+/// Where tap offset `d` (a column `ow·s + d` of output column `ow`, `d = kw − padding`) lands in
+/// rows split by [`split_phases`] with stride `s`: phase `d mod s`, element `ow + ⌊d / s⌋`.
+#[inline]
+pub(crate) fn phase_of(d: isize, s: usize) -> (usize, isize) {
+    (d.rem_euclid(s as isize) as usize, d.div_euclid(s as isize))
+}
+
+/// Splits the rows of `x` (`h × w`) by column phase for stride `s`, into `out` laid out
+/// `[s, h, wph]` with `wph = ⌈w / s⌉`: `out[(ph·h + r)·wph + i] = x[r·w + i·s + ph]` (the last
+/// element of a short phase row is left as it was). The columns a strided window reads along a
+/// row are then consecutive: the strided kernels (pooling, im2col) copy and compare whole runs.
+pub(crate) fn split_phases<E: Copy>(x: &[E], h: usize, w: usize, s: usize, out: &mut [E]) {
+    let wph = w.div_ceil(s);
+    for (r, row) in x.chunks_exact(w).take(h).enumerate() {
+        for ph in 0..s {
+            let dst = &mut out[(ph * h + r) * wph..][..wph];
+            for (d, v) in dst.iter_mut().zip(row[ph.min(w)..].iter().step_by(s)) {
+                *d = *v;
+            }
+        }
+    }
+}
+
+/// The inverse of [`split_phases`], adding: `x[r·w + i·s + ph] += split[(ph·h + r)·wph + i]`.
+pub(crate) fn add_merged_phases<E: Copy + std::ops::AddAssign>(split: &[E], h: usize, w: usize, s: usize, x: &mut [E]) {
+    let wph = w.div_ceil(s);
+    for (r, row) in x.chunks_exact_mut(w).take(h).enumerate() {
+        for ph in 0..s {
+            let src = &split[(ph * h + r) * wph..][..wph];
+            for (d, v) in row[ph.min(w)..].iter_mut().step_by(s).zip(src) {
+                *d += *v;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Axis;

@@ -117,6 +117,50 @@ fn gradients_accumulate_over_uses() {
     assert_close(&together, &sum, 1e-12, "accumulated gradient");
 }
 
+/// Weight, bias and input gradients of `conv2d_bias` on `n` images of `h × h`.
+fn conv_grads<const C: usize, const O: usize, const IG: usize, const K: usize>(
+    n: usize,
+    h: usize,
+    cfg: Conv2dConfig,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let dev = Cpu::default();
+    let x = image::<C>(&dev, 31, n, h, h);
+    let w: Tensor<Rank4<O, IG, K, K>, f64, _> =
+        dev.tensor_from_vec(randn(32, O * IG * K * K), (Const, Const, Const, Const));
+    let b: Tensor<Rank1<O>, f64, _> = dev.tensor_from_vec(randn(33, O), (Const,));
+    let y = conv2d_bias(x.leaky_trace(), w.clone(), b.clone(), cfg).unwrap();
+    let (ho, wo) = (y.shape().2, y.shape().3);
+    let gy = dev.tensor_from_vec(randn(34, n * O * ho * wo), (n, Const::<O>, ho, wo));
+    let mut grads = (y * gy).sum().backward();
+    let gx = grads.get_or_alloc_mut(&x).unwrap().to_vec();
+    (grads.get(&w).as_vec(), grads.get(&b).as_vec(), gx)
+}
+
+#[test]
+fn conv_without_input_grad_leaves_it_and_keeps_the_others() {
+    // One case per kernel family: im2col + col2im scatter (an RGB stem, 7×7/2 and 3×3/1),
+    // the flipped-kernel convolution, Winograd, per-tap, depthwise and 1×1, with one task and
+    // with several images per task.
+    type Case = fn(bool) -> (Vec<f64>, Vec<f64>, Vec<f64>);
+    let cases: Vec<(&str, Case)> = vec![
+        ("stem 7x7/2", |g| conv_grads::<3, 8, 3, 7>(5, 12, Conv2dConfig::default().stride(2).padding(3).input_grad(g))),
+        ("stem 3x3/1", |g| conv_grads::<3, 8, 3, 3>(5, 9, Conv2dConfig::default().padding(1).input_grad(g))),
+        ("flipped 5x5", |g| conv_grads::<6, 6, 6, 5>(3, 12, Conv2dConfig::default().padding(2).input_grad(g))),
+        ("winograd", |g| conv_grads::<16, 16, 16, 3>(3, 10, Conv2dConfig::default().padding(1).input_grad(g))),
+        ("per tap", |g| conv_grads::<8, 8, 8, 3>(3, 5, Conv2dConfig::default().padding(1).input_grad(g))),
+        ("depthwise", |g| conv_grads::<6, 6, 1, 3>(3, 7, Conv2dConfig::default().padding(1).groups(6).input_grad(g))),
+        ("1x1", |g| conv_grads::<4, 6, 4, 1>(1, 7, Conv2dConfig::default().input_grad(g))),
+    ];
+    for (name, case) in cases {
+        let (gw, gb, gx) = case(true);
+        let (gw_off, gb_off, gx_off) = case(false);
+        assert_eq!(gw, gw_off, "{name}: weight gradient");
+        assert_eq!(gb, gb_off, "{name}: bias gradient");
+        assert!(gx.iter().any(|v| *v != 0.0), "{name}: input gradient computed when asked");
+        assert!(gx_off.iter().all(|v| *v == 0.0), "{name}: input gradient left untouched");
+    }
+}
+
 #[test]
 fn weight_gradients_accumulate_over_uses() {
     // One weight applied to two inputs (SimSiam's two views): its gradient sums both.
@@ -202,6 +246,81 @@ fn max_pool_ties_go_to_the_first_maximum_and_nan_propagates() {
     let y = max_pool2d(x.leaky_trace(), Pool2dConfig::new(2)).unwrap();
     assert!(y.as_vec()[0].is_nan());
     assert_eq!(y.sum().backward().get(&x).as_vec(), vec![0.0, 1.0, 0.0, 0.0]);
+}
+
+/// Max pooling by its definition, one window at a time: the first maximum of the taps inside
+/// the plane in `(kh, kw)` order, a NaN winning; returns the outputs and the index taken.
+fn max_pool_reference(x: &[f64], h: usize, w: usize, cfg: Pool2dConfig) -> (Vec<f64>, Vec<usize>) {
+    let (ho, wo) = cfg.output_size(h, w).unwrap();
+    let (mut y, mut at) = (vec![], vec![]);
+    for oh in 0..ho {
+        for ow in 0..wo {
+            let mut best: Option<(f64, usize)> = None;
+            for kh in 0..cfg.kernel {
+                for kw in 0..cfg.kernel {
+                    let (r, c) = (
+                        (oh * cfg.stride + kh) as isize - cfg.padding as isize,
+                        (ow * cfg.stride + kw) as isize - cfg.padding as isize,
+                    );
+                    if r < 0 || c < 0 || r >= h as isize || c >= w as isize {
+                        continue;
+                    }
+                    let i = r as usize * w + c as usize;
+                    let v = x[i];
+                    best = match best {
+                        Some((b, _)) if b.is_nan() || !(v > b || v.is_nan()) => best,
+                        _ => Some((v, i)),
+                    };
+                }
+            }
+            let (v, i) = best.unwrap();
+            y.push(v);
+            at.push(i);
+        }
+    }
+    (y, at)
+}
+
+#[test]
+fn max_pool_equals_its_definition_on_every_window() {
+    // Few distinct values (ties everywhere), a few NaNs and -inf; planes wide enough for the
+    // row-at-a-time inner outputs and narrow ones that are all edge.
+    let dev = Cpu::default();
+    for (k, stride, padding) in [(3, 2, 1), (2, 2, 0), (3, 1, 1), (5, 3, 2), (3, 3, 0), (1, 2, 0), (4, 2, 1)] {
+        for (h, w) in [(1, 1), (5, 4), (9, 13), (16, 24), (7, 31)] {
+            let cfg = Pool2dConfig::new(k).stride(stride).padding(padding);
+            if cfg.output_size(h, w).is_none() {
+                continue;
+            }
+            let planes = 3;
+            let data: Vec<f64> = randn(41 + (h * w) as u64, planes * h * w)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match i % 37 {
+                    5 => f64::NAN,
+                    11 => f64::NEG_INFINITY,
+                    _ => (v * 1.5).round(),
+                })
+                .collect();
+            let x = dev.tensor_from_vec(data.clone(), (1, Const::<3>, h, w));
+            let y = max_pool2d(x.leaky_trace(), cfg).unwrap();
+            let (ho, wo) = (y.shape().2, y.shape().3);
+            let gy: Vec<f64> = (0..planes * ho * wo).map(|i| 1.0 + i as f64).collect();
+            let got = y.as_vec();
+            let gx = (y * dev.tensor_from_vec(gy.clone(), (1, Const::<3>, ho, wo))).sum().backward().get(&x).as_vec();
+            let mut want_gx = vec![0.0; planes * h * w];
+            for p in 0..planes {
+                let (want, at) = max_pool_reference(&data[p * h * w..][..h * w], h, w, cfg);
+                for (j, (v, i)) in want.iter().zip(&at).enumerate() {
+                    let g = got[p * ho * wo + j];
+                    let what = format!("k{k} s{stride} p{padding} {h}x{w} plane {p} output {j}");
+                    assert!(g == *v || (g.is_nan() && v.is_nan()), "{what}: got {g}, want {v}");
+                    want_gx[p * h * w + i] += gy[p * ho * wo + j];
+                }
+            }
+            assert_eq!(gx, want_gx, "k{k} s{stride} p{padding} {h}x{w}: gradient routing");
+        }
+    }
 }
 
 #[test]

@@ -93,6 +93,17 @@ fn conv_3x3_stride2() {
 }
 
 #[test]
+fn conv_strided_rows_by_phase() {
+    // Strided columns are gathered (and their gradients scattered) through rows split by
+    // column phase: strides 2 to 4, widths that the stride does or does not divide, padding
+    // wider than a phase, a 7×7/2 stem.
+    check_conv::<2, 3, 2, 4>((2, 9, 11), Conv2dConfig::default().stride(3).padding(1), true);
+    check_conv::<2, 2, 2, 4>((2, 8, 8), Conv2dConfig::default().stride(4), false);
+    check_conv::<2, 3, 2, 5>((2, 6, 9), Conv2dConfig::default().stride(2).padding(2), false);
+    check_conv::<3, 4, 3, 7>((2, 12, 13), Conv2dConfig::default().stride(2).padding(3), true);
+}
+
+#[test]
 fn conv_stride1_unpadded_and_partly_padded() {
     // Stride 1 takes the flipped-kernel input gradient for any padding up to k − 1.
     check_conv::<2, 3, 2, 3>((2, 5, 6), Conv2dConfig::default(), false);
