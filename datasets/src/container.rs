@@ -7,11 +7,13 @@
 //! gzip trailer (CRC-32 and length) of its last gzip member even when the members wanted come
 //! earlier, and each zip member read to its end (CRC-32). A flipped bit in an archive is an
 //! error, never other pixels. A tar.gz may be several gzip members end to end (`cat a.gz b.gz`);
-//! all are read, and bytes after the last one that do not form another member are an error.
+//! all are read, and bytes after the last one that do not form another member are an error,
+//! except zero bytes (block padding, as tape and some tools write it), which `gzip -d` and
+//! Python's `gzip` skip too.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -203,9 +205,8 @@ impl Container {
                 let file = BufReader::with_capacity(1 << 20, File::open(path).at(path)?);
                 // All gzip members, one after the other, as `gzip -d` and Python's `tarfile` read
                 // them: a tar split over several members is read whole, and bytes after the last
-                // member that are not another member are an error, not silently ignored.
-                let reader: Box<dyn Read> =
-                    if *gz { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
+                // member that are not another member (nor zero padding) are an error.
+                let reader: Box<dyn Read> = if *gz { Box::new(GzMembers::new(file)) } else { Box::new(file) };
                 let mut archive = tar::Archive::new(reader);
                 let corrupt = |e: std::io::Error| {
                     Error::corrupt_file(path.display().to_string(), format!("corrupt archive: {e}"))
@@ -230,6 +231,47 @@ impl Container {
                 Ok(())
             }
         }
+    }
+}
+
+/// The gzip members of a stream, decompressed one after the other. Between and after members,
+/// zero bytes are skipped (Python's `gzip` does the same; `gzip -d` warns "trailing zero bytes
+/// ignored"); any other byte must start a valid member, else reading fails.
+struct GzMembers<R: BufRead> {
+    member: Option<flate2::bufread::GzDecoder<R>>,
+}
+
+impl<R: BufRead> GzMembers<R> {
+    fn new(r: R) -> Self {
+        GzMembers { member: Some(flate2::bufread::GzDecoder::new(r)) }
+    }
+}
+
+impl<R: BufRead> Read for GzMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(member) = self.member.as_mut() {
+            let n = member.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // This member ended (its CRC-32 and length checked): skip zero padding, then either
+            // the stream ends or another member starts.
+            let mut rest = self.member.take().expect("a member is being read").into_inner();
+            loop {
+                let chunk = rest.fill_buf()?;
+                if chunk.is_empty() {
+                    return Ok(0);
+                }
+                let zeros = chunk.iter().take_while(|&&b| b == 0).count();
+                let whole = zeros == chunk.len();
+                rest.consume(zeros);
+                if !whole {
+                    break;
+                }
+            }
+            self.member = Some(flate2::bufread::GzDecoder::new(rest));
+        }
+        Ok(0)
     }
 }
 

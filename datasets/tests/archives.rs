@@ -149,8 +149,37 @@ fn a_tar_gz_of_several_gzip_members_is_read_whole() {
     }
 }
 
-/// Bytes after the last gzip member that are not another member (here: text, a few zeros, half
-/// a gzip header) are a one-line error naming the archive, and nothing is written.
+/// Zero bytes after the last gzip member, or between members (block padding), are skipped as
+/// `gzip -d` and Python read them: the same rows as the unpadded archive.
+#[test]
+fn zero_padding_after_or_between_gzip_members_is_skipped() {
+    let t = tempfile::tempdir().unwrap();
+    let src = synth::cifar_binary(t.path(), 3, 2, false).unwrap();
+    let tgz = t.path().join("c.tar.gz");
+    synth::tar_gz(&src, &tgz).unwrap();
+    let good = std::fs::read(&tgz).unwrap();
+    let want = hashes(&ingest_cifar(&tgz, &t.path().join("plain")).unwrap());
+    let whole = contents(&tgz).unwrap();
+    let mut tar_bytes = Vec::new();
+    flate2::read::GzDecoder::new(&good[..]).read_to_end(&mut tar_bytes).unwrap();
+    let half = tar_bytes.len() / 2 + 5;
+    let padded_between =
+        [gzip_members(&[&tar_bytes[..half]]), vec![0u8; 512], gzip_members(&[&tar_bytes[half..]]), vec![0u8; 7]]
+            .concat();
+    for (k, bytes) in [[&good[..], &[0u8; 10240][..]].concat(), [&good[..], &[0u8; 1][..]].concat(), padded_between]
+        .into_iter()
+        .enumerate()
+    {
+        let padded = t.path().join(format!("p{k}.tar.gz"));
+        std::fs::write(&padded, bytes).unwrap();
+        assert_eq!(contents(&padded).unwrap(), whole, "case {k}");
+        assert_eq!(hashes(&ingest_cifar(&padded, &t.path().join(format!("o{k}"))).unwrap()), want, "case {k}");
+    }
+}
+
+/// Bytes after the last gzip member that are not another member (here: text, half a gzip
+/// header, zeros followed by text) are a one-line error naming the archive, and nothing is
+/// written.
 #[test]
 fn bytes_after_the_last_gzip_member_are_an_error() {
     let t = tempfile::tempdir().unwrap();
@@ -158,8 +187,10 @@ fn bytes_after_the_last_gzip_member_are_an_error() {
     let tgz = t.path().join("c.tar.gz");
     synth::tar_gz(&src, &tgz).unwrap();
     let good = std::fs::read(&tgz).unwrap();
-    for (k, tail) in
-        [&b"trailing text that is no gzip member\n"[..], &[0u8; 16][..], &[0x1f, 0x8b, 8][..]].into_iter().enumerate()
+    let zeros_then_text = [&[0u8; 16][..], b"x"].concat();
+    for (k, tail) in [&b"trailing text that is no gzip member\n"[..], &[0x1f, 0x8b, 8][..], &zeros_then_text[..]]
+        .into_iter()
+        .enumerate()
     {
         std::fs::write(&tgz, [&good[..], tail].concat()).unwrap();
         let err = contents(&tgz).unwrap_err().to_string();
