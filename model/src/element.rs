@@ -130,7 +130,10 @@ impl<E: Element> Scratch<E> {
             .ok()
             .flatten()
             .unwrap_or_default();
-        if buf.len() > len {
+        if buf.capacity() < len {
+            // Too small: a new buffer (growing this one would copy its stale contents over).
+            buf = vec![E::zero(); len];
+        } else if buf.len() > len {
             buf.truncate(len);
         } else {
             buf.resize(len, E::zero());

@@ -3,7 +3,7 @@
 //! Layouts are PyTorch's: an image is `[C, H, W]` row-major, a column matrix is
 //! `[C·K·K, Ho·Wo]` with rows ordered `(c, kh, kw)`, weights are `[O, C/groups, K, K]`.
 
-use super::window::{add_merged_phases, phase_of, split_phases, ConvGeom};
+use super::window::{add_merged_phases, add_merged_phases_2d, phase_of, split_phases, split_phases_2d, ConvGeom};
 use crate::element::Scratch;
 use crate::Element;
 
@@ -13,6 +13,9 @@ use crate::Element;
 pub(crate) fn im2col<E: Element>(g: &ConvGeom, x: &[E], col: &mut [E], ld: usize, off: usize) {
     if g.same_stride1() {
         return im2col_same(g, x, col, ld, off);
+    }
+    if let Some(plane) = strided_plane(g) {
+        return im2col_strided(g, plane, x, col, ld, off);
     }
     let (k, s, p, w, wo, pp) = (g.k, g.aw.stride, g.aw.padding, g.aw.len, g.wo, g.pp());
     let (h, wph) = (g.ah.len, w.div_ceil(s));
@@ -55,6 +58,9 @@ pub(crate) fn col2im_add<E: Element>(g: &ConvGeom, col: &mut [E], ld: usize, off
     if g.same_stride1() {
         return col2im_same(g, col, ld, off, dx);
     }
+    if let Some(plane) = strided_plane(g) {
+        return col2im_strided(g, plane, col, ld, off, dx);
+    }
     let (k, s, p, w, wo, pp) = (g.k, g.aw.stride, g.aw.padding, g.aw.len, g.wo, g.pp());
     let (h, wph) = (g.ah.len, w.div_ceil(s));
     // Strided: sums gathered per column phase (contiguous runs), then added back in one pass.
@@ -87,6 +93,94 @@ pub(crate) fn col2im_add<E: Element>(g: &ConvGeom, col: &mut [E], ld: usize, off
         if let Some(buf) = split.as_ref() {
             add_merged_phases(buf, h, w, s, dxc);
         }
+    }
+}
+
+/// For a strided convolution whose output is as wide as a column phase (`Wo = ⌈W / s⌉`: 3×3/2
+/// padding 1, a 7×7/2 stem, a 1×1/2 shortcut, a patch embedding), the size of a phase plane of
+/// [`split_phases_2d`]: output position `i` of tap `(kh, kw)` then reads element `i + d` of one
+/// phase plane, `d` constant over the tap, so the tap's columns are one contiguous run.
+fn strided_plane(g: &ConvGeom) -> Option<usize> {
+    let s = g.aw.stride;
+    (s > 1 && g.ah.stride == s && g.wo == g.aw.len.div_ceil(s)).then(|| g.ah.len.div_ceil(s) * g.wo)
+}
+
+/// The taps of a strided convolution read through phase planes (see [`strided_plane`]), in
+/// `(kh, kw)` order: the phase plane, the offset `d` from output position to plane element,
+/// the range `[lo, hi)` of output positions from the first to the last inside the image, and
+/// the rows and columns `(oh_lo, oh_hi, ow_lo, ow_hi)` inside it.
+struct StridedTap {
+    phase: usize,
+    d: isize,
+    lo: usize,
+    hi: usize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+}
+
+fn strided_taps(g: &ConvGeom) -> Vec<StridedTap> {
+    let (k, s) = (g.k, g.aw.stride);
+    let mut taps = Vec::with_capacity(k * k);
+    for kh in 0..k {
+        let (phh, qh) = phase_of(kh as isize - g.ah.padding as isize, s);
+        let rows = g.ah.valid(kh, g.ho);
+        for kw in 0..k {
+            let (phw, qw) = phase_of(kw as isize - g.aw.padding as isize, s);
+            let cols = g.aw.valid(kw, g.wo);
+            let (lo, hi) = if rows.0 < rows.1 && cols.0 < cols.1 {
+                (rows.0 * g.wo + cols.0, (rows.1 - 1) * g.wo + cols.1)
+            } else {
+                (0, 0)
+            };
+            taps.push(StridedTap { phase: phh * s + phw, d: qh * g.wo as isize + qw, lo, hi, rows, cols });
+        }
+    }
+    taps
+}
+
+/// [`im2col`] through phase planes: per channel one split, then per tap one contiguous copy
+/// and the fix-ups (rows and columns that read padding zeroed).
+fn im2col_strided<E: Element>(g: &ConvGeom, plane: usize, x: &[E], col: &mut [E], ld: usize, off: usize) {
+    let (s, wo, pp) = (g.aw.stride, g.wo, g.pp());
+    let taps = strided_taps(g);
+    let mut split = Scratch::<E>::with_len(s * s * plane);
+    let mut rows = col.chunks_exact_mut(ld);
+    for xc in x.chunks_exact(g.hw()).take(g.ig()) {
+        split_phases_2d(xc, g.ah.len, g.aw.len, s, &mut split);
+        for t in &taps {
+            let row = &mut rows.next().expect("col has ig·k·k rows")[off..off + pp];
+            row[..t.lo].fill(E::zero());
+            row[t.hi..].fill(E::zero());
+            if t.hi > t.lo {
+                let from = (t.lo as isize + t.d) as usize;
+                row[t.lo..t.hi].copy_from_slice(&split[t.phase * plane + from..][..t.hi - t.lo]);
+                zero_columns(&mut row[t.rows.0 * wo..t.rows.1 * wo], wo, t.cols.0, t.cols.1);
+            }
+        }
+    }
+}
+
+/// [`col2im_add`] through phase planes: each tap's run added onto a phase plane (after zeroing
+/// the entries of `col` that read padding), then the planes merged back onto `dx`.
+fn col2im_strided<E: Element>(g: &ConvGeom, plane: usize, col: &mut [E], ld: usize, off: usize, dx: &mut [E]) {
+    let (s, wo, pp) = (g.aw.stride, g.wo, g.pp());
+    let taps = strided_taps(g);
+    let mut split = Scratch::<E>::with_len(s * s * plane);
+    let mut rows = col.chunks_exact_mut(ld);
+    for dxc in dx.chunks_exact_mut(g.hw()).take(g.ig()) {
+        split.fill(E::zero());
+        for t in &taps {
+            let row = &mut rows.next().expect("col has ig·k·k rows")[off..off + pp];
+            if t.hi == t.lo {
+                continue;
+            }
+            zero_columns(&mut row[t.rows.0 * wo..t.rows.1 * wo], wo, t.cols.0, t.cols.1);
+            let from = (t.lo as isize + t.d) as usize;
+            for (a, v) in split[t.phase * plane + from..][..t.hi - t.lo].iter_mut().zip(&row[t.lo..t.hi]) {
+                *a += *v;
+            }
+        }
+        add_merged_phases_2d(&split, g.ah.len, g.aw.len, s, dxc);
     }
 }
 

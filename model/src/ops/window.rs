@@ -1,5 +1,8 @@
 //! Sliding-window geometry shared by the convolution and pooling kernels.
 
+use crate::simd::multiversion;
+use crate::Element;
+
 /// One spatial axis of a sliding window: input length, kernel, stride, padding.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Axis {
@@ -101,13 +104,26 @@ pub(crate) fn phase_of(d: isize, s: usize) -> (usize, isize) {
     (d.rem_euclid(s as isize) as usize, d.div_euclid(s as isize))
 }
 
+multiversion! {
 /// Splits the rows of `x` (`h × w`) by column phase for stride `s`, into `out` laid out
 /// `[s, h, wph]` with `wph = ⌈w / s⌉`: `out[(ph·h + r)·wph + i] = x[r·w + i·s + ph]` (the last
 /// element of a short phase row is left as it was). The columns a strided window reads along a
 /// row are then consecutive: the strided kernels (pooling, im2col) copy and compare whole runs.
-pub(crate) fn split_phases<E: Copy>(x: &[E], h: usize, w: usize, s: usize, out: &mut [E]) {
+pub(crate) fn split_phases<E: Element>(x: &[E], h: usize, w: usize, s: usize, out: &mut [E]) {
     let wph = w.div_ceil(s);
     for (r, row) in x.chunks_exact(w).take(h).enumerate() {
+        if s == 2 {
+            // Pairs of columns: a de-interleave the compiler vectorises.
+            let (even, odd) = out.split_at_mut(h * wph);
+            let (even, odd) = (&mut even[r * wph..][..wph], &mut odd[r * wph..][..wph]);
+            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
+                (*e, *o) = (pair[0], pair[1]);
+            }
+            if w % 2 == 1 {
+                even[wph - 1] = row[w - 1];
+            }
+            continue;
+        }
         for ph in 0..s {
             let dst = &mut out[(ph * h + r) * wph..][..wph];
             for (d, v) in dst.iter_mut().zip(row[ph.min(w)..].iter().step_by(s)) {
@@ -116,11 +132,25 @@ pub(crate) fn split_phases<E: Copy>(x: &[E], h: usize, w: usize, s: usize, out: 
         }
     }
 }
+}
 
+multiversion! {
 /// The inverse of [`split_phases`], adding: `x[r·w + i·s + ph] += split[(ph·h + r)·wph + i]`.
-pub(crate) fn add_merged_phases<E: Copy + std::ops::AddAssign>(split: &[E], h: usize, w: usize, s: usize, x: &mut [E]) {
+pub(crate) fn add_merged_phases<E: Element>(split: &[E], h: usize, w: usize, s: usize, x: &mut [E]) {
     let wph = w.div_ceil(s);
     for (r, row) in x.chunks_exact_mut(w).take(h).enumerate() {
+        if s == 2 {
+            let (even, odd) = split.split_at(h * wph);
+            let (even, odd) = (&even[r * wph..][..wph], &odd[r * wph..][..wph]);
+            for ((e, o), pair) in even.iter().zip(odd).zip(row.chunks_exact_mut(2)) {
+                pair[0] += *e;
+                pair[1] += *o;
+            }
+            if w % 2 == 1 {
+                row[w - 1] += even[wph - 1];
+            }
+            continue;
+        }
         for ph in 0..s {
             let src = &split[(ph * h + r) * wph..][..wph];
             for (d, v) in row[ph.min(w)..].iter_mut().step_by(s).zip(src) {
@@ -128,6 +158,70 @@ pub(crate) fn add_merged_phases<E: Copy + std::ops::AddAssign>(split: &[E], h: u
             }
         }
     }
+}
+}
+
+multiversion! {
+/// Splits the plane `x` (`h × w`) by row and column phase for stride `s` into `out`, laid out
+/// `[s, s, hph, wph]` (`hph = ⌈h / s⌉`, `wph = ⌈w / s⌉`): `x[r·w + c]` goes to phase plane
+/// `(r mod s, c mod s)` at `(r / s, c / s)`; slots past a short plane's edge are left as they
+/// were. A strided window's tap then reads, over all outputs, one phase plane at a constant
+/// offset: when `wph` equals the output width, one contiguous run (see `im2col`).
+pub(crate) fn split_phases_2d<E: Element>(x: &[E], h: usize, w: usize, s: usize, out: &mut [E]) {
+    let (hph, wph) = (h.div_ceil(s), w.div_ceil(s));
+    let plane = hph * wph;
+    for (r, row) in x.chunks_exact(w).take(h).enumerate() {
+        let (phh, i) = (r % s, r / s);
+        let at = |phw: usize| ((phh * s + phw) * plane) + i * wph;
+        if s == 2 {
+            let (even, odd) = out[at(0)..].split_at_mut(plane);
+            let (even, odd) = (&mut even[..wph], &mut odd[..wph]);
+            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
+                (*e, *o) = (pair[0], pair[1]);
+            }
+            if w % 2 == 1 {
+                even[wph - 1] = row[w - 1];
+            }
+            continue;
+        }
+        for phw in 0..s.min(w) {
+            let dst = &mut out[at(phw)..][..wph];
+            for (d, v) in dst.iter_mut().zip(row[phw..].iter().step_by(s)) {
+                *d = *v;
+            }
+        }
+    }
+}
+}
+
+multiversion! {
+/// The inverse of [`split_phases_2d`], adding each element back onto `x`.
+pub(crate) fn add_merged_phases_2d<E: Element>(split: &[E], h: usize, w: usize, s: usize, x: &mut [E]) {
+    let (hph, wph) = (h.div_ceil(s), w.div_ceil(s));
+    let plane = hph * wph;
+    for (r, row) in x.chunks_exact_mut(w).take(h).enumerate() {
+        let (phh, i) = (r % s, r / s);
+        let at = |phw: usize| ((phh * s + phw) * plane) + i * wph;
+        if s == 2 {
+            let (even, odd) = split[at(0)..].split_at(plane);
+            let (even, odd) = (&even[..wph], &odd[..wph]);
+            for ((e, o), pair) in even.iter().zip(odd).zip(row.chunks_exact_mut(2)) {
+                pair[0] += *e;
+                pair[1] += *o;
+            }
+            if w % 2 == 1 {
+                row[w - 1] += even[wph - 1];
+            }
+            continue;
+        }
+        for phw in 0..s.min(w) {
+            let src = &split[at(phw)..][..wph];
+            for (d, v) in row[phw..].iter_mut().step_by(s).zip(src) {
+                *d += *v;
+            }
+        }
+    }
+}
 }
 
 #[cfg(test)]

@@ -94,13 +94,16 @@ fn conv_3x3_stride2() {
 
 #[test]
 fn conv_strided_rows_by_phase() {
-    // Strided columns are gathered (and their gradients scattered) through rows split by
-    // column phase: strides 2 to 4, widths that the stride does or does not divide, padding
-    // wider than a phase, a 7×7/2 stem.
+    // Strided columns are gathered (and their gradients scattered) through planes split by
+    // row and column phase: strides 2 to 4, widths that the stride does or does not divide,
+    // padding wider than a phase, a 7×7/2 stem.
     check_conv::<2, 3, 2, 4>((2, 9, 11), Conv2dConfig::default().stride(3).padding(1), true);
     check_conv::<2, 2, 2, 4>((2, 8, 8), Conv2dConfig::default().stride(4), false);
     check_conv::<2, 3, 2, 5>((2, 6, 9), Conv2dConfig::default().stride(2).padding(2), false);
     check_conv::<3, 4, 3, 7>((2, 12, 13), Conv2dConfig::default().stride(2).padding(3), true);
+    // Outputs narrower than a phase row (no padding): the row-by-row path.
+    check_conv::<2, 3, 2, 3>((2, 7, 8), Conv2dConfig::default().stride(2), true);
+    check_conv::<2, 2, 2, 2>((2, 9, 7), Conv2dConfig::default().stride(3), false);
 }
 
 #[test]
