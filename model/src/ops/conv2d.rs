@@ -416,7 +416,7 @@ fn backward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], gy: &[E], dx: Option<&mu
         _ => None,
     };
     // One accumulator for the weight and bias gradients per task.
-    let run = |((dxs, xs), gys): ((Option<&mut [E]>, &[E]), &[E])| {
+    let run = |dxs: Option<&mut [E]>, xs: &[E], gys: &[E]| {
         let mut acc = Scratch::zeroed(acc_len);
         if let Some(wp) = &per_tap {
             let (dw, db) = acc.split_at_mut(g.o * g.kk());
@@ -437,14 +437,12 @@ fn backward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], gy: &[E], dx: Option<&mu
         acc
     };
     if plan.chunk >= g.n {
-        return run(((dx, x), gy));
+        return run(dx, x, gy);
     }
     let tasks = x.par_chunks(plan.chunk * chw).zip(gy.par_chunks(plan.chunk * opp));
     let mut parts: Vec<Scratch<E>> = match dx {
-        Some(dx) => {
-            dx.par_chunks_mut(plan.chunk * chw).zip(tasks).map(|(d, (x, gy))| run(((Some(d), x), gy))).collect()
-        }
-        None => tasks.map(|(x, gy)| run(((None, x), gy))).collect(),
+        Some(dx) => dx.par_chunks_mut(plan.chunk * chw).zip(tasks).map(|(d, (x, gy))| run(Some(d), x, gy)).collect(),
+        None => tasks.map(|(x, gy)| run(None, x, gy)).collect(),
     };
     let mut total = parts.pop().expect("a batch of two or more has tasks");
     for part in &parts {
