@@ -3,7 +3,7 @@
 //! Layouts are PyTorch's: an image is `[C, H, W]` row-major, a column matrix is
 //! `[C·K·K, Ho·Wo]` with rows ordered `(c, kh, kw)`, weights are `[O, C/groups, K, K]`.
 
-use super::window::{add_merged_phases, add_merged_phases_2d, phase_of, split_phases, split_phases_2d, ConvGeom};
+use super::window::{add_merged_phases_2d, phase_of, phase_row, split_phases_2d, ConvGeom};
 use crate::element::Scratch;
 use crate::Element;
 
@@ -18,18 +18,18 @@ pub(crate) fn im2col<E: Element>(g: &ConvGeom, x: &[E], col: &mut [E], ld: usize
         return im2col_strided(g, plane, x, col, ld, off);
     }
     let (k, s, p, w, wo, pp) = (g.k, g.aw.stride, g.aw.padding, g.aw.len, g.wo, g.pp());
-    let (h, wph) = (g.ah.len, w.div_ceil(s));
-    // Strided: each channel's rows split by column phase first, so every row copy below is
-    // one contiguous run (see `split_phases`).
-    let mut split = (s > 1).then(|| Scratch::<E>::with_len(s * h * wph));
+    let (h, hph, wph) = (g.ah.len, g.ah.len.div_ceil(s), w.div_ceil(s));
+    // Strided: each channel split by phase first, so every row copy below is one contiguous
+    // run (see `split_phases_2d`).
+    let mut split = (s > 1).then(|| Scratch::<E>::with_len(s * s * hph * wph));
     let mut rows = col.chunks_exact_mut(ld);
     for xc in x.chunks_exact(g.hw()).take(g.ig()) {
-        let (plane, row_len) = match split.as_mut() {
+        let (plane, plane_h, row_len) = match split.as_mut() {
             Some(buf) => {
-                split_phases(xc, h, w, s, buf);
-                (&buf[..], wph)
+                split_phases_2d(xc, h, w, s, buf);
+                (&buf[..], hph, wph)
             }
-            None => (xc, w),
+            None => (xc, h, w),
         };
         for kh in 0..k {
             let (oh_lo, oh_hi) = g.ah.valid(kh, g.ho);
@@ -43,7 +43,7 @@ pub(crate) fn im2col<E: Element>(g: &ConvGeom, x: &[E], col: &mut [E], ld: usize
                 let from = (ow_lo as isize + q) as usize;
                 for oh in oh_lo..oh_hi {
                     let ih = oh * g.ah.stride + kh - p;
-                    let src = &plane[(ph * h + ih) * row_len + from..][..ow_hi - ow_lo];
+                    let src = &plane[phase_row(ih, ph, s, plane_h, row_len) + from..][..ow_hi - ow_lo];
                     row[oh * wo..][ow_lo..ow_hi].copy_from_slice(src);
                 }
             }
@@ -62,17 +62,17 @@ pub(crate) fn col2im_add<E: Element>(g: &ConvGeom, col: &mut [E], ld: usize, off
         return col2im_strided(g, plane, col, ld, off, dx);
     }
     let (k, s, p, w, wo, pp) = (g.k, g.aw.stride, g.aw.padding, g.aw.len, g.wo, g.pp());
-    let (h, wph) = (g.ah.len, w.div_ceil(s));
-    // Strided: sums gathered per column phase (contiguous runs), then added back in one pass.
-    let mut split = (s > 1).then(|| Scratch::<E>::with_len(s * h * wph));
+    let (h, hph, wph) = (g.ah.len, g.ah.len.div_ceil(s), w.div_ceil(s));
+    // Strided: sums gathered per phase (contiguous runs), then added back in one pass.
+    let mut split = (s > 1).then(|| Scratch::<E>::with_len(s * s * hph * wph));
     let mut rows = col.chunks_exact(ld).map(|r| &r[off..off + pp]);
     for dxc in dx.chunks_exact_mut(g.hw()).take(g.ig()) {
-        let (plane, row_len): (&mut [E], usize) = match split.as_mut() {
+        let (plane, plane_h, row_len): (&mut [E], usize, usize) = match split.as_mut() {
             Some(buf) => {
                 buf.fill(E::zero());
-                (&mut buf[..], wph)
+                (&mut buf[..], hph, wph)
             }
-            None => (&mut *dxc, w),
+            None => (&mut *dxc, h, w),
         };
         for kh in 0..k {
             let (oh_lo, oh_hi) = g.ah.valid(kh, g.ho);
@@ -83,7 +83,7 @@ pub(crate) fn col2im_add<E: Element>(g: &ConvGeom, col: &mut [E], ld: usize, off
                 let from = (ow_lo as isize + q) as usize;
                 for oh in oh_lo..oh_hi {
                     let ih = oh * g.ah.stride + kh - p;
-                    let dst = &mut plane[(ph * h + ih) * row_len + from..][..ow_hi - ow_lo];
+                    let dst = &mut plane[phase_row(ih, ph, s, plane_h, row_len) + from..][..ow_hi - ow_lo];
                     for (d, v) in dst.iter_mut().zip(&row[oh * wo..][ow_lo..ow_hi]) {
                         *d += *v;
                     }
@@ -91,7 +91,7 @@ pub(crate) fn col2im_add<E: Element>(g: &ConvGeom, col: &mut [E], ld: usize, off
             }
         }
         if let Some(buf) = split.as_ref() {
-            add_merged_phases(buf, h, w, s, dxc);
+            add_merged_phases_2d(buf, h, w, s, dxc);
         }
     }
 }

@@ -5,7 +5,7 @@ use dfdx::prelude::{Const, Cpu, HasShape, PutTape, SplitTape, Tape, Tensor, Tens
 use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
-use super::window::{phase_of, split_phases, Axis};
+use super::window::{phase_of, phase_row, split_phases_2d, Axis};
 use super::Image;
 use crate::element::{view, Scratch};
 use crate::simd::multiversion;
@@ -148,34 +148,35 @@ const UNSET: u32 = u32::MAX;
 /// One plane: each output scans its window's taps inside the plane in `(kh, kw)` order, keeping
 /// the first maximum (strictly greater replaces; NaN propagates) and its index. Outputs whose
 /// window lies inside the row run a whole output row at a time, tap by tap, so the comparisons
-/// vectorise along the row: with a stride `s > 1` the input rows are first split into `s` phases
-/// (columns `i·s + ph` side by side), where each tap reads consecutive elements. The edge outputs
+/// vectorise along the row: with a stride `s > 1` the input is first split by phase (columns
+/// `i·s + ph` side by side, see `split_phases_2d`), where each tap reads consecutive elements. The edge outputs
 /// scan their window one by one.
 fn max_plane<E: Element>(ah: &Axis, aw: &Axis, k: usize, wo: usize, x: &[E], y: &mut [E], arg: Option<&mut [u32]>) {
     let (h, w, s) = (ah.len, aw.len, aw.stride);
     // Inner output columns: `ow·s − p ≥ 0` and `ow·s − p + k ≤ w`.
     let lo = aw.padding.div_ceil(s).min(wo);
     let hi = if w + aw.padding >= k { ((w + aw.padding - k) / s + 1).min(wo) } else { 0 }.max(lo);
-    let wph = w.div_ceil(s);
-    let mut split = (s > 1 && hi > lo).then(|| Scratch::<E>::with_len(s * h * wph));
+    let (hph, wph) = (h.div_ceil(s), w.div_ceil(s));
+    let mut split = (s > 1 && hi > lo).then(|| Scratch::<E>::with_len(s * s * hph * wph));
     if let Some(ph) = split.as_mut() {
-        split_phases(x, h, w, s, ph);
+        split_phases_2d(x, h, w, s, ph);
     }
     let mut own_arg = arg.is_none().then(|| vec![0u32; y.len()]);
     let arg = match arg {
         Some(a) => a,
         None => own_arg.as_deref_mut().unwrap_or_default(),
     };
-    let phases: (&[E], usize) = match split.as_ref() {
-        Some(ph) => (ph, wph),
-        None => (x, w),
+    let phases: (&[E], usize, usize) = match split.as_ref() {
+        Some(ph) => (ph, hph, wph),
+        None => (x, h, w),
     };
     max_plane_rows(ah, aw, k, wo, (lo, hi), x, phases, y, arg);
 }
 
 multiversion! {
 /// The rows of [`max_plane`]: `inner` is the range of inner output columns, `phases` the input
-/// split by column phase (`(plane, row length)`; the input itself when the stride is 1).
+/// split by phase (`(planes, phase plane height, row length)`; the input itself when the
+/// stride is 1).
 #[allow(clippy::too_many_arguments)]
 fn max_plane_rows<E: Element>(
     ah: &Axis,
@@ -184,13 +185,13 @@ fn max_plane_rows<E: Element>(
     wo: usize,
     inner: (usize, usize),
     x: &[E],
-    phases: (&[E], usize),
+    phases: (&[E], usize, usize),
     y: &mut [E],
     arg: &mut [u32],
 ) {
     let (h, w, s) = (ah.len, aw.len, aw.stride);
     let (lo, hi) = inner;
-    let (ph_plane, wph) = phases;
+    let (ph_plane, hph, wph) = phases;
     // The taps of output `o` along an axis that land inside it.
     let taps = |a: &Axis, len: usize, o: usize| {
         let start = o * a.stride;
@@ -236,7 +237,7 @@ fn max_plane_rows<E: Element>(
                 let d = kw as isize - aw.padding as isize;
                 let (ph, q) = phase_of(d, s);
                 let from = (lo as isize + q) as usize;
-                let src = &ph_plane[(ph * h + r) * wph + from..][..hi - lo];
+                let src = &ph_plane[phase_row(r, ph, s, hph, wph) + from..][..hi - lo];
                 let base = (r * w + lo * s) as isize + d;
                 if kh == kh_lo && kw == 0 {
                     best.copy_from_slice(src);

@@ -97,68 +97,19 @@ impl ConvGeom {
     }
 }
 
-/// Where tap offset `d` (a column `ow·s + d` of output column `ow`, `d = kw − padding`) lands in
-/// rows split by [`split_phases`] with stride `s`: phase `d mod s`, element `ow + ⌊d / s⌋`.
+/// Where tap offset `d` (a column `ow·s + d` of output column `ow`, `d = kw − padding`; rows
+/// alike) lands in planes split by [`split_phases_2d`] with stride `s`: phase `d mod s`,
+/// element `ow + ⌊d / s⌋`.
 #[inline]
 pub(crate) fn phase_of(d: isize, s: usize) -> (usize, isize) {
     (d.rem_euclid(s as isize) as usize, d.div_euclid(s as isize))
 }
 
-multiversion! {
-/// Splits the rows of `x` (`h × w`) by column phase for stride `s`, into `out` laid out
-/// `[s, h, wph]` with `wph = ⌈w / s⌉`: `out[(ph·h + r)·wph + i] = x[r·w + i·s + ph]` (the last
-/// element of a short phase row is left as it was). The columns a strided window reads along a
-/// row are then consecutive: the strided kernels (pooling, im2col) copy and compare whole runs.
-pub(crate) fn split_phases<E: Element>(x: &[E], h: usize, w: usize, s: usize, out: &mut [E]) {
-    let wph = w.div_ceil(s);
-    for (r, row) in x.chunks_exact(w).take(h).enumerate() {
-        if s == 2 {
-            // Pairs of columns: a de-interleave the compiler vectorises.
-            let (even, odd) = out.split_at_mut(h * wph);
-            let (even, odd) = (&mut even[r * wph..][..wph], &mut odd[r * wph..][..wph]);
-            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
-                (*e, *o) = (pair[0], pair[1]);
-            }
-            if w % 2 == 1 {
-                even[wph - 1] = row[w - 1];
-            }
-            continue;
-        }
-        for ph in 0..s {
-            let dst = &mut out[(ph * h + r) * wph..][..wph];
-            for (d, v) in dst.iter_mut().zip(row[ph.min(w)..].iter().step_by(s)) {
-                *d = *v;
-            }
-        }
-    }
-}
-}
-
-multiversion! {
-/// The inverse of [`split_phases`], adding: `x[r·w + i·s + ph] += split[(ph·h + r)·wph + i]`.
-pub(crate) fn add_merged_phases<E: Element>(split: &[E], h: usize, w: usize, s: usize, x: &mut [E]) {
-    let wph = w.div_ceil(s);
-    for (r, row) in x.chunks_exact_mut(w).take(h).enumerate() {
-        if s == 2 {
-            let (even, odd) = split.split_at(h * wph);
-            let (even, odd) = (&even[r * wph..][..wph], &odd[r * wph..][..wph]);
-            for ((e, o), pair) in even.iter().zip(odd).zip(row.chunks_exact_mut(2)) {
-                pair[0] += *e;
-                pair[1] += *o;
-            }
-            if w % 2 == 1 {
-                row[w - 1] += even[wph - 1];
-            }
-            continue;
-        }
-        for ph in 0..s {
-            let src = &split[(ph * h + r) * wph..][..wph];
-            for (d, v) in row[ph.min(w)..].iter_mut().step_by(s).zip(src) {
-                *d += *v;
-            }
-        }
-    }
-}
+/// Where row `r`'s phase-`ph` columns start in a plane split by [`split_phases_2d`] with stride
+/// `s` into phase planes of `hph × wph`; with `s = 1`, in the plane itself (`wph = w`).
+#[inline]
+pub(crate) fn phase_row(r: usize, ph: usize, s: usize, hph: usize, wph: usize) -> usize {
+    ((r % s) * s + ph) * hph * wph + (r / s) * wph
 }
 
 multiversion! {
