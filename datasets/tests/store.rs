@@ -132,6 +132,22 @@ fn a_missing_object_is_named() {
 }
 
 #[test]
+fn footers_read_at_once_equal_those_read_one_by_one_and_the_first_missing_shard_is_named() {
+    let (store, m) = bucket();
+    let all = shards(&m);
+    assert!(all.len() >= 7, "{}", all.len());
+    let cache = tempfile::tempdir().unwrap();
+    let at = remote(store.clone(), cache.path(), 1 << 30);
+    let one_by_one: Vec<Vec<u64>> = all.iter().map(|s| at.row_group_rows(s).unwrap()).collect();
+    assert_eq!(at.row_group_rows_each(&all).unwrap(), one_by_one);
+    for i in [3, 6] {
+        futures_block(store.delete(&ObjPath::from(format!("noise/{}", all[i].path)))).unwrap();
+    }
+    let e = at.row_group_rows_each(&all).unwrap_err().to_string();
+    assert_eq!(e, format!("{URL}/{}: no such object", all[3].path));
+}
+
+#[test]
 fn the_cache_evicts_least_recently_used_shards_to_stay_under_a_small_limit() {
     let (store, m) = bucket();
     let largest = shards(&m).iter().map(|s| s.bytes).max().unwrap();

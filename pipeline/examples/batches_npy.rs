@@ -5,6 +5,7 @@
 //! cargo run -p siamlab-pipeline --example batches_npy -- SHARD_DIR OUT_DIR \
 //!     [--split train] [--views simsiam] [--n-views 2] [--batch-size 256] [--workers 2] \
 //!     [--seed 0] [--epoch 0] [--rank 0] [--world 1] [--drop-last] [--image-size N] [--start-batch K]
+//!     [--shuffle-by row-groups|shards]
 //! ```
 //!
 //! Batch `b` gives `OUT_DIR/b{b}_v{v}.npy` (`[B, 3, H, W]` f32 per view), `b{b}_labels.npy`,
@@ -45,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("train".to_string(), "simsiam".to_string(), 2, 256, 2);
     let (mut seed, mut epoch, mut rank, mut world, mut drop_last) = (0u64, 0u64, 0usize, 1usize, false);
     let (mut image_size, mut start_batch) = (None, 0u64);
+    let mut shuffle_by = siamlab_pipeline::ShuffleBy::RowGroups;
     while let Some(flag) = args.next() {
         if flag == "--drop-last" {
             drop_last = true;
@@ -63,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--world" => world = value.parse()?,
             "--image-size" => image_size = Some(value.parse()?),
             "--start-batch" => start_batch = value.parse()?,
+            "--shuffle-by" => shuffle_by = value.parse()?,
             _ => return Err(format!("unknown option {flag}; {usage}").into()),
         }
     }
@@ -73,6 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .workers(workers)
         .shard(rank, world)
         .drop_last(drop_last)
+        .shuffle_by(shuffle_by)
         .resume(PipelineState { epoch, next_sample: start_batch * batch as u64, seed });
     if let Some(s) = image_size {
         builder = builder.image_size(s);

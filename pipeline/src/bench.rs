@@ -8,6 +8,7 @@ use std::time::Instant;
 use siamlab_datasets::store::{CacheStats, Location};
 
 use crate::error::Result;
+use crate::plan::ShuffleBy;
 use crate::stats::StageStats;
 use crate::Pipeline;
 
@@ -29,6 +30,8 @@ pub struct PipelineBench {
     pub workers: usize,
     /// Epochs (each reshuffles).
     pub epochs: u64,
+    /// What each epoch permutes.
+    pub shuffle_by: ShuffleBy,
     /// Output size (`None`: the recipe's default for the data).
     pub image_size: Option<u32>,
 }
@@ -81,7 +84,8 @@ impl PipelineBench {
                 .split(&self.split)
                 .epoch(epoch)
                 .views(&self.recipe, self.views)
-                .batch_size(self.batch);
+                .batch_size(self.batch)
+                .shuffle_by(self.shuffle_by);
             if let Some(size) = self.image_size {
                 b = b.image_size(size);
             }

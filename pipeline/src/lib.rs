@@ -61,5 +61,5 @@ mod stats;
 pub use batch::{Batch, BatchMut, Buffers};
 pub use error::{Error, Result};
 pub use pipeline::{Pipeline, PipelineBuilder, PipelineStream, RecipeChoice};
-pub use plan::{PipelineState, Subset};
+pub use plan::{PipelineState, ShuffleBy, Subset};
 pub use stats::StageStats;

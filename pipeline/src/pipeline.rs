@@ -21,8 +21,8 @@ use crate::augment::{sample_rng, Normalize, Recipe, Scratch};
 use crate::batch::{Batch, Buffers};
 use crate::decode::decode_into;
 use crate::error::{Error, Result};
-use crate::fetch::{read_group, Prefetch, ShardSlot};
-use crate::plan::{auto_window_rows, GroupRef, Order, PipelineState, Plan};
+use crate::fetch::{read_group, Prefetch, ShardSlot, PARALLEL_FETCHES};
+use crate::plan::{auto_window_rows, GroupRef, Order, PipelineState, Plan, ShuffleBy};
 use crate::stats::{add, Counters, StageStats};
 
 /// Which augmentation recipe the views use.
@@ -107,6 +107,7 @@ impl PipelineBuilder {
                 seed: 0,
                 epoch: 0,
                 shuffle: true,
+                shuffle_by: ShuffleBy::RowGroups,
                 window_rows: 0, // auto: about 32 MiB of encoded images
                 rank: 0,
                 world: 1,
@@ -197,6 +198,13 @@ impl PipelineBuilder {
         self.order.shuffle = s;
         self
     }
+    /// What the epoch permutes before shuffling rows inside each window: row groups across
+    /// the split (default) or shards, then row groups inside each (see [`ShuffleBy`]; for a
+    /// cache smaller than the data, or a cold one).
+    pub fn shuffle_by(mut self, by: ShuffleBy) -> Self {
+        self.order.shuffle_by = by;
+        self
+    }
     /// Minimum rows of a shuffle window (default, or 0: about 32 MiB of encoded images, at
     /// least 1,024 rows and at most 8,192; see [`auto_window_rows`](crate::plan::auto_window_rows)).
     /// The read stage keeps the row groups of about one window in memory.
@@ -271,7 +279,8 @@ impl PipelineBuilder {
         let (pool_tx, pool_rx) = async_channel::bounded::<Buffers>(self.prefetch + self.workers * 2 + 1);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
-            .max_blocking_threads(2)
+            // the read stage's one blocking read, and the prefetcher's downloads (object storage)
+            .max_blocking_threads(1 + PARALLEL_FETCHES)
             .thread_name("siamlab-pipeline-io")
             .build()
             .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
@@ -317,7 +326,12 @@ impl PipelineBuilder {
                                 add(&counters.read_ns, t.elapsed());
                                 counters.read_groups.fetch_add(1, Relaxed);
                                 let data = match read {
-                                    Ok(Ok(d)) => Arc::new(d),
+                                    Ok(Ok(d)) => {
+                                        if let Some(p) = &prefetch {
+                                            p.group_read(g.shard);
+                                        }
+                                        Arc::new(d)
+                                    }
                                     Ok(Err(e)) => {
                                         let _ = out_err.send((b as u64, Event::Error(e))).await;
                                         return;
@@ -453,15 +467,21 @@ impl PipelineBuilder {
         let mut shards = Vec::new();
         let mut groups = Vec::new();
         let mut first = 0u64;
+        // A remote shard's footer is read now (all of them at once) and the shard opened once
+        // it is in the cache; a local shard is opened now, as it is read.
+        let mut remote_rows = match location.local_dir() {
+            Some(_) => Vec::new(),
+            None => location.row_group_rows_each(&info.shards)?,
+        }
+        .into_iter();
         for (si, sh) in info.shards.iter().enumerate() {
-            // A local shard is opened now, as it is read; a remote one once it is in the cache.
             let (reader, group_rows) = match location.local_dir() {
                 Some(dir) => {
                     let reader = ShardReader::open(&dir.join(&sh.path))?;
                     let rows = (0..reader.row_groups()).map(|g| reader.row_group_rows(g)).collect();
                     (Some(Arc::new(reader)), rows)
                 }
-                None => (None, location.row_group_rows(sh)?),
+                None => (None, remote_rows.next().unwrap_or_default()),
             };
             let mut shard_row = 0u64;
             for (g, &rows) in group_rows.iter().enumerate() {

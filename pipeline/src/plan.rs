@@ -3,7 +3,11 @@
 //! **Shuffling** (documented choice): row groups are permuted per epoch, then rows are shuffled
 //! inside consecutive windows of row groups (a shuffle buffer of `window_rows` rows or more), like
 //! FFCV's quasi-random order and MosaicML streaming's shuffle blocks. Reads stay sequential within
-//! a row group and memory is bounded by the window, whatever the dataset size.
+//! a row group and memory is bounded by the window, whatever the dataset size. With
+//! [`ShuffleBy::Shards`] the shards are permuted instead, then the row groups inside each shard:
+//! a window then holds rows of one or two shards, and the epoch moves through the shards one
+//! after another (MosaicML's shard-then-sample shuffle), which a cache smaller than the data
+//! and a cold cache need.
 //!
 //! **Rank sharding**: the epoch order is padded by wrapping around to a multiple of `world`
 //! (PyTorch `DistributedSampler` semantics; with `drop_last` the tail is dropped instead), then
@@ -72,6 +76,46 @@ impl Subset {
     }
 }
 
+/// What the epoch permutes before the rows are shuffled inside each window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShuffleBy {
+    /// Row groups across the whole split (the default): a window mixes rows of many shards,
+    /// so every shard is read from throughout the epoch.
+    #[default]
+    RowGroups,
+    /// Shards, then the row groups inside each shard: a window holds rows of one or two
+    /// shards, and each shard is read in one stretch of the epoch. For shards in an object
+    /// store read through a cache smaller than the data (each shard is then downloaded at most
+    /// once an epoch) or cold (reading starts once the first shard is in). Rows are less
+    /// mixed: a batch draws from the one or two shards of its window.
+    Shards,
+}
+
+impl ShuffleBy {
+    /// The name users write (`row-groups`, `shards`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ShuffleBy::RowGroups => "row-groups",
+            ShuffleBy::Shards => "shards",
+        }
+    }
+}
+
+impl std::str::FromStr for ShuffleBy {
+    type Err = String;
+
+    /// `row-groups` or `shards`; case, `_` for `-` and singulars are forgiven.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let norm = s.trim().to_ascii_lowercase().replace(['_', ' '], "-");
+        match norm.trim_end_matches('s') {
+            "row-group" | "rowgroup" | "group" => Ok(ShuffleBy::RowGroups),
+            "shard" => Ok(ShuffleBy::Shards),
+            _ => Err(format!("unknown shuffle order {s:?}: expected row-groups or shards")),
+        }
+    }
+}
+
 /// Ordering options.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Order {
@@ -81,6 +125,8 @@ pub struct Order {
     pub epoch: u64,
     /// Shuffle at all.
     pub shuffle: bool,
+    /// What is permuted before the windowed row shuffle.
+    pub shuffle_by: ShuffleBy,
     /// Minimum rows per shuffle window (the pipeline builder turns 0 into
     /// [`auto_window_rows`]; [`Plan::new`] reads 0 as 1).
     pub window_rows: u64,
@@ -132,7 +178,22 @@ impl Plan {
         let mut rng = ChaCha8Rng::seed_from_u64(splitmix64(order.seed ^ splitmix64(order.epoch ^ 0x5EED_0F0D_5E00)));
         let mut group_order: Vec<u32> = (0..groups.len() as u32).collect();
         if order.shuffle {
-            shuffle(&mut group_order, &mut rng);
+            match order.shuffle_by {
+                ShuffleBy::RowGroups => shuffle(&mut group_order, &mut rng),
+                ShuffleBy::Shards => {
+                    // `groups` lists each shard's row groups together (builder order).
+                    let mut runs: Vec<&[u32]> =
+                        group_order.chunk_by(|&a, &b| groups[a as usize].shard == groups[b as usize].shard).collect();
+                    shuffle(&mut runs, &mut rng);
+                    let mut by_shard = Vec::with_capacity(group_order.len());
+                    for run in runs {
+                        let at = by_shard.len();
+                        by_shard.extend_from_slice(run);
+                        shuffle(&mut by_shard[at..], &mut rng);
+                    }
+                    group_order = by_shard;
+                }
+            }
         }
         let total: u64 = groups.iter().map(|g| g.rows as u64).sum();
         let mut all = Vec::with_capacity(total as usize);
@@ -214,7 +275,85 @@ mod tests {
     }
 
     fn order(rank: usize, world: usize, drop_last: bool) -> Order {
-        Order { seed: 7, epoch: 1, shuffle: true, window_rows: 10, rank, world, batch_size: 4, drop_last, subset: None }
+        Order {
+            seed: 7,
+            epoch: 1,
+            shuffle: true,
+            shuffle_by: ShuffleBy::RowGroups,
+            window_rows: 10,
+            rank,
+            world,
+            batch_size: 4,
+            drop_last,
+            subset: None,
+        }
+    }
+
+    /// `shards` shards of `per_shard` row groups of `rows` rows each, in builder order.
+    fn sharded(shards: usize, per_shard: usize, rows: u32) -> Vec<GroupRef> {
+        let mut out = Vec::new();
+        for shard in 0..shards {
+            for group in 0..per_shard {
+                let first_row = out.len() as u64 * rows as u64;
+                out.push(GroupRef { shard, group, rows, first_row });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn shuffling_by_shards_reads_each_shard_in_one_stretch() {
+        let g = sharded(6, 4, 5);
+        let mut o = order(0, 1, false);
+        o.shuffle_by = ShuffleBy::Shards;
+        o.window_rows = 1; // rows shuffled inside each row group only
+        let p = Plan::new(g.clone(), &o);
+        let shard_seq: Vec<usize> = p.samples.iter().map(|s| g[s.group as usize].shard).collect();
+        let mut runs = shard_seq.clone();
+        runs.dedup();
+        assert_eq!(runs.len(), 6, "each shard in one stretch: {shard_seq:?}");
+        assert_ne!(runs, (0..6).collect::<Vec<_>>(), "shards permuted");
+        let groups_seq: Vec<u32> = p.samples.iter().map(|s| s.group).collect();
+        let mut distinct = groups_seq.clone();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 24);
+        let sorted_inside = |shard: usize| {
+            let own: Vec<u32> = distinct.iter().copied().filter(|&x| g[x as usize].shard == shard).collect();
+            own.windows(2).all(|w| w[0] < w[1])
+        };
+        assert!(!(0..6).all(sorted_inside), "row groups permuted inside shards");
+        let mut ids: Vec<u64> = p.samples.iter().map(|&s| p.row_id(s)).collect();
+        ids.sort();
+        assert_eq!(ids, (0..120).collect::<Vec<u64>>(), "every row once");
+
+        // A window of two row groups mixes rows of at most two shards at a time.
+        o.window_rows = 10;
+        let p = Plan::new(g.clone(), &o);
+        for w in p.samples.chunks(10) {
+            let mut s: Vec<usize> = w.iter().map(|s| g[s.group as usize].shard).collect();
+            s.sort();
+            s.dedup();
+            assert!(s.len() <= 2, "{s:?}");
+        }
+        let again = Plan::new(g.clone(), &o);
+        assert_eq!(p.samples, again.samples, "reproducible");
+        o.epoch = 2;
+        assert_ne!(Plan::new(g.clone(), &o).samples, p.samples, "reshuffled each epoch");
+        o.shuffle_by = ShuffleBy::RowGroups;
+        o.epoch = 1;
+        assert_ne!(Plan::new(g, &o).samples, p.samples);
+    }
+
+    #[test]
+    fn shuffle_orders_are_read_forgivingly() {
+        for s in ["shards", "Shard", "SHARDS "] {
+            assert_eq!(s.parse::<ShuffleBy>(), Ok(ShuffleBy::Shards));
+        }
+        for s in ["row-groups", "row_groups", "row group", "rowgroups"] {
+            assert_eq!(s.parse::<ShuffleBy>(), Ok(ShuffleBy::RowGroups));
+        }
+        assert!("rows".parse::<ShuffleBy>().unwrap_err().contains("row-groups or shards"));
+        assert_eq!(ShuffleBy::default().name(), "row-groups");
     }
 
     #[test]

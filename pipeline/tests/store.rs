@@ -99,3 +99,34 @@ fn file_urls_and_paths_give_the_same_batches() {
     let b = collect(Pipeline::builder(&url).batch_size(10).workers(2).build().unwrap());
     same(&a, &b);
 }
+
+#[test]
+fn shuffling_by_shards_downloads_each_shard_once_an_epoch_through_a_small_cache() {
+    use siamlab_pipeline::ShuffleBy;
+    let t = tempfile::tempdir().unwrap();
+    let (dir, largest) = shards(t.path());
+    let n = std::fs::read_dir(dir.join("train")).unwrap().count() as u64;
+    let epoch_downloads = |by: ShuffleBy| {
+        let cache = tempfile::tempdir().unwrap();
+        let at = bucket(t.path(), cache.path(), 3 * largest);
+        let mut most = 0;
+        for epoch in 0..3 {
+            let build = |b: siamlab_pipeline::PipelineBuilder| {
+                b.seed(5).epoch(epoch).batch_size(8).workers(2).shuffle_window(1).shuffle_by(by).build().unwrap()
+            };
+            let before = at.cache_stats().unwrap();
+            let remote = collect(build(Pipeline::builder_at(at.clone())));
+            let st = at.cache_stats().unwrap().since(&before);
+            assert!(st.peak_bytes <= 3 * largest, "{st:?}");
+            same(&collect(build(Pipeline::builder(&dir))), &remote);
+            most = most.max(st.downloads);
+        }
+        most
+    };
+    assert!(n >= 8, "enough shards to matter: {n}");
+    let by_shards = epoch_downloads(ShuffleBy::Shards);
+    assert!(by_shards <= n, "a shard downloaded twice in one epoch: {by_shards} downloads of {n} shards");
+    // Row groups of every shard interleaved: the same cache keeps downloading shards again.
+    let by_groups = epoch_downloads(ShuffleBy::RowGroups);
+    assert!(by_groups > n, "{by_groups} downloads of {n} shards");
+}

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use siamlab_pipeline::{PipelineBuilder, PipelineState, StageStats};
+use siamlab_pipeline::{PipelineBuilder, PipelineState, ShuffleBy, StageStats};
 
 use crate::arrays;
 use crate::errors;
@@ -43,6 +43,7 @@ pub struct Pipeline {
     drop_last: bool,
     image_size: Option<u32>,
     shuffle: bool,
+    shuffle_by: ShuffleBy,
     skip_bad: bool,
     batches: usize,
     /// Samples to skip at the next `iter()` (set by `load_state_dict`).
@@ -60,6 +61,7 @@ impl Pipeline {
             .shard(self.rank, self.world)
             .drop_last(self.drop_last)
             .shuffle(self.shuffle)
+            .shuffle_by(self.shuffle_by)
             .skip_bad(self.skip_bad)
             .resume(PipelineState { epoch: self.epoch, next_sample: self.resume_at, seed: self.seed });
         if let Some(w) = self.workers {
@@ -82,7 +84,7 @@ impl Pipeline {
     #[new]
     #[pyo3(signature = (data, split="train", views="simsiam", n_views=2, batch_size=256, workers=None,
         prefetch=2, seed=0, epoch=0, rank=0, world=1, drop_last=false, image_size=None, shuffle=true,
-        skip_bad=false))]
+        skip_bad=false, shuffle_by="row-groups"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -101,7 +103,9 @@ impl Pipeline {
         image_size: Option<u32>,
         shuffle: bool,
         skip_bad: bool,
+        shuffle_by: &str,
     ) -> PyResult<Self> {
+        let shuffle_by: ShuffleBy = shuffle_by.parse().map_err(PyValueError::new_err)?;
         let mut p = Pipeline {
             data: data.display().to_string(),
             split: split.into(),
@@ -117,6 +121,7 @@ impl Pipeline {
             drop_last,
             image_size,
             shuffle,
+            shuffle_by,
             skip_bad,
             batches: 0,
             resume_at: 0,

@@ -150,6 +150,17 @@ def test_an_error_stops_every_thread(cifar_shards, tmp_path):
     assert wait_for_no_threads() == []
 
 
+def test_shuffle_by_shards_gives_another_order_of_every_row(cifar_shards):
+    # (which shards a window holds is tested in Rust; here 100 rows fit in one window)
+    p = siamlab.Pipeline(cifar_shards, batch_size=100, seed=4, shuffle_by="shards")
+    q = siamlab.Pipeline(cifar_shards, batch_size=100, seed=4, shuffle_by="Shard")  # forgiving
+    a, b = [np.concatenate([x.indices for x in it]).tolist() for it in (p, q)]
+    assert a == b and sorted(a) == list(range(100))
+    assert a != np.concatenate([x.indices for x in siamlab.Pipeline(cifar_shards, batch_size=100, seed=4)]).tolist()
+    with pytest.raises(ValueError, match="row-groups or shards"):
+        siamlab.Pipeline(cifar_shards, shuffle_by="rows")
+
+
 def test_bad_settings_raise_value_errors(cifar_shards):
     with pytest.raises(ValueError, match="rank 2 is not in 0..2"):
         siamlab.Pipeline(cifar_shards, rank=2, world=2)

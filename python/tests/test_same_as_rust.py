@@ -18,6 +18,7 @@ def same_bits(a, b):
     dict(views="simsiam", n_views=3, batch_size=7, seed=11, epoch=4, rank=0, world=1, image_size=24),
     dict(views="eval", n_views=1, batch_size=32, seed=0, epoch=0, rank=2, world=3, drop_last=True),
     dict(views="finetune", n_views=1, batch_size=10, seed=5, epoch=2, rank=0, world=1),
+    dict(views="simsiam", n_views=2, batch_size=8, seed=6, epoch=1, rank=1, world=2, shuffle_by="shards"),
 ])
 def test_batches_equal_the_rust_pipeline_bit_for_bit(cifar_shards, tmp_path, opts):
     want = rust_batches(cifar_shards, tmp_path / "rust", workers=2, **opts)

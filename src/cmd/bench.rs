@@ -7,6 +7,7 @@ use clap::Subcommand;
 use siamlab_datasets::sources::{Cifar, Random, RandomSpec};
 use siamlab_datasets::{ingest, synth, IngestOptions};
 use siamlab_pipeline::bench::PipelineBench;
+use siamlab_pipeline::ShuffleBy;
 use siamlab_trainer::device::check_ops;
 use siamlab_trainer::speed::{FinetuneBench, SimSiamBench};
 use siamlab_trainer::DeviceSpec;
@@ -68,6 +69,10 @@ pub enum BenchCommand {
         /// Epochs to run (each reshuffles).
         #[arg(long, default_value_t = 2)]
         epochs: u64,
+        /// What each epoch permutes before shuffling rows inside a window: row-groups (across
+        /// the split) or shards (then row groups inside each; for a cache smaller than the data).
+        #[arg(long, default_value = "row-groups")]
+        shuffle_by: ShuffleBy,
     },
     /// Every model op on a device against the CPU kernels, forward and backward; exits
     /// non-zero when a relative error exceeds --tolerance.
@@ -215,6 +220,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             batch,
             workers,
             epochs,
+            shuffle_by,
         } => {
             let tmp = tempfile::tempdir()?;
             let dir = match data {
@@ -240,6 +246,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 batch,
                 workers,
                 epochs,
+                shuffle_by,
                 image_size: (size > 0 && generated).then_some(size),
             };
             // The bar of the epoch in progress (both callbacks reach it).

@@ -101,6 +101,11 @@ pub struct PretrainArgs {
     /// (timm's rule; the official code decays every parameter).
     #[arg(long)]
     no_decay_norm_bias: bool,
+    /// What each epoch permutes before shuffling rows inside a window: row-groups (across the
+    /// split) or shards (then row groups inside each; for a bucket read through a cache smaller
+    /// than the data) [default: row-groups].
+    #[arg(long)]
+    shuffle_by: Option<siamlab_pipeline::ShuffleBy>,
     /// Pipeline worker threads [default: all cores].
     #[arg(long)]
     workers: Option<usize>,
@@ -209,6 +214,11 @@ pub struct FinetuneArgs {
     /// Seed [default: 0].
     #[arg(long)]
     seed: Option<u64>,
+    /// What each epoch permutes before shuffling rows inside a window: row-groups (across the
+    /// split) or shards (then row groups inside each; for a bucket read through a cache smaller
+    /// than the data) [default: row-groups].
+    #[arg(long)]
+    shuffle_by: Option<siamlab_pipeline::ShuffleBy>,
     /// Pipeline worker threads [default: all cores].
     #[arg(long)]
     workers: Option<usize>,
@@ -233,7 +243,7 @@ pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathB
     let mut c = PretrainConfig::read(a.config.as_deref())?;
     c.store = a.cache.options();
     set!(c, a: data, split, fraction, backbone, epochs, batch, accum, optimizer, warmup_epochs, proj_dim, seed,
-         knn_every, knn_fraction, checkpoint_every, init_scheme);
+         knn_every, knn_fraction, checkpoint_every, init_scheme, shuffle_by);
     for (dst, on) in [
         (&mut c.fix_pred_lr, a.fix_pred_lr),
         (&mut c.frozen_projector_output, a.frozen_projector_output),
@@ -281,7 +291,8 @@ pub fn pretrain_config(a: PretrainArgs) -> anyhow::Result<(PretrainConfig, PathB
 pub fn finetune_config(a: FinetuneArgs) -> anyhow::Result<(FinetuneConfig, PathBuf, bool, bool)> {
     let mut c = FinetuneConfig::read(a.config.as_deref())?;
     c.store = a.cache.options();
-    set!(c, a: data, init, train_split, val_fraction, fraction, epochs, batch, lr, wd, optimizer, seed, init_scheme);
+    set!(c, a: data, init, train_split, val_fraction, fraction, epochs, batch, lr, wd, optimizer, seed, init_scheme,
+         shuffle_by);
     if a.linear {
         c.linear = true;
     }

@@ -127,11 +127,14 @@ fn ingest_train_and_eval_from_an_s3_bucket() {
     let tiny = ["--backbone", "resnet18_tiny", "--batch", "16", "--accum", "2", "--proj-dim", "128", "-q"];
     let pre = t.path().join("pre");
     let mut args = vec!["train", "pretrain", "--data", &url, "--epochs", "1", "--knn-every", "1"];
-    args.extend_from_slice(&["--out", s(&pre), "--cache", s(&cache)]);
+    args.extend_from_slice(&["--out", s(&pre), "--cache", s(&cache), "--shuffle-by", "shards"]);
     args.extend_from_slice(&tiny);
     let out = ok(&endpoint, &args);
     assert_eq!(out.lines().filter(|l| l.starts_with("epoch")).count(), 1, "{out}");
     assert!(pre.join("backbone.safetensors").is_file());
+    // The order is part of the run's configuration (a resume replays it).
+    let config = std::fs::read_to_string(pre.join("config.json")).unwrap().replace(' ', "");
+    assert!(config.contains(r#""shuffle_by":"shards""#), "{config}");
 
     let ft = t.path().join("ft");
     let init = format!("ssl:{}", pre.display());

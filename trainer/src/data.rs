@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use siamlab_datasets::shard::manifest::Manifest;
 use siamlab_datasets::{Location, StoreOptions};
-use siamlab_pipeline::{Batch, Pipeline, PipelineState, Subset};
+use siamlab_pipeline::{Batch, Pipeline, PipelineState, ShuffleBy, Subset};
 
 use crate::error::{Error, Result};
 
@@ -106,6 +106,8 @@ pub struct Feed {
     pub seed: u64,
     /// Worker threads (None: all cores).
     pub workers: Option<usize>,
+    /// What a shuffled epoch permutes.
+    pub shuffle_by: ShuffleBy,
 }
 
 impl Feed {
@@ -132,6 +134,7 @@ impl Feed {
             .image_size(self.image_size as u32)
             .batch_size(self.batch)
             .shuffle(self.train)
+            .shuffle_by(self.shuffle_by)
             .drop_last(self.train)
             // Every feed but SimSiam's two views serves a classifier or kNN: it needs labels.
             .require_labels(self.recipe != "simsiam");

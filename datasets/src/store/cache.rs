@@ -197,6 +197,16 @@ impl Cache {
         self.pins.lock().unwrap_or_else(|e| e.into_inner()).contains_key(sha)
     }
 
+    /// Marks the cached copy of `sha256` as the first to evict: its reader is done with it
+    /// for now (this epoch reads it no more). Least-recently-used order alone would keep it
+    /// over a shard read a moment earlier that is still needed. Nothing happens when the
+    /// copy is gone.
+    pub fn retire(&self, sha256: &str) {
+        if let Ok(f) = File::options().write(true).open(self.path_of(sha256)) {
+            let _ = f.set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1));
+        }
+    }
+
     /// The cached copy if it is there (and marks it used now).
     fn present(path: &Path, bytes: u64) -> bool {
         match std::fs::metadata(path) {

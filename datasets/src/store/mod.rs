@@ -155,6 +155,15 @@ impl Location {
         }
     }
 
+    /// [`row_group_rows`](Self::row_group_rows) of each of `shards` (for a URL, many footers
+    /// at once).
+    pub fn row_group_rows_each(&self, shards: &[ShardInfo]) -> Result<Vec<Vec<u64>>> {
+        match self {
+            Location::Local(_) => shards.iter().map(|s| self.row_group_rows(s)).collect(),
+            Location::Remote(r) => r.row_group_rows_each(shards),
+        }
+    }
+
     /// Cache counters so far (None for a local folder).
     pub fn cache_stats(&self) -> Option<CacheStats> {
         self.remote().map(|r| r.cache().stats())

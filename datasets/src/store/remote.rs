@@ -6,7 +6,9 @@
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,6 +36,8 @@ const PART: usize = 8 << 20;
 const PARTS_IN_FLIGHT: usize = 4;
 /// Bytes asked for first when reading a footer from its end.
 const FOOTER_GUESS: u64 = 64 << 10;
+/// Footers read at once when an epoch is planned.
+const FOOTERS_IN_FLIGHT: usize = 16;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -315,6 +319,39 @@ impl Remote {
         }
         let meta = reader.finish().map_err(footer_error)?;
         Ok(meta.row_groups().iter().map(|g| g.num_rows() as u64).collect())
+    }
+
+    /// [`row_group_rows`](Self::row_group_rows) of every shard, [`FOOTERS_IN_FLIGHT`] at a
+    /// time: planning an epoch over a far-away bucket waits for about one round trip, not one
+    /// per shard. The first error in shard order is returned.
+    pub fn row_group_rows_each(&self, shards: &[ShardInfo]) -> Result<Vec<Vec<u64>>> {
+        let next = AtomicUsize::new(0);
+        let out: Vec<Mutex<Option<Result<Vec<u64>>>>> = shards.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..FOOTERS_IN_FLIGHT.min(shards.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Relaxed);
+                    if i >= shards.len() {
+                        break;
+                    }
+                    let r = self.row_group_rows(&shards[i]);
+                    if r.is_err() {
+                        // no later shard is started: an error is reported for the first shard
+                        next.store(shards.len(), Relaxed);
+                    }
+                    *out[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                });
+            }
+        });
+        let mut rows = Vec::with_capacity(shards.len());
+        for slot in out {
+            match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                Some(r) => rows.push(r?),
+                // Shards are started in order, so one never started follows a failed one.
+                None => unreachable!("a shard is skipped only after an earlier one failed"),
+            }
+        }
+        Ok(rows)
     }
 
     /// Writes `bytes` to `rel`.

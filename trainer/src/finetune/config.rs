@@ -62,6 +62,10 @@ pub struct FinetuneConfig {
     pub loss: Option<String>,
     /// Seed.
     pub seed: u64,
+    /// What each epoch permutes before the rows are shuffled inside a window: `row-groups`
+    /// (across the split, the default) or `shards` (then the row groups inside each: for shards
+    /// in a bucket read through a cache smaller than the data, or a cold one).
+    pub shuffle_by: siamlab_pipeline::ShuffleBy,
     /// Pipeline workers.
     pub workers: Option<usize>,
     /// Where to compute: `cpu`, `cuda`, `cuda:N` (not part of what a resumed run must match).
@@ -95,6 +99,7 @@ impl Default for FinetuneConfig {
             cosine: false,
             loss: None,
             seed: 0,
+            shuffle_by: siamlab_pipeline::ShuffleBy::RowGroups,
             workers: None,
             device: DeviceSpec::Cpu,
             dump: None,

@@ -51,6 +51,7 @@ pub(crate) fn eval_feed(c: &FinetuneConfig, split: &(String, Option<Subset>)) ->
         train: false,
         seed: c.seed,
         workers: c.workers,
+        shuffle_by: siamlab_pipeline::ShuffleBy::RowGroups,
     }
 }
 

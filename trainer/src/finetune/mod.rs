@@ -244,6 +244,7 @@ fn run_finetune(
         train: !c.linear,
         seed: c.seed,
         workers: c.workers,
+        shuffle_by: c.shuffle_by,
     };
     let val_feed = eval_feed(&c, &val);
     let val_name = split_name(&val);

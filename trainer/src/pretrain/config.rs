@@ -66,6 +66,10 @@ pub struct PretrainConfig {
     pub no_decay_norm_bias: bool,
     /// Seed of initialisation, order and augmentation.
     pub seed: u64,
+    /// What each epoch permutes before the rows are shuffled inside a window: `row-groups`
+    /// (across the split, the default) or `shards` (then the row groups inside each: for shards
+    /// in a bucket read through a cache smaller than the data, or a cold one).
+    pub shuffle_by: siamlab_pipeline::ShuffleBy,
     /// Pipeline worker threads (default: all cores).
     pub workers: Option<usize>,
     /// Where to compute: `cpu`, `cuda`, `cuda:N` (not part of what a resumed run must match).
@@ -124,6 +128,7 @@ impl Default for PretrainConfig {
             frozen_projector_output: false,
             no_decay_norm_bias: false,
             seed: 0,
+            shuffle_by: siamlab_pipeline::ShuffleBy::RowGroups,
             workers: None,
             device: DeviceSpec::Cpu,
             knn_every: 10,

@@ -144,6 +144,7 @@ pub fn pretrain_in(
         train: true,
         seed: cfg.seed,
         workers: cfg.workers,
+        shuffle_by: cfg.shuffle_by,
     };
     let batches = feed.open_shard(&ds, 0, None, rank, ranks)?.batches();
     if batches == 0 {
@@ -404,6 +405,7 @@ impl Monitors {
             train: false,
             seed: cfg.seed ^ 0x30A1,
             workers: cfg.workers,
+            shuffle_by: siamlab_pipeline::ShuffleBy::RowGroups,
         };
         let holdout = match &cfg.monitor_split {
             Some(split) => {
