@@ -113,7 +113,6 @@ pub(crate) struct Prefetch {
 
 impl Prefetch {
     pub(crate) fn new(plan: &Plan, start_batch: usize, shards: &[ShardInfo], remote: Arc<Remote>) -> Self {
-        let mut seen = vec![false; shards.len()];
         let mut group_seen = vec![false; plan.groups.len()];
         let mut unread = vec![0usize; shards.len()];
         let mut order = Vec::new();
@@ -122,10 +121,10 @@ impl Prefetch {
                 let shard = plan.groups[s.group as usize].shard;
                 if !std::mem::replace(&mut group_seen[s.group as usize], true) {
                     unread[shard] += 1;
-                }
-                if !seen[shard] {
-                    seen[shard] = true;
-                    order.push(shard);
+                    // The shard's first group: the shard is first needed here.
+                    if unread[shard] == 1 {
+                        order.push(shard);
+                    }
                 }
             }
         }

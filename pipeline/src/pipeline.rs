@@ -469,13 +469,14 @@ impl PipelineBuilder {
         let mut first = 0u64;
         // A remote shard's footer is read now (all of them at once) and the shard opened once
         // it is in the cache; a local shard is opened now, as it is read.
-        let mut remote_rows = match location.local_dir() {
+        let local_dir = location.local_dir();
+        let mut remote_rows = match local_dir {
             Some(_) => Vec::new(),
             None => location.row_group_rows_each(&info.shards)?,
         }
         .into_iter();
         for (si, sh) in info.shards.iter().enumerate() {
-            let (reader, group_rows) = match location.local_dir() {
+            let (reader, group_rows) = match local_dir {
                 Some(dir) => {
                     let reader = ShardReader::open(&dir.join(&sh.path))?;
                     let rows = (0..reader.row_groups()).map(|g| reader.row_group_rows(g)).collect();

@@ -92,16 +92,6 @@ pub enum ShuffleBy {
     Shards,
 }
 
-impl ShuffleBy {
-    /// The name users write (`row-groups`, `shards`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ShuffleBy::RowGroups => "row-groups",
-            ShuffleBy::Shards => "shards",
-        }
-    }
-}
-
 impl std::str::FromStr for ShuffleBy {
     type Err = String;
 
@@ -353,7 +343,7 @@ mod tests {
             assert_eq!(s.parse::<ShuffleBy>(), Ok(ShuffleBy::RowGroups));
         }
         assert!("rows".parse::<ShuffleBy>().unwrap_err().contains("row-groups or shards"));
-        assert_eq!(ShuffleBy::default().name(), "row-groups");
+        assert_eq!(ShuffleBy::default(), ShuffleBy::RowGroups);
     }
 
     #[test]

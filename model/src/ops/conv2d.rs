@@ -17,7 +17,9 @@
 use dfdx::prelude::{Const, Cpu, HasShape, Merge, PutTape, Rank1, Rank4, SplitTape, Tape, Tensor, TensorFromVec};
 use rayon::prelude::*;
 
-use super::depthwise::{direct_backward, direct_forward};
+use super::depthwise::{
+    channels_last_backward, channels_last_forward, channels_last_suits, direct_backward, direct_forward,
+};
 use super::grad::{grad_mut, put_grad, take_grad};
 use super::im2col::{col2im_add, im2col};
 use super::taps;
@@ -282,7 +284,13 @@ impl Plan {
         let tasks = if g.n >= 2 { threads.min(g.n) } else { 1 };
         let chunk = g.n.div_ceil(tasks).max(1);
         let block = if g.direct() {
-            1
+            // The plane kernels take one image at a time; the channels-last ones a task's
+            // whole chunk (they transpose the weights once for it).
+            if channels_last_suits(g) {
+                chunk
+            } else {
+                1
+            }
         } else {
             let by_width = BLOCK_COLS / g.pp().max(1);
             let by_memory = BLOCK_ELEMS / (g.kk() * g.pp()).max(1);
@@ -339,8 +347,12 @@ fn forward_block<E: Element>(
     let imgs = x.len() / chw;
     if g.direct() {
         debug_assert!(!accumulate);
-        for (yn, xn) in y.chunks_exact_mut(opp).zip(x.chunks_exact(chw)) {
-            direct_forward(g, xn, w, yn);
+        if channels_last_suits(g) {
+            channels_last_forward(g, x, w, y);
+        } else {
+            for (yn, xn) in y.chunks_exact_mut(opp).zip(x.chunks_exact(chw)) {
+                direct_forward(g, xn, w, yn);
+            }
         }
     } else if imgs == 1 && g.pointwise() {
         // The image is its own column matrix; the GEMM writes straight into y.
@@ -541,6 +553,10 @@ fn backward_block<E: Element>(
     if g.direct() {
         let mut spare = None;
         let dx = or_spare(dx, &mut spare, x.len());
+        if channels_last_suits(g) {
+            channels_last_backward(g, x, w, gy, dx, dw);
+            return;
+        }
         for ((xn, gyn), dxn) in x.chunks_exact(chw).zip(gy.chunks_exact(opp)).zip(dx.chunks_exact_mut(chw)) {
             direct_backward(g, xn, w, gyn, dxn, dw);
         }
