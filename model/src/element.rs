@@ -360,8 +360,7 @@ pub(crate) fn matmul_strided<E: Element>(
                     dst_cs,
                     accumulate,
                     a,
-                    b,
-                    j0,
+                    Mat::strided(&b.data[j0 * b.cs..], b.rs, b.cs),
                     false,
                 )
             }
@@ -370,7 +369,7 @@ pub(crate) fn matmul_strided<E: Element>(
     }
     // SAFETY: the asserts above keep every index gemm touches inside the slices; `dst` is
     // borrowed mutably so it does not alias `a` or `b`.
-    unsafe { gemm_raw(m, n, k, dst.as_mut_ptr(), dst_rs, dst_cs, accumulate, a, b, 0, parallel) }
+    unsafe { gemm_raw(m, n, k, dst.as_mut_ptr(), dst_rs, dst_cs, accumulate, a, b, parallel) }
 }
 
 /// Products with at most this many rows are split by columns over the threads ([`matmul_strided`]).
@@ -378,7 +377,7 @@ const SHORT_ROWS: usize = 256;
 /// ... when each thread gets at least this many columns.
 const SPLIT_COLS: usize = 256;
 
-/// gemm on `dst` (`m × n` at `dst`, strides `dst_rs`, `dst_cs`) `(+)= a · b[:, j0..j0 + n]`.
+/// gemm on `dst` (`m × n` at `dst`, strides `dst_rs`, `dst_cs`) `(+)= a · b`.
 ///
 /// # Safety
 /// Every element the product touches must lie inside `dst`'s allocation, `a.data` and
@@ -394,7 +393,6 @@ unsafe fn gemm_raw<E: Element>(
     accumulate: bool,
     a: Mat<'_, E>,
     b: Mat<'_, E>,
-    j0: usize,
     parallel: bool,
 ) {
     let par = if parallel { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
@@ -411,7 +409,7 @@ unsafe fn gemm_raw<E: Element>(
             a.data.as_ptr(),
             a.cs as isize,
             a.rs as isize,
-            b.data.as_ptr().add(j0 * b.cs),
+            b.data.as_ptr(),
             b.cs as isize,
             b.rs as isize,
             E::one(),

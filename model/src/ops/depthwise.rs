@@ -212,18 +212,20 @@ pub(crate) fn channels_last_suits(g: &ConvGeom) -> bool {
 /// the input, outputs in order and taps in `(kh, kw)` order within each.
 fn valid_taps(g: &ConvGeom) -> Vec<(usize, usize, usize)> {
     let (k, w) = (g.k, g.aw.len);
+    // The input index output `o` reads through tap `t` on axis `a`, if inside the input.
+    let read = |a: &super::window::Axis, out: usize, o: usize, t: usize| {
+        let (lo, hi) = a.valid(t, out);
+        (lo..hi).contains(&o).then(|| o * a.stride + t - a.padding)
+    };
     let mut taps = Vec::new();
     for oh in 0..g.ho {
         for ow in 0..g.wo {
             for kh in 0..k {
-                let Some(ih) = (oh * g.ah.stride + kh).checked_sub(g.ah.padding).filter(|&i| i < g.ah.len) else {
-                    continue;
-                };
+                let Some(ih) = read(&g.ah, g.ho, oh, kh) else { continue };
                 for kw in 0..k {
-                    let Some(iw) = (ow * g.aw.stride + kw).checked_sub(g.aw.padding).filter(|&i| i < w) else {
-                        continue;
-                    };
-                    taps.push((oh * g.wo + ow, ih * w + iw, kh * k + kw));
+                    if let Some(iw) = read(&g.aw, g.wo, ow, kw) {
+                        taps.push((oh * g.wo + ow, ih * w + iw, kh * k + kw));
+                    }
                 }
             }
         }
