@@ -80,6 +80,11 @@ fn main() {
         ("pit s2 qkv fwd nn", 8320, 384, 128, false, false, false),
         ("pit s2 mlp2 fwd nn", 8320, 128, 512, false, false, false),
         ("pit s2 mlp1 dW tn", 512, 128, 8320, true, false, false),
+        ("mlp block fc1 256×256×64 nn", 256, 256, 64, false, false, false),
+        ("mlp block fc2 256×64×256 nn", 256, 64, 256, false, false, false),
+        ("mlp block dW1 256×64×256 tn", 256, 64, 256, true, false, false),
+        ("mlp block dW2 64×256×256 tn", 64, 256, 256, true, false, false),
+        ("mlp run fc1 7232×256×64 nn", 7232, 256, 64, false, false, false),
         ("big square 1024", 1024, 1024, 1024, false, false, false),
     ];
     let threads = rayon::current_num_threads();

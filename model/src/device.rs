@@ -106,6 +106,14 @@ pub trait Kernels<E: Element>: Device<E> {
         T: Tape<E, Self> + Merge<TW>,
         TW: Tape<E, Self>;
 
+    fn mlp<const D: usize, const M: usize, T: Tape<E, Self> + Merge<T> + Merge<NoneTape>>(
+        x: Tensor<(usize, Const<D>), E, Self, T>,
+        w1: Tensor<Rank2<M, D>, E, Self, T>,
+        b1: Tensor<Rank1<M>, E, Self, T>,
+        w2: Tensor<Rank2<D, M>, E, Self, T>,
+        b2: Tensor<Rank1<D>, E, Self, T>,
+    ) -> Res<Tensor<(usize, Const<D>), E, Self, T>>;
+
     fn batched_matmul<T, TB>(a: Mats<E, Self, T>, b: Mats<E, Self, TB>, transpose_b: bool) -> Res<Mats<E, Self, T>>
     where
         T: Tape<E, Self> + Merge<TB>,
@@ -257,6 +265,15 @@ macro_rules! forward_kernels {
                 TW: Tape<E, Self>,
             {
                 $($m)::+::linear_no_bias(x, weight)
+            }
+            fn mlp<const D: usize, const M: usize, T: Tape<E, Self> + Merge<T> + Merge<NoneTape>>(
+                x: Tensor<(usize, Const<D>), E, Self, T>,
+                w1: Tensor<Rank2<M, D>, E, Self, T>,
+                b1: Tensor<Rank1<M>, E, Self, T>,
+                w2: Tensor<Rank2<D, M>, E, Self, T>,
+                b2: Tensor<Rank1<D>, E, Self, T>,
+            ) -> Res<Tensor<(usize, Const<D>), E, Self, T>> {
+                $($m)::+::mlp(x, w1, b1, w2, b2)
             }
             fn batched_matmul<T, TB>(
                 a: Mats<E, Self, T>,

@@ -2,6 +2,7 @@
 //! of scratch buffers so the hot path does not allocate once warm.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
 use std::thread::LocalKey;
 
@@ -96,7 +97,9 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    (1.0 - poly * exp_f32(-a * a)).copysign(x)
+    // e^(-a²) floored at e^-80: beyond, erf is 1 in f32 anyway, and the product with `poly`
+    // would be a denormal, which costs a hundred cycles or more per element on x86.
+    (1.0 - poly * exp_f32((-a * a).max(-80.0))).copysign(x)
 }
 
 /// Buffers kept per thread; more than this and the smallest is dropped.
@@ -182,6 +185,59 @@ impl<E: Element> DerefMut for Scratch<E> {
     fn deref_mut(&mut self) -> &mut [E] {
         &mut self.buf
     }
+}
+
+/// Zero-fills an uninitialised piece of a buffer and returns it initialised.
+fn zero_init<T: Copy + Default>(piece: &mut [MaybeUninit<T>]) -> &mut [T] {
+    for e in piece.iter_mut() {
+        e.write(T::default());
+    }
+    // SAFETY: every element was written just above; `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &mut *(piece as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
+/// A new buffer of `len` elements whose `chunk`-long pieces are written in parallel by
+/// `write(piece index, piece)`. Each piece is zeroed inside its own task just before `write`
+/// runs, so the zeros go to cache lines the writer overwrites next, where `vec![0; len]` is a
+/// single-threaded pass over the whole buffer first (for the element-wise ops as much memory
+/// traffic as the op itself).
+pub(crate) fn par_new<T: Copy + Default + Send + Sync>(
+    len: usize,
+    chunk: usize,
+    write: impl Fn(usize, &mut [T]) + Sync + Send,
+) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, piece)| {
+        write(i, zero_init(piece));
+    });
+    // SAFETY: the pieces cover all `len` elements and `zero_init` wrote each of them.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// [`par_new`] for two buffers written together, cut into the same number of pieces
+/// (`len_a / chunk_a` and `len_b / chunk_b` rounded up must agree).
+pub(crate) fn par_new2<A: Copy + Default + Send + Sync, B: Copy + Default + Send + Sync>(
+    (len_a, chunk_a): (usize, usize),
+    (len_b, chunk_b): (usize, usize),
+    write: impl Fn(usize, &mut [A], &mut [B]) + Sync + Send,
+) -> (Vec<A>, Vec<B>) {
+    use rayon::prelude::*;
+    let (chunk_a, chunk_b) = (chunk_a.max(1), chunk_b.max(1));
+    assert_eq!(len_a.div_ceil(chunk_a), len_b.div_ceil(chunk_b), "par_new2: the buffers' pieces do not pair up");
+    let (mut a, mut b) = (Vec::with_capacity(len_a), Vec::with_capacity(len_b));
+    a.spare_capacity_mut()[..len_a]
+        .par_chunks_mut(chunk_a)
+        .zip(b.spare_capacity_mut()[..len_b].par_chunks_mut(chunk_b))
+        .enumerate()
+        .for_each(|(i, (pa, pb))| write(i, zero_init(pa), zero_init(pb)));
+    // SAFETY: as in `par_new`: the paired pieces cover both buffers, each element written once.
+    unsafe {
+        a.set_len(len_a);
+        b.set_len(len_b);
+    }
+    (a, b)
 }
 
 /// The data of a physically contiguous CPU tensor, borrowed without copying.

@@ -112,7 +112,7 @@ pub use names::{
 pub use ops::composed;
 pub use ops::{
     attention, avg_pool2d, batch_norm, batched_matmul, conv2d, conv2d_bias, drop_path, gelu, global_avg_pool2d,
-    layer_norm, linear, linear_no_bias, max_pool2d, merge_heads, residual_add, scale_channels, scaled_softmax,
+    layer_norm, linear, linear_no_bias, max_pool2d, merge_heads, mlp, residual_add, scale_channels, scaled_softmax,
     set_winograd, silu, split_heads, BatchNormConfig, Conv2dConfig, Image, Pool2dConfig,
 };
 pub use summary::{summary, Summary};

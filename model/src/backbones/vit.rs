@@ -251,9 +251,19 @@ impl<const D: usize, const M: usize, Dev: Kernels<f32>, Tp: AnyTape<Dev>> Block<
     for Mlp<D, M, f32, Dev>
 {
     type Output = Tokens<D, Tp, Dev>;
-    fn run(&mut self, x: Tokens<D, Tp, Dev>, mode: Mode) -> Result<Tokens<D, Tp, Dev>, OpError> {
-        let y = Dev::gelu(self.fc1.run(x, mode)?)?;
-        self.fc2.run(y, mode)
+    /// All tokens as one `[N·T, D]` matrix through the fused [`mlp`](crate::mlp) op.
+    fn run(&mut self, x: Tokens<D, Tp, Dev>, _: Mode) -> Result<Tokens<D, Tp, Dev>, OpError> {
+        let (n, t, _) = *x.shape();
+        let rows = x.try_reshape_like(&(n * t, Const::<D>)).map_err(OpError::device)?;
+        let (fc1, fc2) = (&self.fc1, &self.fc2);
+        let y = Dev::mlp(
+            rows,
+            fc1.weight.retaped::<Tp>(),
+            fc1.bias.retaped::<Tp>(),
+            fc2.weight.retaped::<Tp>(),
+            fc2.bias.retaped::<Tp>(),
+        )?;
+        y.try_reshape_like(&(n, t, Const::<D>)).map_err(OpError::device)
     }
 }
 

@@ -7,7 +7,7 @@ use dfdx::prelude::{Cpu, HasShape, PutTape, Shape, SplitTape, Tape, Tensor, Tens
 use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
-use crate::element::view;
+use crate::element::{par_new, view};
 use crate::simd::multiversion;
 use crate::{Element, OpError};
 
@@ -40,7 +40,7 @@ multiversion! {
 
 multiversion! {
     /// `y = ½x(1 + erf(x/√2))`.
-    fn gelu_forward<E: Element>(y: &mut [E], x: &[E]) {
+    pub(super) fn gelu_forward<E: Element>(y: &mut [E], x: &[E]) {
         let half = E::from_f64(0.5).unwrap();
         let inv_sqrt2 = E::from_f64(std::f64::consts::FRAC_1_SQRT_2).unwrap();
         for (y, &x) in y.iter_mut().zip(x) {
@@ -50,15 +50,34 @@ multiversion! {
 }
 
 multiversion! {
-    /// `dx += g · (Φ(x) + x · φ(x))`.
+    /// `dx += g · (Φ(x) + x · φ(x))`, `φ` floored where it would be a denormal (|x| > 12.6,
+    /// where `x · φ(x)` is far below `Φ(x)`'s precision; denormals cost a hundred cycles each).
     fn gelu_backward<E: Element>(dx: &mut [E], x: &[E], g: &[E]) {
+        let floor = E::from_f64(-80.0).unwrap();
         let half = E::from_f64(0.5).unwrap();
         let inv_sqrt2 = E::from_f64(std::f64::consts::FRAC_1_SQRT_2).unwrap();
         let inv_sqrt_2pi = E::from_f64(0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2).unwrap();
         for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
             let cdf = half * (E::one() + (x * inv_sqrt2).erf());
-            let pdf = inv_sqrt_2pi * (-half * x * x).exp_fast();
+            let pdf = inv_sqrt_2pi * (-half * x * x).max(floor).exp_fast();
             *d += g * (cdf + x * pdf);
+        }
+    }
+}
+
+multiversion! {
+    /// `g = x · Φ(x)` and its slope `s = Φ(x) + x · φ(x)` from one `erf` (the fused MLP's
+    /// backward pass, which keeps only the pre-activation).
+    pub(super) fn gelu_with_slope<E: Element>(g: &mut [E], s: &mut [E], x: &[E]) {
+        let floor = E::from_f64(-80.0).unwrap();
+        let half = E::from_f64(0.5).unwrap();
+        let inv_sqrt2 = E::from_f64(std::f64::consts::FRAC_1_SQRT_2).unwrap();
+        let inv_sqrt_2pi = E::from_f64(0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2).unwrap();
+        for ((g, s), &x) in g.iter_mut().zip(s.iter_mut()).zip(x) {
+            let cdf = half * (E::one() + (x * inv_sqrt2).erf());
+            let pdf = inv_sqrt_2pi * (-half * x * x).max(floor).exp_fast();
+            *g = x * cdf;
+            *s = cdf + x * pdf;
         }
     }
 }
@@ -73,8 +92,8 @@ fn unary<S: Shape, E: Element, T: Tape<E, Cpu>>(
     let _prof = crate::profile::scope(names[0]);
     let (x, mut tape) = E::contiguous(x)?.split_tape();
     let shape = *x.shape();
-    let mut y = vec![E::zero(); shape.num_elements()];
-    y.par_chunks_mut(CHUNK).zip(view(&x).par_chunks(CHUNK)).for_each(|(yc, xc)| forward(yc, xc));
+    let xs = view(&x);
+    let y = par_new(shape.num_elements(), CHUNK, |i, yc| forward(yc, &xs[i * CHUNK..][..yc.len()]));
     let y = x.device().clone().try_tensor_from_vec(y, shape)?;
     if T::OWNS_TAPE {
         let (xg, yg) = (x.ghost(), y.ghost());

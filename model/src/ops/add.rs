@@ -6,7 +6,7 @@ use dfdx::prelude::{Cpu, HasShape, Merge, PutTape, Shape, SplitTape, Tape, Tenso
 use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
-use crate::element::view;
+use crate::element::{par_new, view};
 use crate::simd::multiversion;
 use crate::{Element, OpError};
 
@@ -45,11 +45,11 @@ where
             format!("shapes differ: {:?} and {:?}", shape.concrete().as_ref(), s.shape().concrete().as_ref()),
         ));
     }
-    let mut y = vec![E::zero(); shape.num_elements()];
-    y.par_chunks_mut(CHUNK)
-        .zip(view(&x).par_chunks(CHUNK))
-        .zip(view(&s).par_chunks(CHUNK))
-        .for_each(|((yc, xc), sc)| add_forward(yc, xc, sc, relu));
+    let (xs, ss) = (view(&x), view(&s));
+    let y = par_new(shape.num_elements(), CHUNK, |i, yc| {
+        let r = i * CHUNK..i * CHUNK + yc.len();
+        add_forward(yc, &xs[r.clone()], &ss[r], relu)
+    });
     let y = x.device().clone().try_tensor_from_vec(y, shape)?;
     if T::OWNS_TAPE {
         let (xg, sg, yg) = (x.ghost(), s.ghost(), y.ghost());

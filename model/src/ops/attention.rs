@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
 use super::softmax::{softmax_row, softmax_row_grad};
-use crate::element::{matmul, matmul_strided, view, Mat, Scratch};
+use crate::element::{matmul, matmul_strided, par_new2, view, Mat, Scratch};
 use crate::{Element, OpError};
 
 /// Tokens `[N, T, W]`.
@@ -51,13 +51,14 @@ pub fn attention<const Q: usize, const D: usize, E: Element, T: Tape<E, Cpu>>(
     let (n, t, _) = *qkv.shape();
     let dh = D / heads;
     let scale = E::from_f64(scale).expect("scale fits the float type");
-    let mut y = vec![E::zero(); n * t * D];
-    // The attention weights, `[N, heads, T, T]`.
-    let mut p = vec![E::zero(); n * heads * t * t];
-    if n * t > 0 {
+    // The output and the attention weights, `[N, heads, T, T]`, one image per task.
+    let (y, p) = if n * t == 0 {
+        (Vec::new(), Vec::new())
+    } else {
         let xs = view(&qkv);
-        y.par_chunks_mut(t * D).zip(p.par_chunks_mut(heads * t * t)).zip(xs.par_chunks(t * Q)).for_each(
-            |((yi, pi), xi)| {
+        par_new2((n * t * D, t * D), (n * heads * t * t, heads * t * t), |i, yi, pi| {
+            let xi = &xs[i * t * Q..][..t * Q];
+            {
                 let mut s = Scratch::with_len(t * t);
                 for (h, ph) in pi.chunks_exact_mut(t * t).enumerate() {
                     let q = Mat::strided(&xi[h * dh..], Q, 1);
@@ -70,9 +71,9 @@ pub fn attention<const Q: usize, const D: usize, E: Element, T: Tape<E, Cpu>>(
                     let out = Mat::strided(&mut yi[h * dh..], D, 1);
                     matmul_strided(t, dh, t, out, false, Mat::rows(ph, t), v, false);
                 }
-            },
-        );
-    }
+            }
+        })
+    };
     let y = qkv.device().clone().try_tensor_from_vec(y, (n, t, Const::<D>))?;
     if T::OWNS_TAPE {
         let (xg, yg) = (qkv.ghost(), y.ghost());

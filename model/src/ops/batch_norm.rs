@@ -8,7 +8,7 @@ use dfdx::prelude::{Cpu, HasShape, Merge, PutTape, Rank1, Shape, SplitTape, Tape
 use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
-use crate::element::view;
+use crate::element::{par_new, view};
 use crate::simd::{lane_sq_dev, lane_sum, multiversion, LANES};
 use crate::{Element, OpError};
 
@@ -127,10 +127,9 @@ where
     // y = x · a + c per channel.
     let a: Vec<E> = (0..C).map(|c| ws[c] * invstd[c]).collect();
     let shift: Vec<E> = (0..C).map(|c| bs[c] - mean[c] * a[c]).collect();
-    let mut y = vec![E::zero(); xs.len()];
     let task = planes_per_task(hw) * hw;
-    y.par_chunks_mut(task).zip(xs.par_chunks(task)).enumerate().for_each(|(t, (yc, xc))| {
-        normalize_planes(yc, xc, hw, t * task / hw % C, &a, &shift, cfg.relu);
+    let y = par_new(xs.len(), task, |t, yc| {
+        normalize_planes(yc, &xs[t * task..][..yc.len()], hw, t * task / hw % C, &a, &shift, cfg.relu);
     });
     let y = x.device().clone().try_tensor_from_vec(y, shape)?;
     if T::OWNS_TAPE {

@@ -355,6 +355,22 @@ where
     y.try_add(bias.try_broadcast_like::<_, Axis<0>>(&shape).map_err(OpError::device)?).map_err(OpError::device)
 }
 
+/// [`mlp`](crate::mlp) on any device: `linear`, `gelu`, `linear`.
+pub fn mlp<const D: usize, const M: usize, E, Dev, T>(
+    x: Tensor<(usize, Const<D>), E, Dev, T>,
+    w1: Tensor<Rank2<M, D>, E, Dev, T>,
+    b1: Tensor<Rank1<M>, E, Dev, T>,
+    w2: Tensor<Rank2<D, M>, E, Dev, T>,
+    b2: Tensor<Rank1<D>, E, Dev, T>,
+) -> Res<Tensor<(usize, Const<D>), E, Dev, T>>
+where
+    E: Dtype,
+    Dev: Device<E>,
+    T: Tape<E, Dev> + Merge<T> + Merge<NoneTape>,
+{
+    linear(gelu(linear(x, w1, b1)?)?, w2, b2)
+}
+
 /// [`linear_no_bias`](crate::linear_no_bias) on any device.
 pub fn linear_no_bias<const I: usize, const O: usize, E, D, T, TW>(
     x: Tensor<(usize, Const<I>), E, D, T>,

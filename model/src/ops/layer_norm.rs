@@ -5,7 +5,7 @@ use dfdx::prelude::{Cpu, HasShape, Merge, PutTape, Rank1, Shape, SplitTape, Tape
 use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
-use crate::element::view;
+use crate::element::{par_new2, view};
 use crate::{Element, OpError};
 
 /// Rows per rayon task.
@@ -52,10 +52,9 @@ where
     let (ws, bs) = (w.as_vec(), b.as_vec());
     let xs = view(&x);
     let rows = xs.len() / M;
-    let mut y = vec![E::zero(); xs.len()];
-    let mut stats = vec![(E::zero(), E::zero()); rows];
-    y.par_chunks_mut(M * ROWS).zip(xs.par_chunks(M * ROWS)).zip(stats.par_chunks_mut(ROWS)).for_each(
-        |((yc, xc), sc)| {
+    let (y, stats) = par_new2((xs.len(), M * ROWS), (rows, ROWS), |i, yc: &mut [E], sc: &mut [(E, E)]| {
+        let xc = &xs[i * M * ROWS..][..yc.len()];
+        {
             for ((yr, xr), st) in yc.chunks_exact_mut(M).zip(xc.chunks_exact(M)).zip(sc.iter_mut()) {
                 let mean = xr.iter().copied().sum::<E>() * inv_m;
                 let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<E>() * inv_m;
@@ -65,8 +64,8 @@ where
                 }
                 *st = (mean, invstd);
             }
-        },
-    );
+        }
+    });
     let y = x.device().clone().try_tensor_from_vec(y, shape)?;
     if T::OWNS_TAPE {
         let (xg, wg, bg, yg) = (x.ghost(), w.ghost(), b.ghost(), y.ghost());

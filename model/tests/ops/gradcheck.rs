@@ -501,3 +501,62 @@ fn attention_is_the_separate_ops_and_its_gradient_checks() {
     assert!(attention::<18, 5, _, _>(qkv(&randn(68, n * t * 18)), 1, 1.0).is_err());
     assert!(attention::<18, 6, _, _>(qkv(&randn(68, n * t * 18)), 4, 1.0).is_err());
 }
+
+#[test]
+fn mlp_is_linear_gelu_linear_and_its_gradient_checks() {
+    // 600 rows cross several row blocks and both threads' runs; D = 3, M = 8.
+    let dev = Cpu::default();
+    let x = |v: &[f64], m: usize| dev.tensor_from_vec(v.to_vec(), (m, Const::<3>));
+    let w1 = |v: &[f64]| dev.tensor_from_vec(v.to_vec(), (Const::<8>, Const::<3>));
+    let b1 = |v: &[f64]| dev.tensor_from_vec(v.to_vec(), (Const::<8>,));
+    let w2 = |v: &[f64]| dev.tensor_from_vec(v.to_vec(), (Const::<3>, Const::<8>));
+    let b2 = |v: &[f64]| dev.tensor_from_vec(v.to_vec(), (Const::<3>,));
+    let m = 600;
+    let inputs = [randn(70, m * 3), randn(71, 24), randn(72, 8), randn(73, 24), randn(74, 3)];
+    let (xv, w1v, b1v, w2v, b2v) = (x(&inputs[0], m), w1(&inputs[1]), b1(&inputs[2]), w2(&inputs[3]), b2(&inputs[4]));
+    let r = randn(75, m * 3);
+    let grads = |y: Tensor<(usize, Const<3>), f64, Cpu, OwnedTape<f64, Cpu>>| {
+        let g = weighted_sum(y, &r).backward();
+        vec![
+            g.get(&xv).as_vec(),
+            g.get(&w1v).as_vec(),
+            g.get(&b1v).as_vec(),
+            g.get(&w2v).as_vec(),
+            g.get(&b2v).as_vec(),
+        ]
+    };
+    type Tp = OwnedTape<f64, Cpu>;
+    let t = || xv.leaky_trace();
+    let h = linear(t(), w1v.retaped::<Tp>(), b1v.retaped::<Tp>()).unwrap();
+    let separate = linear(siamlab_model::gelu(h).unwrap(), w2v.retaped::<Tp>(), b2v.retaped::<Tp>()).unwrap();
+    let (want, want_grads) = (separate.as_vec(), grads(separate));
+    for threads in [1, 2] {
+        let (got, got_grads) = with_threads(threads, || {
+            let y = mlp(t(), w1v.retaped(), b1v.retaped(), w2v.retaped(), b2v.retaped()).unwrap();
+            (y.as_vec(), grads(y))
+        });
+        assert_close(&got, &want, 1e-12, "mlp forward against the separate ops");
+        for (k, (g, w)) in got_grads.iter().zip(&want_grads).enumerate() {
+            assert_close(g, w, 1e-12, &format!("mlp gradient {k} against the separate ops"));
+        }
+    }
+    // Inference (no tape) gives the same rows.
+    let plain = mlp(xv.clone(), w1v.clone(), b1v.clone(), w2v.clone(), b2v.clone()).unwrap().as_vec();
+    assert_close(&plain, &want, 1e-12, "mlp without a tape");
+    // Finite differences on a few rows.
+    let n = 4;
+    let f = |inp: &[Vec<f64>]| mlp(x(&inp[0], n), w1(&inp[1]), b1(&inp[2]), w2(&inp[3]), b2(&inp[4])).unwrap().as_vec();
+    let g = |inp: &[Vec<f64>], r: &[f64]| {
+        let (xv, w1v, b1v, w2v, b2v) = (x(&inp[0], n), w1(&inp[1]), b1(&inp[2]), w2(&inp[3]), b2(&inp[4]));
+        let y = mlp(xv.leaky_trace(), w1v.retaped(), b1v.retaped(), w2v.retaped(), b2v.retaped()).unwrap();
+        let g = weighted_sum(y, r).backward();
+        vec![
+            g.get(&xv).as_vec(),
+            g.get(&w1v).as_vec(),
+            g.get(&b1v).as_vec(),
+            g.get(&w2v).as_vec(),
+            g.get(&b2v).as_vec(),
+        ]
+    };
+    gradcheck(vec![randn(76, n * 3), randn(77, 24), randn(78, 8), randn(79, 24), randn(80, 3)], f, g);
+}
