@@ -28,6 +28,7 @@ pub mod encode;
 mod error;
 pub mod ingest;
 pub mod inspect;
+pub mod names;
 pub mod pickle;
 pub mod record;
 pub mod request;

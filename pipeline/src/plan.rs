@@ -95,13 +95,18 @@ pub enum ShuffleBy {
 impl std::str::FromStr for ShuffleBy {
     type Err = String;
 
-    /// `row-groups` or `shards`; case, `_` for `-` and singulars are forgiven.
+    /// `row-groups` or `shards`, matched as every typed name is
+    /// ([`siamlab_datasets::names::match_name`]: case, `-`, `_` and spaces forgiven), singulars
+    /// too.
     fn from_str(s: &str) -> Result<Self, String> {
-        let norm = s.trim().to_ascii_lowercase().replace(['_', ' '], "-");
-        match norm.trim_end_matches('s') {
-            "row-group" | "rowgroup" | "group" => Ok(ShuffleBy::RowGroups),
-            "shard" => Ok(ShuffleBy::Shards),
-            _ => Err(format!("unknown shuffle order {s:?}: expected row-groups or shards")),
+        const NAMES: [&str; 4] = ["row-groups", "shards", "row-group", "shard"];
+        match siamlab_datasets::names::match_name(s, &NAMES) {
+            Ok("row-groups" | "row-group") => Ok(ShuffleBy::RowGroups),
+            Ok(_) => Ok(ShuffleBy::Shards),
+            Err(closest) => {
+                let hint = closest.map(|n| format!("; did you mean {n}?")).unwrap_or_default();
+                Err(format!("unknown shuffle order {s:?}{hint}: expected row-groups or shards"))
+            }
         }
     }
 }

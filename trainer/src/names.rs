@@ -1,5 +1,5 @@
-//! Names a user types — backbones, augmentation recipes, dataset sources — matched forgivingly:
-//! `-` and `_` are the same and case does not matter (`ResNet18-CIFAR` is `resnet18_cifar`,
+//! Names a user types — backbones, augmentation recipes, dataset sources — matched forgivingly
+//! by [`siamlab_datasets::names`]: `-` and `_` are the same and case does not matter (`ResNet18-CIFAR` is `resnet18_cifar`,
 //! `CIFAR-10` is `cifar10`). The one place that maps a typed name to the canonical one the
 //! library crates know; the command line's flags and the trainer's configuration and experiment
 //! files all go through it, so run folders record canonical names.
@@ -11,35 +11,21 @@
 //! assert!(e.contains("did you mean resnet18_cifar?"), "{e}");
 //! ```
 
+use siamlab_datasets::names::match_name;
 use siamlab_datasets::sources::KINDS;
 use siamlab_model::backbones::BACKBONE_NAMES;
 use siamlab_pipeline::augment::RECIPE_NAMES;
 
 use crate::error::{Error, Result};
 
-/// What a name is compared by: lower case, without `-` and `_`.
-fn key(name: &str) -> String {
-    name.chars().filter(|c| *c != '-' && *c != '_').flat_map(char::to_lowercase).collect()
-}
-
 /// The known name `given` means (`what` names the kind in the error: "backbone"); for an
-/// unknown name, a one-line error with the closest known name when one is near.
+/// unknown name, a one-line error with the closest known name when one is near
+/// ([`siamlab_datasets::names::match_name`]).
 pub fn canonical<'a>(what: &str, given: &str, known: &[&'a str]) -> Result<&'a str> {
-    let k = key(given);
-    if let Some(&name) = known.iter().find(|n| key(n) == k) {
-        return Ok(name);
-    }
-    let closest = known
-        .iter()
-        .map(|&n| (strsim::levenshtein(&k, &key(n)), n))
-        .min_by_key(|&(d, _)| d)
-        // Near enough to be a slip: a third of the name's letters, at least two.
-        .filter(|&(d, n)| d <= 2.max(key(n).len() / 3));
-    let hint = match closest {
-        Some((_, n)) => format!("; did you mean {n}?"),
-        None => String::new(),
-    };
-    Err(Error::config(format!("unknown {what} {given:?}{hint} (known: {})", known.join(", "))))
+    match_name(given, known).map_err(|closest| {
+        let hint = closest.map(|n| format!("; did you mean {n}?")).unwrap_or_default();
+        Error::config(format!("unknown {what} {given:?}{hint} (known: {})", known.join(", ")))
+    })
 }
 
 /// A backbone name ([`BACKBONE_NAMES`]).
@@ -80,7 +66,11 @@ mod tests {
             for (i, a) in known.iter().enumerate() {
                 assert_eq!(canonical("x", a, known).unwrap(), *a);
                 for b in &known[i + 1..] {
-                    assert_ne!(key(a), key(b), "{a} and {b} would be the same name");
+                    assert_ne!(
+                        siamlab_datasets::names::name_key(a),
+                        siamlab_datasets::names::name_key(b),
+                        "{a} and {b} would be the same name"
+                    );
                 }
             }
         }

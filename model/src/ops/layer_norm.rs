@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use super::grad::{grad_mut, put_grad, take_grad};
 use crate::element::{par_new2, view};
+use crate::simd::{lane_dot, lane_sq_dev, lane_sum, multiversion};
 use crate::{Element, OpError};
 
 /// Rows per rayon task.
@@ -48,23 +49,11 @@ where
         return Err(OpError::config("layer_norm", format!("last axis must be {M} long, shape is {:?}", dims.as_ref())));
     }
     let eps = E::from_f64(eps).expect("eps fits the float type");
-    let inv_m = E::one() / E::from_usize(M).unwrap();
     let (ws, bs) = (w.as_vec(), b.as_vec());
     let xs = view(&x);
     let rows = xs.len() / M;
     let (y, stats) = par_new2((xs.len(), M * ROWS), (rows, ROWS), |i, yc: &mut [E], sc: &mut [(E, E)]| {
-        let xc = &xs[i * M * ROWS..][..yc.len()];
-        {
-            for ((yr, xr), st) in yc.chunks_exact_mut(M).zip(xc.chunks_exact(M)).zip(sc.iter_mut()) {
-                let mean = xr.iter().copied().sum::<E>() * inv_m;
-                let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<E>() * inv_m;
-                let invstd = E::one() / (var + eps).sqrt();
-                for (((yv, &xv), &wv), &bv) in yr.iter_mut().zip(xr).zip(&ws).zip(&bs) {
-                    *yv = (xv - mean) * invstd * wv + bv;
-                }
-                *st = (mean, invstd);
-            }
-        }
+        forward_rows(yc, sc, &xs[i * M * ROWS..][..yc.len()], &ws, &bs, eps);
     });
     let y = x.device().clone().try_tensor_from_vec(y, shape)?;
     if T::OWNS_TAPE {
@@ -82,24 +71,7 @@ where
                 .zip(stats.par_chunks(ROWS))
                 .map(|(((dc, gc), xc), sc)| {
                     let mut acc = vec![E::zero(); 2 * M];
-                    for (((dr, gr), xr), &(mean, invstd)) in
-                        dc.chunks_exact_mut(M).zip(gc.chunks_exact(M)).zip(xc.chunks_exact(M)).zip(sc)
-                    {
-                        let (mut sum_g, mut sum_gx) = (E::zero(), E::zero());
-                        for (i, (&g, &xv)) in gr.iter().zip(xr).enumerate() {
-                            let xhat = (xv - mean) * invstd;
-                            let gw = g * ws[i];
-                            sum_g += gw;
-                            sum_gx += gw * xhat;
-                            acc[i] += g * xhat;
-                            acc[M + i] += g;
-                        }
-                        let (mg, mgx) = (sum_g * inv_m, sum_gx * inv_m);
-                        for (i, (d, (&g, &xv))) in dr.iter_mut().zip(gr.iter().zip(xr)).enumerate() {
-                            let xhat = (xv - mean) * invstd;
-                            *d += invstd * (g * ws[i] - mg - xhat * mgx);
-                        }
-                    }
+                    backward_rows(dc, &mut acc, gc, xc, sc, &ws);
                     acc
                 })
                 .collect();
@@ -120,4 +92,48 @@ where
         });
     }
     Ok(y.put_tape(tape))
+}
+
+multiversion! {
+    /// LayerNorm of the rows of `x` (each `w.len()` long) into `y`, with each row's
+    /// `(mean, 1/std)` into `stats`; the row sums over the [`lane_sum`] running sums, so
+    /// that they vectorize.
+    fn forward_rows<E: Element>(y: &mut [E], stats: &mut [(E, E)], x: &[E], w: &[E], b: &[E], eps: E) {
+        let m = w.len();
+        let inv_m = E::one() / E::from_usize(m).unwrap();
+        for ((yr, xr), st) in y.chunks_exact_mut(m).zip(x.chunks_exact(m)).zip(stats.iter_mut()) {
+            let mean = lane_sum(xr) * inv_m;
+            let invstd = E::one() / (lane_sq_dev(xr, mean) * inv_m + eps).sqrt();
+            for (((yv, &xv), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                *yv = (xv - mean) * invstd * wv + bv;
+            }
+            *st = (mean, invstd);
+        }
+    }
+}
+
+multiversion! {
+    /// LayerNorm's backward pass over rows: `dx += (g·w − mean(g·w) − x̂ · mean(g·w·x̂)) / std`
+    /// per row; `acc[..M] += g · x̂` (the weight's gradient) and `acc[M..] += g` (the bias's).
+    fn backward_rows<E: Element>(dx: &mut [E], acc: &mut [E], g: &[E], x: &[E], stats: &[(E, E)], w: &[E]) {
+        let m = w.len();
+        let inv_m = E::one() / E::from_usize(m).unwrap();
+        let (acc_w, acc_b) = acc.split_at_mut(m);
+        // One row's g·w and x̂, so that the two row sums are vector reductions.
+        let (mut gw, mut xh) = (vec![E::zero(); m], vec![E::zero(); m]);
+        for (((dr, gr), xr), &(mean, invstd)) in
+            dx.chunks_exact_mut(m).zip(g.chunks_exact(m)).zip(x.chunks_exact(m)).zip(stats)
+        {
+            for (j, ((&gv, &xv), &wv)) in gr.iter().zip(xr).zip(w).enumerate() {
+                xh[j] = (xv - mean) * invstd;
+                gw[j] = gv * wv;
+                acc_w[j] += gv * xh[j];
+                acc_b[j] += gv;
+            }
+            let (mg, mgx) = (lane_sum(&gw) * inv_m, lane_dot(&gw, &xh) * inv_m);
+            for ((d, &gwv), &xhv) in dr.iter_mut().zip(&gw).zip(&xh) {
+                *d += invstd * (gwv - mg - xhv * mgx);
+            }
+        }
+    }
 }

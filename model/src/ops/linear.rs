@@ -5,8 +5,11 @@
 use dfdx::prelude::{Const, Cpu, HasShape, Merge, PutTape, Rank1, Rank2, SplitTape, Tape, Tensor, TensorFromVec};
 
 use super::grad::{grad_mut, put_grad, take_grad};
-use crate::element::{matmul, matmul_acc_split_k, view, Mat};
+use crate::element::{matmul, matmul_acc_split_k, par_new, view, Mat, Scratch};
 use crate::{Element, OpError};
+
+/// Output rows per task when the bias is written into them.
+const FILL_ROWS: usize = 256;
 
 /// Rows of features: `[M, I]`.
 type Rows<const I: usize, E, T> = Tensor<(usize, Const<I>), E, Cpu, T>;
@@ -62,15 +65,15 @@ fn linear_impl<const I: usize, const O: usize, E: Element, T: Tape<E, Cpu>>(
 ) -> Result<Rows<O, E, T>, OpError> {
     let _prof = crate::profile::scope("linear.forward");
     let m = x.shape().0;
-    // The rows start as the bias (written once, not zeroed first), or as zeros.
-    let mut y = Vec::with_capacity(m * O);
-    match &b {
-        Some(b) => {
-            let bs = b.as_vec();
-            (0..m).for_each(|_| y.extend_from_slice(&bs));
+    // The rows start as the bias, or as zeros, written in parallel.
+    let bs = b.as_ref().map(|b| b.as_vec());
+    let mut y = par_new(m * O, FILL_ROWS * O, |_, rows: &mut [E]| {
+        if let Some(bs) = &bs {
+            for row in rows.chunks_exact_mut(O) {
+                row.copy_from_slice(bs);
+            }
         }
-        None => y.resize(m * O, E::zero()),
-    }
+    });
     {
         let (xs, ws) = (view(&x), view(&w));
         matmul(m, O, I, &mut y, b.is_some(), Mat::rows(xs, I), Mat::transposed(ws, I), true);
@@ -87,16 +90,39 @@ fn linear_impl<const I: usize, const O: usize, E: Element, T: Tape<E, Cpu>>(
             matmul(m, I, O, grad_mut!(grads, &xg), true, Mat::rows(&gy, O), Mat::rows(ws, I), true);
             matmul_acc_split_k(O, I, m, grad_mut!(grads, &wg), Mat::transposed(&gy, O), Mat::rows(xs, I));
             if let Some(bg) = &bg {
-                let db = grad_mut!(grads, bg);
-                for row in gy.chunks_exact(O) {
-                    for (d, &g) in db.iter_mut().zip(row) {
-                        *d += g;
-                    }
-                }
+                column_sums_into(grad_mut!(grads, bg), &gy);
             }
             put_grad!(grads, &yg, gy);
             Ok(())
         });
     }
     Ok(y.put_tape(tape))
+}
+
+/// `acc += Σ` of the rows of `rows` (each `acc.len()` long): one run of rows per rayon thread,
+/// the runs' sums added in order (deterministic for a thread count).
+fn column_sums_into<E: Element>(acc: &mut [E], rows: &[E]) {
+    use rayon::prelude::*;
+    let o = acc.len();
+    if o == 0 {
+        return;
+    }
+    let run = (rows.len() / o).div_ceil(rayon::current_num_threads().max(1)).max(1) * o;
+    let parts: Vec<Scratch<E>> = rows
+        .par_chunks(run)
+        .map(|run| {
+            let mut part = Scratch::zeroed(o);
+            for row in run.chunks_exact(o) {
+                for (d, &g) in part.iter_mut().zip(row) {
+                    *d += g;
+                }
+            }
+            part
+        })
+        .collect();
+    for part in &parts {
+        for (d, &v) in acc.iter_mut().zip(part.iter()) {
+            *d += v;
+        }
+    }
 }

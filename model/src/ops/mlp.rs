@@ -69,7 +69,10 @@ pub fn mlp<const D: usize, const M: usize, E: Element, T: Tape<E, Cpu> + Merge<T
     let (x, tx) = E::contiguous(x)?.split_tape();
     let mut tape = tx.merge(t1).merge(t2).merge(t3).merge(t4);
     let rows = x.shape().0;
-    let rb = block_rows(M);
+    let threads = rayon::current_num_threads().max(1);
+    // Blocks as long as in the backward pass where the weights are large (ViT-S: 2.4 MB each,
+    // which a short block would re-read from beyond L2 for little work), else cache-sized.
+    let rb = (M * D / 64).clamp(block_rows(M), rows.div_ceil(threads).max(block_rows(M)));
     let (b1v, b2v) = (b1.as_vec(), b2.as_vec());
     // The weights as the right-hand sides `x · W1ᵀ` and `g · W2ᵀ` want them: row-major.
     let mut w1t = Scratch::with_len(D * M);
@@ -118,11 +121,9 @@ pub fn mlp<const D: usize, const M: usize, E: Element, T: Tape<E, Cpu> + Merge<T
             let _prof = crate::profile::scope("mlp.backward");
             let gy = take_grad!(grads, &yg);
             let (xs, w1s, w2s) = (view(&x), view(&w1), view(&w2));
-            let threads = rayon::current_num_threads().max(1);
             let run = rows.div_ceil(threads).max(1);
-            // Backward blocks are longer where the weights are large: each block adds its
-            // products into the run's weight gradients (2·M·D elements read and written).
-            let rb = (M * D / 64).clamp(rb, run.max(rb));
+            // Each backward block adds its products into the run's weight gradients (2·M·D
+            // elements read and written), hence the longer blocks for large weights above.
             // Per run: dW1 [M, D], db1 [M], dW2 [D, M], db2 [D], summed over its blocks.
             let parts: Vec<Scratch<E>> = grad_mut!(grads, &xg)
                 .par_chunks_mut(run * D)
