@@ -11,7 +11,7 @@
 //! convolutions of small feature maps (8×8 and below) run one GEMM per kernel tap over the
 //! positions that tap reads inside the image (`taps.rs`), skipping im2col's padding zeros.
 //! 3×3 stride-1 padding-1 convolutions of 16 or more channels take precedence over both: they
-//! run through Winograd's F(2×2, 3×3) (`winograd.rs`; `SIAMLAB_CONV=im2col` turns it off).
+//! run through Winograd's F(4×4, 3×3) (`winograd.rs`; `SIAMLAB_CONV=im2col` turns it off).
 //! Scratch buffers come from a per-thread pool.
 
 use dfdx::prelude::{Const, Cpu, HasShape, Merge, PutTape, Rank1, Rank4, SplitTape, Tape, Tensor, TensorFromVec};

@@ -1,20 +1,23 @@
-//! 3×3 stride-1 "same" convolutions through Winograd's minimal filtering F(2×2, 3×3)
+//! 3×3 stride-1 "same" convolutions through Winograd's minimal filtering F(4×4, 3×3)
 //! (Lavin & Gray, 2015): the algorithm cuDNN and oneDNN offer for these layers.
 //!
-//! Each output plane is cut into 2×2 tiles; tile `t` reads a 4×4 input window `d_t` (zeros
-//! outside the image). With the fixed matrices `Bᵀ` (4×4), `G` (4×3) and `Aᵀ` (2×4):
+//! Each output plane is cut into 4×4 tiles; tile `t` reads a 6×6 input window `d_t` (zeros
+//! outside the image). With the fixed matrices `Bᵀ` (6×6), `G` (6×3) and `Aᵀ` (4×6) of the
+//! interpolation points 0, ±1, ±2 (the paper's):
 //!
-//! - `U = G·w·Gᵀ` per `(o, c)` (4×4), `V_t = Bᵀ·d_t·B` per `(c, t)`;
-//! - for each of the 16 positions `ξ` of those 4×4 matrices, one GEMM
+//! - `U = G·w·Gᵀ` per `(o, c)` (6×6), `V_t = Bᵀ·d_t·B` per `(c, t)`;
+//! - for each of the 36 positions `ξ` of those 6×6 matrices, one GEMM
 //!   `M_ξ (O × T) = U_ξ (O × C) · V_ξ (C × T)`;
 //! - the output tile `y_t = Aᵀ·M_t·A`.
 //!
-//! That is 16 multiply-adds per `(o, c)` and tile of 4 outputs where the direct sum needs 36:
-//! 2.25× fewer. Backward is the exact adjoint of these steps (so the gradients are those of the
-//! computation that ran): `Ĝ_t = A·dy_t·Aᵀ`, `dU_ξ += Ĝ_ξ · V_ξᵀ`, `dV_ξ = U_ξᵀ · Ĝ_ξ`,
-//! `dx` window `+= B·dV_t·Bᵀ` (windows overlap by two rows and columns) and `dw = Gᵀ·dU·G`.
-//! The transform coefficients are 0, ±1 and ±½, so the rounding differs from im2col's only by
-//! the order of the sums (measured against it in the tests below).
+//! That is 36 multiply-adds per `(o, c)` and tile of 16 outputs where the direct sum needs 144:
+//! 4× fewer (F(2×2, 3×3), used before, saves 2.25×), and the transformed blocks the GEMMs read
+//! hold 36/16 values per input value, not 16/4. Backward is the exact adjoint of these steps (so the
+//! gradients are those of the computation that ran): `Ĝ_t = A·dy_t·Aᵀ`, `dU_ξ += Ĝ_ξ · V_ξᵀ`,
+//! `dV_ξ = U_ξᵀ · Ĝ_ξ`, `dx` window `+= B·dV_t·Bᵀ` (windows overlap by two rows and columns) and
+//! `dw = Gᵀ·dU·G`. The coefficients (up to ±8 and 1/24) round differently from the direct sums:
+//! in fp32 a few 1e-6 of the largest output rather than about 1e-7 (measured against them in
+//! the tests below; oneDNN's and cuDNN's F(4×4, 3×3) have the same rounding).
 //!
 //! Work is split like the other kernels: one run of images per rayon thread, a few images per
 //! block so the transformed blocks stay in cache.
@@ -26,10 +29,18 @@ use crate::element::{matmul_strided, Mat, Scratch};
 use crate::simd::multiversion;
 use crate::Element;
 
-/// Cap on the elements of one transformed block (`16 · channels · tiles`), per thread.
+/// Outputs per tile side.
+const R: usize = 4;
+/// Input window side (`R + 2`).
+const S: usize = 6;
+/// Positions of a transformed tile (`S²`).
+const P: usize = 36;
+/// Cap on the elements of one transformed block (`P · channels · tiles`), per thread.
 const BLOCK_ELEMS: usize = 2 << 20;
 /// Tiles per block the GEMMs aim for.
-const BLOCK_TILES: usize = 512;
+const BLOCK_TILES: usize = 256;
+/// Fewest GEMM rows (tiles) per task before the batch runs as one block (see [`plan`]).
+const MIN_ROWS: usize = 128;
 
 /// The switch set by [`set_winograd`]: 0 unset (the environment decides), 1 on, 2 off.
 static MODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
@@ -63,13 +74,14 @@ pub(crate) fn suits(g: &ConvGeom) -> bool {
         && g.aw.padding == 1
         && g.c >= 16
         && g.o >= 16
-        // Odd planes waste the tiles' missing row and column: at 3×3 (ResNet-18's last stage
-        // at 96 px) 16 products per 9 outputs where the per-tap kernels skip the padding.
-        && (g.pp() > 64 || (g.ho.is_multiple_of(2) && g.wo.is_multiple_of(2)))
+        // Planes that are not whole tiles waste the tiles' missing rows and columns: at 3×3
+        // (ResNet-18's last stage at 96 px) 36 products per 9 outputs where the per-tap kernels
+        // skip the padding.
+        && (g.pp() > 64 || (g.ho.is_multiple_of(R) && g.wo.is_multiple_of(R)))
         && !disabled()
 }
 
-/// The tiling of one image: `th × tw` tiles of 2×2 outputs, read from a zero-padded
+/// The tiling of one image: `th × tw` tiles of `R × R` outputs, read from a zero-padded
 /// channels-last copy of `ph × pw` positions.
 #[derive(Clone, Copy)]
 struct Tiles {
@@ -81,43 +93,139 @@ struct Tiles {
 
 impl Tiles {
     fn new(g: &ConvGeom) -> Self {
-        let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
-        Tiles { th, tw, ph: 2 * th + 2, pw: 2 * tw + 2 }
+        let (th, tw) = (g.ho.div_ceil(R), g.wo.div_ceil(R));
+        Tiles { th, tw, ph: R * th + 2, pw: R * tw + 2 }
     }
     fn per_img(&self) -> usize {
         self.th * self.tw
     }
 }
 
-/// Images per rayon task and per block.
-fn plan(g: &ConvGeom) -> (usize, usize) {
+/// Images per rayon task and per block, and whether the GEMMs run on every thread. A task's
+/// run of images gives its GEMMs `chunk · tiles` rows; when that is under [`MIN_ROWS`] (small
+/// planes: one tile per 4×4 image) the transformed weights, `36 · C · O`, would be read from
+/// memory by every task for a few rows each, so the whole batch is one block instead and each
+/// GEMM is split over the threads.
+fn plan(g: &ConvGeom) -> (usize, usize, bool) {
     let threads = rayon::current_num_threads().max(1);
     let tasks = threads.min(g.n).max(1);
     let chunk = g.n.div_ceil(tasks).max(1);
     let per_img = Tiles::new(g).per_img();
+    if tasks > 1 && chunk * per_img < MIN_ROWS {
+        return (g.n, g.n, true);
+    }
     let by_tiles = BLOCK_TILES.div_ceil(per_img);
-    let by_memory = BLOCK_ELEMS / (16 * g.c.max(g.o) * per_img).max(1);
-    (chunk, by_tiles.min(by_memory).clamp(1, chunk))
+    let by_memory = BLOCK_ELEMS / (P * g.c.max(g.o) * per_img).max(1);
+    (chunk, by_tiles.min(by_memory).clamp(1, chunk), false)
 }
 
-fn half<E: Element>() -> E {
-    E::from_f64(0.5).expect("0.5 is representable")
+/// The rational coefficients of `G` (as `E`): ¼, ⅙, 1/12, 1/24.
+#[derive(Clone, Copy)]
+struct Coef<E> {
+    q: E,
+    s: E,
+    t: E,
+    f: E,
 }
 
-/// `G·v` for a 3-vector: `(v0, (v0+v1+v2)/2, (v0−v1+v2)/2, v2)`.
+impl<E: Element> Coef<E> {
+    fn new() -> Self {
+        let c = |v: f64| E::from_f64(v).expect("small constants are representable");
+        Coef { q: c(0.25), s: c(1.0 / 6.0), t: c(1.0 / 12.0), f: c(1.0 / 24.0) }
+    }
+}
+
+/// `G·v` for a 3-vector.
 #[inline(always)]
-fn g3<E: Element>(h: E, a: E, b: E, d: E) -> [E; 4] {
-    [a, (a + b + d) * h, (a - b + d) * h, d]
+fn g6<E: Element>(k: Coef<E>, a: E, b: E, d: E) -> [E; S] {
+    let (ad, bt) = ((a + d) * k.s, b * k.s);
+    let (e, m) = (a * k.f + d * k.s, b * k.t);
+    [a * k.q, -ad - bt, bt - ad, e + m, e - m, d]
 }
 
-/// `Gᵀ·v` for a 4-vector: `(v0 + (v1+v2)/2, (v1−v2)/2, (v1+v2)/2 + v3)`.
+/// `Gᵀ·v` for a 6-vector.
 #[inline(always)]
-fn gt4<E: Element>(h: E, v: [E; 4]) -> [E; 3] {
-    [v[0] + (v[1] + v[2]) * h, (v[1] - v[2]) * h, (v[1] + v[2]) * h + v[3]]
+fn gt6<E: Element>(k: Coef<E>, v: [E; S]) -> [E; 3] {
+    let (p12, m12, p34, m34) = (v[1] + v[2], v[2] - v[1], v[3] + v[4], v[3] - v[4]);
+    [v[0] * k.q - p12 * k.s + p34 * k.f, m12 * k.s + m34 * k.t, (p34 - p12) * k.s + v[5]]
 }
 
-/// `U = G·w·Gᵀ` for every `(o, c)`, laid out `[rows][16][cols]`: `[C][16][O]` when
-/// `in_major` (the forward's right factors), otherwise `[O][16][C]` (the input gradient's).
+/// `Bᵀ·v` for a 6-vector.
+#[inline(always)]
+fn bt6<E: Element>(v: [E; S]) -> [E; S] {
+    let four = E::from_f64(4.0).expect("4");
+    let five = E::from_f64(5.0).expect("5");
+    let (d0, d1, d2, d3, d4, d5) = (v[0], v[1], v[2], v[3], v[4], v[5]);
+    let (a, b) = (d4 - four * d2, d3 - four * d1);
+    let (c, e) = (d4 - d2, (d3 - d1) * (E::one() + E::one()));
+    [four * d0 - five * d2 + d4, a + b, a - b, c + e, c - e, four * d1 - five * d3 + d5]
+}
+
+/// `B·v` (the adjoint of [`bt6`]).
+#[inline(always)]
+fn b6<E: Element>(v: [E; S]) -> [E; S] {
+    let two = E::one() + E::one();
+    let four = two + two;
+    let five = four + E::one();
+    let (v0, v1, v2, v3, v4, v5) = (v[0], v[1], v[2], v[3], v[4], v[5]);
+    let (p12, m12, p34, m34) = (v1 + v2, v2 - v1, v3 + v4, v3 - v4);
+    [
+        four * v0,
+        four * m12 - two * m34 + four * v5,
+        -five * v0 - four * p12 - p34,
+        -m12 + two * m34 - five * v5,
+        v0 + p12 + p34,
+        v5,
+    ]
+}
+
+/// `Aᵀ·v` for a 6-vector.
+#[inline(always)]
+fn at6<E: Element>(v: [E; S]) -> [E; R] {
+    let two = E::one() + E::one();
+    let (p12, m12, p34, m34) = (v[1] + v[2], v[1] - v[2], v[3] + v[4], v[3] - v[4]);
+    let four = two + two;
+    [v[0] + p12 + p34, m12 + two * m34, p12 + four * p34, m12 + four * two * m34 + v[5]]
+}
+
+/// `A·v` (the adjoint of [`at6`]).
+#[inline(always)]
+fn a6<E: Element>(g: [E; R]) -> [E; S] {
+    let two = E::one() + E::one();
+    let four = two + two;
+    let (e, o) = (g[0] + g[2], g[1] + g[3]);
+    let (e2, o2) = (g[0] + four * g[2], two * g[1] + four * two * g[3]);
+    [g[0], e + o, e - o, e2 + o2, e2 - o2, g[3]]
+}
+
+/// `outs[·][i] = f(ins[·][i])` for every lane `i` (or `+=` when `ADD`): one 1-D transform of
+/// every tile row or column, across the channels, so the vector units apply (the slices are
+/// cut to one length first, which lets the compiler drop the bounds checks and vectorise).
+#[inline(always)]
+fn lanes<E: Element, const I: usize, const O: usize, const ADD: bool>(
+    ins: [&[E]; I],
+    outs: [&mut [E]; O],
+    f: impl Fn([E; I]) -> [E; O],
+) {
+    let n = ins[0].len();
+    let ins = ins.map(|v| &v[..n]);
+    let mut outs = outs.map(|v| &mut v[..n]);
+    for i in 0..n {
+        let v = f(std::array::from_fn(|k| ins[k][i]));
+        for (o, x) in outs.iter_mut().zip(v) {
+            o[i] = if ADD { o[i] + x } else { x };
+        }
+    }
+}
+
+/// The slices at `idx` (distinct) of a tile's `P` vectors.
+#[inline(always)]
+fn pick<'a, E, const N: usize>(t: &'a mut [&mut [E]; P], idx: [usize; N]) -> [&'a mut [E]; N] {
+    t.get_disjoint_mut(idx).expect("distinct positions").map(|v| &mut **v)
+}
+
+/// `U = G·w·Gᵀ` for every `(o, c)`, laid out `[rows][P][cols]`: `[C][P][O]` when
+/// `in_major` (the forward's right factors), otherwise `[O][P][C]` (the input gradient's).
 fn weights_u<E: Element>(g: &ConvGeom, w: &[E], in_major: bool) -> Scratch<E> {
     let (c, o) = (g.c, g.o);
     let cols = if in_major { o } else { c };
@@ -132,57 +240,78 @@ fn weights_u<E: Element>(g: &ConvGeom, w: &[E], in_major: bool) -> Scratch<E> {
             transpose(wr, c, 9, tr, false);
         });
     }
-    let mut u = Scratch::with_len(16 * c * o);
-    let h = half::<E>();
-    u.par_chunks_exact_mut(16 * cols).zip(t.par_chunks_exact(9 * cols)).for_each(|(ur, tr)| {
-        let mut taps = tr.chunks_exact(cols);
-        let k: [&[E]; 9] = std::array::from_fn(|_| taps.next().expect("9 taps"));
-        let mut outs = ur.chunks_exact_mut(cols);
-        let out: [&mut [E]; 16] = std::array::from_fn(|_| outs.next().expect("16 positions"));
-        for q in 0..cols {
-            let col =
-                [g3(h, k[0][q], k[3][q], k[6][q]), g3(h, k[1][q], k[4][q], k[7][q]), g3(h, k[2][q], k[5][q], k[8][q])];
-            for i in 0..4 {
-                let row = g3(h, col[0][i], col[1][i], col[2][i]);
-                for (j, v) in row.into_iter().enumerate() {
-                    out[i * 4 + j][q] = v;
-                }
-            }
-        }
-    });
+    let mut u = Scratch::with_len(P * c * o);
+    u.par_chunks_exact_mut(P * cols).zip(t.par_chunks_exact(9 * cols)).for_each(|(ur, tr)| u_row(cols, tr, ur));
     u
 }
 
-/// Adds `Gᵀ·dU·G` onto the weight gradient `dw` (`[O, C, 3, 3]`); `du` is `[C][16][O]`.
+multiversion! {
+/// `G·w·Gᵀ` of one row of kernels: `tr` is `[9][cols]` (the taps), `ur` `[P][cols]`.
+fn u_row<E: Element>(cols: usize, tr: &[E], ur: &mut [E]) {
+    let h = Coef::<E>::new();
+    let g = |v: [E; 3]| g6(h, v[0], v[1], v[2]);
+    // G along each kernel column into `a` (`[S][3][cols]`), then along each row.
+    let mut a = Scratch::with_len(3 * S * cols);
+    {
+        let mut at: [&mut [E]; 3 * S] = {
+            let mut it = a.chunks_exact_mut(cols);
+            std::array::from_fn(|_| it.next().expect("3·S rows"))
+        };
+        for l in 0..3 {
+            let col: [&[E]; 3] = std::array::from_fn(|k| &tr[(3 * k + l) * cols..][..cols]);
+            let dst = at.get_disjoint_mut(std::array::from_fn::<_, S, _>(|i| 3 * i + l)).expect("distinct");
+            lanes::<E, 3, S, false>(col, dst.map(|v| &mut **v), g);
+        }
+    }
+    for (i, out) in ur.chunks_exact_mut(S * cols).enumerate() {
+        let row: [&[E]; 3] = std::array::from_fn(|l| &a[(3 * i + l) * cols..][..cols]);
+        let dst: [&mut [E]; S] = {
+            let mut it = out.chunks_exact_mut(cols);
+            std::array::from_fn(|_| it.next().expect("S positions"))
+        };
+        lanes::<E, 3, S, false>(row, dst, g);
+    }
+}
+}
+
+/// Adds `Gᵀ·dU·G` onto the weight gradient `dw` (`[O, C, 3, 3]`); `du` is `[C][P][O]`.
 fn add_weight_grad<E: Element>(g: &ConvGeom, du: &[E], dw: &mut [E]) {
     let (c, o) = (g.c, g.o);
-    let h = half::<E>();
     // Per input channel, the 9 taps along contiguous output channels `[C][9][O]`, then
     // transposed in.
     let mut t = Scratch::with_len(9 * c * o);
-    t.par_chunks_exact_mut(9 * o).zip(du.par_chunks_exact(16 * o)).for_each(|(tc, dc)| {
-        let mut ins = dc.chunks_exact(o);
-        let d: [&[E]; 16] = std::array::from_fn(|_| ins.next().expect("16 positions"));
-        let mut outs = tc.chunks_exact_mut(o);
-        let out: [&mut [E]; 9] = std::array::from_fn(|_| outs.next().expect("9 taps"));
-        for oi in 0..o {
-            let mut rows = [[E::zero(); 4]; 3];
-            for j in 0..4 {
-                let r = gt4(h, [d[j][oi], d[4 + j][oi], d[8 + j][oi], d[12 + j][oi]]);
-                for a in 0..3 {
-                    rows[a][j] = r[a];
-                }
-            }
-            for (a, row) in rows.iter().enumerate() {
-                let r = gt4(h, *row);
-                for b in 0..3 {
-                    out[a * 3 + b][oi] = r[b];
-                }
-            }
-        }
-    });
+    t.par_chunks_exact_mut(9 * o).zip(du.par_chunks_exact(P * o)).for_each(|(tc, dc)| dw_row(o, dc, tc));
     // dw is [O][C·9], t its transpose.
     transpose(&t, 9 * c, o, dw, true);
+}
+
+multiversion! {
+/// `Gᵀ·dU·G` of one input channel: `dc` is `[P][o]`, `tc` `[9][o]` (the taps).
+fn dw_row<E: Element>(o: usize, dc: &[E], tc: &mut [E]) {
+    let h = Coef::<E>::new();
+    let g = |v: [E; S]| gt6(h, v);
+    // Gᵀ along each column of dU into `a` (`[3][S][o]`), then along each row.
+    let mut a = Scratch::with_len(3 * S * o);
+    {
+        let mut at: [&mut [E]; 3 * S] = {
+            let mut it = a.chunks_exact_mut(o);
+            std::array::from_fn(|_| it.next().expect("3·S rows"))
+        };
+        for j in 0..S {
+            let col: [&[E]; S] = std::array::from_fn(|i| &dc[(i * S + j) * o..][..o]);
+            let dst = at.get_disjoint_mut(std::array::from_fn::<_, 3, _>(|r| r * S + j)).expect("distinct");
+            lanes::<E, S, 3, false>(col, dst.map(|v| &mut **v), g);
+        }
+    }
+    for (r, out) in tc.chunks_exact_mut(3 * o).enumerate() {
+        let row: [&[E]; S] = std::array::from_fn(|j| &a[(r * S + j) * o..][..o]);
+        let dst: [&mut [E]; 3] = {
+            let mut it = out.chunks_exact_mut(o);
+            std::array::from_fn(|_| it.next().expect("3 taps"))
+        };
+        lanes::<E, S, 3, false>(row, dst, g);
+    }
+}
 }
 
 /// Writes (or adds, when `add`) the transpose of the row-major `rows × cols` matrix `src` into
@@ -192,16 +321,7 @@ fn transpose<E: Element>(src: &[E], rows: usize, cols: usize, dst: &mut [E], add
     const TILE: usize = 32;
     let band = |(b, out): (usize, &mut [E])| {
         let j0 = b * TILE;
-        let jn = out.len() / rows;
-        for i0 in (0..rows).step_by(TILE) {
-            for j in 0..jn {
-                let d = &mut out[j * rows + i0..][..(rows - i0).min(TILE)];
-                for (k, v) in d.iter_mut().enumerate() {
-                    let s = src[(i0 + k) * cols + j0 + j];
-                    *v = if add { *v + s } else { s };
-                }
-            }
-        }
+        transpose_strided(&src[j0..], cols, rows, out.len() / rows, out, rows, add);
     };
     let dst = &mut dst[..rows * cols];
     if rows * cols >= 1 << 16 {
@@ -391,22 +511,22 @@ mod simd {
     }
 }
 
-/// The 16 vectors of tile `t` (`len` long each) in a block laid out `[tiles][16][len]`.
+/// The `P` vectors of tile `t` (`len` long each) in a block laid out `[tiles][P][len]`.
 #[inline(always)]
-fn tile_mut<E>(buf: &mut [E], t: usize, len: usize) -> [&mut [E]; 16] {
-    let mut it = buf[t * 16 * len..][..16 * len].chunks_exact_mut(len);
-    std::array::from_fn(|_| it.next().expect("16 positions"))
+fn tile_mut<E>(buf: &mut [E], t: usize, len: usize) -> [&mut [E]; P] {
+    let mut it = buf[t * P * len..][..P * len].chunks_exact_mut(len);
+    std::array::from_fn(|_| it.next().expect("P positions"))
 }
 
 /// See [`tile_mut`].
 #[inline(always)]
-fn tile<E>(buf: &[E], t: usize, len: usize) -> [&[E]; 16] {
-    let mut it = buf[t * 16 * len..][..16 * len].chunks_exact(len);
-    std::array::from_fn(|_| it.next().expect("16 positions"))
+fn tile<E>(buf: &[E], t: usize, len: usize) -> [&[E]; P] {
+    let mut it = buf[t * P * len..][..P * len].chunks_exact(len);
+    std::array::from_fn(|_| it.next().expect("P positions"))
 }
 
 /// `V_t = Bᵀ·d_t·B` for every tile of the images `xs` (`[imgs][C, h, w]`), into the block `v`
-/// (`[tiles][16][C]`), through the padded channels-last scratch `xl`.
+/// (`[tiles][P][C]`), through the padded channels-last scratch `xl`.
 #[allow(clippy::too_many_arguments)]
 fn transform_inputs<E: Element>(tl: Tiles, c: usize, h: usize, w: usize, xs: &[E], xl: &mut [E], v: &mut [E]) {
     for (i, xn) in xs.chunks_exact(c * h * w).enumerate() {
@@ -417,26 +537,24 @@ fn transform_inputs<E: Element>(tl: Tiles, c: usize, h: usize, w: usize, xs: &[E
 
 multiversion! {
 /// `V_t = Bᵀ·d_t·B` for every tile of one image, from its padded channels-last copy `xl`
-/// (`[ph, pw, C]`), into the block `v` (`[tiles][16][C]`) from tile `t0` on.
+/// (`[ph, pw, C]`), into the block `v` (`[tiles][P][C]`) from tile `t0` on.
 fn input_transform<E: Element>(tl: Tiles, c: usize, xl: &[E], v: &mut [E], t0: usize) {
+    // Bᵀ along each row of the window into `a` (`[S][S][C]`), then along each column.
+    let mut a = Scratch::with_len(P * c);
     for ty in 0..tl.th {
         for tx in 0..tl.tw {
-            let out = tile_mut(v, t0 + ty * tl.tw + tx, c);
-            let d: [[&[E]; 4]; 4] =
-                std::array::from_fn(|k| std::array::from_fn(|l| &xl[((2 * ty + k) * tl.pw + 2 * tx + l) * c..][..c]));
-            for ci in 0..c {
-                // Rows times B (columns combined), then Bᵀ on the left (rows combined).
-                let mut a = [[E::zero(); 4]; 4];
-                for k in 0..4 {
-                    let (e0, o0, e1, o1) = (d[k][0][ci], d[k][1][ci], d[k][2][ci], d[k][3][ci]);
-                    a[k] = [e0 - e1, o0 + e1, e1 - o0, o0 - o1];
-                }
-                for j in 0..4 {
-                    out[j][ci] = a[0][j] - a[2][j];
-                    out[4 + j][ci] = a[1][j] + a[2][j];
-                    out[8 + j][ci] = a[2][j] - a[1][j];
-                    out[12 + j][ci] = a[1][j] - a[3][j];
-                }
+            let mut at: [&mut [E]; P] = {
+                let mut it = a.chunks_exact_mut(c);
+                std::array::from_fn(|_| it.next().expect("P rows"))
+            };
+            for k in 0..S {
+                let d: [&[E]; S] = std::array::from_fn(|l| &xl[((R * ty + k) * tl.pw + R * tx + l) * c..][..c]);
+                lanes::<E, S, S, false>(d, pick(&mut at, std::array::from_fn(|j| k * S + j)), bt6);
+            }
+            let mut out = tile_mut(v, t0 + ty * tl.tw + tx, c);
+            for j in 0..S {
+                let col: [&[E]; S] = std::array::from_fn(|k| &a[(k * S + j) * c..][..c]);
+                lanes::<E, S, S, false>(col, pick(&mut out, std::array::from_fn(|i| i * S + j)), bt6);
             }
         }
     }
@@ -445,27 +563,32 @@ fn input_transform<E: Element>(tl: Tiles, c: usize, xl: &[E], v: &mut [E], t0: u
 
 multiversion! {
 /// `y_t = Aᵀ·M_t·A` for every tile of one image into its channels-last output `yl`
-/// (`[2·th, 2·tw, O]`), from the block `m` (`[tiles][16][O]`) from tile `t0` on.
+/// (`[R·th, R·tw, O]`), from the block `m` (`[tiles][P][O]`) from tile `t0` on.
 fn output_transform<E: Element>(tl: Tiles, o: usize, m: &[E], t0: usize, yl: &mut [E]) {
-    let w2 = 2 * tl.tw;
+    let wr = R * tl.tw;
+    // Aᵀ along each column of M into `b` (`[R][S][O]`), then along each row into the outputs.
+    let mut b = Scratch::with_len(R * S * o);
     for ty in 0..tl.th {
-        let (r0, r1) = yl[2 * ty * w2 * o..][..2 * w2 * o].split_at_mut(w2 * o);
+        let mut rows = yl[R * ty * wr * o..][..R * wr * o].chunks_exact_mut(wr * o);
+        let mut rows: [&mut [E]; R] = std::array::from_fn(|_| rows.next().expect("R rows"));
         for tx in 0..tl.tw {
             let mt = tile(m, t0 + ty * tl.tw + tx, o);
-            let (y00, y01) = r0[2 * tx * o..][..2 * o].split_at_mut(o);
-            let (y10, y11) = r1[2 * tx * o..][..2 * o].split_at_mut(o);
-            for oi in 0..o {
-                // The two rows of Aᵀ·M (m0+m1+m2 and m1−m2−m3), then each times A.
-                let mut b = [[E::zero(); 4]; 2];
-                for j in 0..4 {
-                    let (m0, m1, m2, m3) = (mt[j][oi], mt[4 + j][oi], mt[8 + j][oi], mt[12 + j][oi]);
-                    b[0][j] = m0 + m1 + m2;
-                    b[1][j] = m1 - m2 - m3;
+            {
+                let mut bt: [&mut [E]; R * S] = {
+                    let mut it = b.chunks_exact_mut(o);
+                    std::array::from_fn(|_| it.next().expect("R·S rows"))
+                };
+                for j in 0..S {
+                    let dst = bt.get_disjoint_mut(std::array::from_fn::<_, R, _>(|i| i * S + j)).expect("distinct");
+                    lanes::<E, S, R, false>(std::array::from_fn(|i| mt[i * S + j]), dst.map(|v| &mut **v), at6);
                 }
-                y00[oi] = b[0][0] + b[0][1] + b[0][2];
-                y01[oi] = b[0][1] - b[0][2] - b[0][3];
-                y10[oi] = b[1][0] + b[1][1] + b[1][2];
-                y11[oi] = b[1][1] - b[1][2] - b[1][3];
+            }
+            for (i, r) in rows.iter_mut().enumerate() {
+                let y: [&mut [E]; R] = {
+                    let mut it = r[R * tx * o..][..R * o].chunks_exact_mut(o);
+                    std::array::from_fn(|_| it.next().expect("R columns"))
+                };
+                lanes::<E, S, R, false>(std::array::from_fn(|j| &b[(i * S + j) * o..][..o]), y, at6);
             }
         }
     }
@@ -474,28 +597,26 @@ fn output_transform<E: Element>(tl: Tiles, o: usize, m: &[E], t0: usize, yl: &mu
 
 multiversion! {
 /// `Ĝ_t = A·dy_t·Aᵀ` for every tile of one image, from its channels-last output gradient
-/// `gl` (`[2·th, 2·tw, O]`, zeros beyond the plane), into the block `out` (`[tiles][16][O]`)
+/// `gl` (`[R·th, R·tw, O]`, zeros beyond the plane), into the block `out` (`[tiles][P][O]`)
 /// from tile `t0` on.
 fn grad_transform<E: Element>(tl: Tiles, o: usize, gl: &[E], out: &mut [E], t0: usize) {
-    let w2 = 2 * tl.tw;
+    let wr = R * tl.tw;
+    // A along each row of dy into `q` (`[R][S][O]`), then along each column.
+    let mut q = Scratch::with_len(R * S * o);
     for ty in 0..tl.th {
         for tx in 0..tl.tw {
-            let dst = tile_mut(out, t0 + ty * tl.tw + tx, o);
-            let d: [[&[E]; 2]; 2] =
-                std::array::from_fn(|k| std::array::from_fn(|l| &gl[((2 * ty + k) * w2 + 2 * tx + l) * o..][..o]));
-            for oi in 0..o {
-                let mut q = [[E::zero(); 4]; 2];
-                for (k, row) in d.iter().enumerate() {
-                    let (c0, c1) = (row[0][oi], row[1][oi]);
-                    q[k] = [c0, c0 + c1, c0 - c1, -c1];
-                }
-                for j in 0..4 {
-                    let (r0, r1) = (q[0][j], q[1][j]);
-                    dst[j][oi] = r0;
-                    dst[4 + j][oi] = r0 + r1;
-                    dst[8 + j][oi] = r0 - r1;
-                    dst[12 + j][oi] = -r1;
-                }
+            for k in 0..R {
+                let d: [&[E]; R] = std::array::from_fn(|l| &gl[((R * ty + k) * wr + R * tx + l) * o..][..o]);
+                let qk: [&mut [E]; S] = {
+                    let mut it = q[k * S * o..][..S * o].chunks_exact_mut(o);
+                    std::array::from_fn(|_| it.next().expect("S rows"))
+                };
+                lanes::<E, R, S, false>(d, qk, a6);
+            }
+            let mut dst = tile_mut(out, t0 + ty * tl.tw + tx, o);
+            for j in 0..S {
+                let col: [&[E]; R] = std::array::from_fn(|k| &q[(k * S + j) * o..][..o]);
+                lanes::<E, R, S, false>(col, pick(&mut dst, std::array::from_fn(|i| i * S + j)), a6);
             }
         }
     }
@@ -504,75 +625,72 @@ fn grad_transform<E: Element>(tl: Tiles, o: usize, gl: &[E], out: &mut [E], t0: 
 
 multiversion! {
 /// Adds `B·dV_t·Bᵀ` of every tile of one image onto its padded channels-last input gradient
-/// `dxl` (`[ph, pw, C]`, the 4×4 windows overlapping), from the block `dv` (`[tiles][16][C]`)
+/// `dxl` (`[ph, pw, C]`, the 6×6 windows overlapping), from the block `dv` (`[tiles][P][C]`)
 /// from tile `t0` on.
 fn input_grad_transform<E: Element>(tl: Tiles, c: usize, dv: &[E], t0: usize, dxl: &mut [E]) {
     let row = tl.pw * c;
+    // B along each column of dV into `s` (`[S][S][C]`), then along each row, added on.
+    let mut sb = Scratch::with_len(P * c);
     for ty in 0..tl.th {
-        // The four rows the tiles of this row touch.
-        let mut rows = dxl[2 * ty * row..][..4 * row].chunks_exact_mut(row);
-        let mut rows: [&mut [E]; 4] = std::array::from_fn(|_| rows.next().expect("4 rows"));
+        // The six rows the tiles of this row touch.
+        let mut rows = dxl[R * ty * row..][..S * row].chunks_exact_mut(row);
+        let mut rows: [&mut [E]; S] = std::array::from_fn(|_| rows.next().expect("S rows"));
         for tx in 0..tl.tw {
             let d = tile(dv, t0 + ty * tl.tw + tx, c);
-            // p[k][l]: the window's row k, column l.
-            let mut p: [[&mut [E]; 4]; 4] = rows.each_mut().map(|r| {
-                let mut cols = r[2 * tx * c..][..4 * c].chunks_exact_mut(c);
-                std::array::from_fn(|_| cols.next().expect("4 columns"))
-            });
-            for ci in 0..c {
-                // B·dV (B on the left) for every row k, then times Bᵀ along the columns.
-                let mut s = [[E::zero(); 4]; 4];
-                for j in 0..4 {
-                    let (d0, d1, d2, d3) = (d[j][ci], d[4 + j][ci], d[8 + j][ci], d[12 + j][ci]);
-                    s[0][j] = d0;
-                    s[1][j] = d1 - d2 + d3;
-                    s[2][j] = d1 + d2 - d0;
-                    s[3][j] = -d3;
+            {
+                let mut st: [&mut [E]; P] = {
+                    let mut it = sb.chunks_exact_mut(c);
+                    std::array::from_fn(|_| it.next().expect("P rows"))
+                };
+                for j in 0..S {
+                    let col: [&[E]; S] = std::array::from_fn(|i| d[i * S + j]);
+                    lanes::<E, S, S, false>(col, pick(&mut st, std::array::from_fn(|k| k * S + j)), b6);
                 }
-                for (pk, [s0, s1, s2, s3]) in p.iter_mut().zip(s) {
-                    pk[0][ci] += s0;
-                    pk[1][ci] += s1 - s2 + s3;
-                    pk[2][ci] += s1 + s2 - s0;
-                    pk[3][ci] -= s3;
-                }
+            }
+            for (k, r) in rows.iter_mut().enumerate() {
+                let p: [&mut [E]; S] = {
+                    let mut it = r[R * tx * c..][..S * c].chunks_exact_mut(c);
+                    std::array::from_fn(|_| it.next().expect("S columns"))
+                };
+                lanes::<E, S, S, true>(std::array::from_fn(|j| &sb[(k * S + j) * c..][..c]), p, b6);
             }
         }
     }
 }
 }
 
-/// Row `ξ` of a block laid out `[tiles][16][len]`: a `tiles × len` matrix with row stride
-/// `16 · len`.
+/// Row `ξ` of a block laid out `[tiles][P][len]`: a `tiles × len` matrix with row stride
+/// `P · len`.
 fn plane<E>(buf: &[E], xi: usize, len: usize) -> Mat<'_, E> {
-    Mat::strided(&buf[xi * len..], 16 * len, 1)
+    Mat::strided(&buf[xi * len..], P * len, 1)
 }
 
 /// Forward: `y` (`[N, O, Ho, Wo]`) written, or added to when `accumulate`.
 pub(crate) fn forward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], y: &mut [E], accumulate: bool) {
     let u = weights_u(g, w, true);
-    let (chunk, block) = plan(g);
+    let (chunk, block, par) = plan(g);
     let (c, o, h, wd) = (g.c, g.o, g.ah.len, g.aw.len);
     let (chw, opp) = (c * g.hw(), o * g.pp());
     let tl = Tiles::new(g);
     let per_img = tl.per_img();
     let run = |(ys, xs): (&mut [E], &[E])| {
         let mut xl = Scratch::with_len(tl.ph * tl.pw * c);
-        let mut yl = Scratch::with_len(4 * per_img * o);
+        let mut yl = Scratch::with_len(R * R * per_img * o);
         for (yb, xb) in ys.chunks_mut(block * opp).zip(xs.chunks(block * chw)) {
             let imgs = xb.len() / chw;
             let ld = imgs * per_img;
-            // v is [tiles][16][C], m is [tiles][16][O].
-            let mut v = Scratch::with_len(16 * ld * c);
+            // v is [tiles][P][C], m is [tiles][P][O].
+            let mut v = Scratch::with_len(P * ld * c);
             transform_inputs(tl, c, h, wd, xb, &mut xl, &mut v);
-            let mut m = Scratch::with_len(16 * ld * o);
-            for xi in 0..16 {
-                let uk = Mat::strided(&u[xi * o..], 16 * o, 1);
-                let dst = Mat::strided(&mut m[xi * o..], 16 * o, 1);
-                matmul_strided(ld, o, c, dst, false, plane(&v, xi, c), uk, false);
+            let mut m = Scratch::with_len(P * ld * o);
+            for xi in 0..P {
+                let uk = Mat::strided(&u[xi * o..], P * o, 1);
+                let dst = Mat::strided(&mut m[xi * o..], P * o, 1);
+                matmul_strided(ld, o, c, dst, false, plane(&v, xi, c), uk, par);
             }
             for (i, yn) in yb.chunks_exact_mut(opp).enumerate() {
                 output_transform(tl, o, &m, i * per_img, &mut yl);
-                from_channels_last(&yl, o, 2 * tl.tw, 0, g.ho, g.wo, yn, accumulate);
+                from_channels_last(&yl, o, R * tl.tw, 0, g.ho, g.wo, yn, accumulate);
             }
         }
     };
@@ -587,36 +705,36 @@ pub(crate) fn forward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], y: &mut [E], a
 /// (`[O, C, 3, 3]`).
 pub(crate) fn backward<E: Element>(g: &ConvGeom, x: &[E], w: &[E], gy: &[E], dx: &mut [E], dw: &mut [E]) {
     let u = weights_u(g, w, false);
-    let (chunk, block) = plan(g);
+    let (chunk, block, par) = plan(g);
     let (c, o, h, wd) = (g.c, g.o, g.ah.len, g.aw.len);
     let (chw, opp) = (c * g.hw(), o * g.pp());
     let tl = Tiles::new(g);
     let per_img = tl.per_img();
     let run = |((dxs, xs), gys): ((&mut [E], &[E]), &[E])| {
         let mut xl = Scratch::with_len(tl.ph * tl.pw * c.max(o));
-        // dU accumulated as [C][16][O].
-        let mut du = Scratch::zeroed(16 * c * o);
+        // dU accumulated as [C][P][O].
+        let mut du = Scratch::zeroed(P * c * o);
         for ((dxb, xb), gyb) in dxs.chunks_mut(block * chw).zip(xs.chunks(block * chw)).zip(gys.chunks(block * opp)) {
             let imgs = xb.len() / chw;
             let ld = imgs * per_img;
-            let mut v = Scratch::with_len(16 * ld * c);
+            let mut v = Scratch::with_len(P * ld * c);
             transform_inputs(tl, c, h, wd, xb, &mut xl, &mut v);
-            let mut gt = Scratch::with_len(16 * ld * o);
+            let mut gt = Scratch::with_len(P * ld * o);
             for (i, gyn) in gyb.chunks_exact(opp).enumerate() {
-                to_channels_last(gyn, o, g.ho, g.wo, 0, 2 * tl.th, 2 * tl.tw, &mut xl);
+                to_channels_last(gyn, o, g.ho, g.wo, 0, R * tl.th, R * tl.tw, &mut xl);
                 grad_transform(tl, o, &xl, &mut gt, i * per_img);
             }
-            let mut dv = Scratch::with_len(16 * ld * c);
-            for xi in 0..16 {
+            let mut dv = Scratch::with_len(P * ld * c);
+            for xi in 0..P {
                 let gk = plane(&gt, xi, o);
                 // dU_ξ (C × O) += V_ξᵀ (C × T) · Ĝ_ξ (T × O).
-                let vt = Mat::strided(&v[xi * c..], 1, 16 * c);
-                let dst = Mat::strided(&mut du[xi * o..], 16 * o, 1);
-                matmul_strided(c, o, ld, dst, true, vt, gk, false);
+                let vt = Mat::strided(&v[xi * c..], 1, P * c);
+                let dst = Mat::strided(&mut du[xi * o..], P * o, 1);
+                matmul_strided(c, o, ld, dst, true, vt, gk, par);
                 // dV_ξ (T × C) = Ĝ_ξ (T × O) · U_ξ (O × C).
-                let uk = Mat::strided(&u[xi * c..], 16 * c, 1);
-                let dst = Mat::strided(&mut dv[xi * c..], 16 * c, 1);
-                matmul_strided(ld, c, o, dst, false, gk, uk, false);
+                let uk = Mat::strided(&u[xi * c..], P * c, 1);
+                let dst = Mat::strided(&mut dv[xi * c..], P * c, 1);
+                matmul_strided(ld, c, o, dst, false, gk, uk, par);
             }
             for (i, dxn) in dxb.chunks_exact_mut(chw).enumerate() {
                 let dxl = &mut xl[..tl.ph * tl.pw * c];
@@ -769,9 +887,10 @@ mod tests {
         forward(&g, &f(&x), &f(&wt), &mut y, false);
         let (mut dx, mut dw) = (vec![0.0f32; x.len()], vec![0.0f32; wt.len()]);
         backward(&g, &f(&x), &f(&wt), &f(&gy), &mut dx, &mut dw);
-        // fp32 over sums of 576 (y, dx) and 256 (dw) products of values in [-1, 1)
-        assert!(max_rel(&d(&y), &y_ref) < 2e-6, "{}", max_rel(&d(&y), &y_ref));
-        assert!(max_rel(&d(&dx), &dx_ref) < 2e-6, "{}", max_rel(&d(&dx), &dx_ref));
-        assert!(max_rel(&d(&dw), &dw_ref) < 2e-6, "{}", max_rel(&d(&dw), &dw_ref));
+        // fp32 over sums of 576 (y, dx) and 256 (dw) products of values in [-1, 1): F(4×4, 3×3)
+        // rounds to a few 1e-6 of the largest value (the direct sums, about 2e-7; F(2×2, 3×3),
+        // about 1e-6), as in oneDNN
+        let errs = [max_rel(&d(&y), &y_ref), max_rel(&d(&dx), &dx_ref), max_rel(&d(&dw), &dw_ref)];
+        assert!(errs.iter().all(|&e| e < 1e-5), "y, dx, dw: {errs:?}");
     }
 }
