@@ -60,6 +60,6 @@ mod stats;
 
 pub use batch::{Batch, BatchMut, Buffers};
 pub use error::{Error, Result};
-pub use pipeline::{Pipeline, PipelineBuilder, PipelineStream, RecipeChoice};
+pub use pipeline::{Pipeline, PipelineBuilder, PipelineStream, RecipeChoice, Waited};
 pub use plan::{PipelineState, ShuffleBy, Subset};
 pub use stats::StageStats;

@@ -282,6 +282,7 @@ impl PipelineBuilder {
             // the read stage's one blocking read, and the prefetcher's downloads (object storage)
             .max_blocking_threads(1 + PARALLEL_FETCHES)
             .thread_name("siamlab-pipeline-io")
+            .enable_time() // `next_within`'s deadline
             .build()
             .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
 
@@ -761,10 +762,36 @@ impl Pipeline {
         self.accept(item)
     }
 
+    /// The next batch if one comes within `wait`, else [`Waited::TimedOut`] (call again): for a
+    /// caller that must look up between waits, e.g. Python's signal check while a batch is slow.
+    pub fn next_within(&mut self, wait: std::time::Duration) -> Waited {
+        if self.finished {
+            return Waited::Item(None);
+        }
+        let t = Instant::now();
+        let Some(rt) = self.runtime.as_ref() else { return Waited::Item(None) };
+        // (the timer is made inside the runtime: `timeout` outside it panics)
+        let item = rt.block_on(async { tokio::time::timeout(wait, self.out.recv()).await });
+        add(&self.counters.consumer_wait_ns, t.elapsed());
+        match item {
+            Ok(item) => Waited::Item(self.accept(item)),
+            Err(_) => Waited::TimedOut,
+        }
+    }
+
     /// The pipeline as an async `Stream` of batches (ends at the end of the epoch or after an error).
     pub fn into_stream(self) -> PipelineStream {
         PipelineStream { p: Some(self), fut: None }
     }
+}
+
+/// What [`Pipeline::next_within`] found.
+#[derive(Debug)]
+pub enum Waited {
+    /// What [`Pipeline::next_blocking`] would have returned.
+    Item(Option<Result<Batch>>),
+    /// Nothing arrived within the wait; the pipeline runs on.
+    TimedOut,
 }
 
 type NextFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Pipeline, Option<Result<Batch>>)> + Send>>;

@@ -339,3 +339,25 @@ fn memory_is_bounded_by_the_window_and_the_queues_not_the_dataset() {
     assert!(st.buffers_allocated as usize <= prefetch + 2 * workers + 1, "{} batch buffers", st.buffers_allocated);
     assert!((st.reorder_peak as usize) < 2 * workers, "{} batches held for reordering", st.reorder_peak);
 }
+
+#[test]
+fn waiting_in_short_slices_yields_the_same_batches_as_blocking() {
+    use siamlab_pipeline::Waited;
+    let t = tempfile::tempdir().unwrap();
+    let dir = cifar_shards(t.path(), 20, 24);
+    let build = || Pipeline::builder(&dir).seed(5).batch_size(16).workers(2).image_size(64).build().unwrap();
+    let want = collect(build());
+    let mut p = build();
+    let (mut got, mut timed_out) = (Vec::new(), 0);
+    // a zero wait right after the start finds the queue empty (decoding a batch takes longer)
+    loop {
+        match p.next_within(std::time::Duration::ZERO) {
+            Waited::Item(Some(b)) => got.push(b.unwrap()),
+            Waited::Item(None) => break,
+            Waited::TimedOut => timed_out += 1,
+        }
+    }
+    assert!(timed_out > 0);
+    same(&got, &want);
+    assert!(matches!(p.next_within(std::time::Duration::ZERO), Waited::Item(None)));
+}

@@ -9,10 +9,13 @@ use std::sync::{Arc, Mutex};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use siamlab_pipeline::{PipelineBuilder, PipelineState, ShuffleBy, StageStats};
+use siamlab_pipeline::{PipelineBuilder, PipelineState, ShuffleBy, StageStats, Waited};
 
 use crate::arrays;
 use crate::errors;
+
+/// How long a batch is awaited before Python's signal handlers (Ctrl-C) get a turn.
+const SIGNAL_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What the iterators report back to their `Pipeline`.
 #[derive(Default)]
@@ -295,8 +298,20 @@ impl EpochIterator {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Batch>> {
+        let item = loop {
+            let Some(p) = self.inner.as_mut() else { return Ok(None) };
+            match py.detach(|| p.next_within(SIGNAL_CHECK)) {
+                Waited::Item(item) => break item,
+                Waited::TimedOut => {
+                    // Ctrl-C while a batch is slow: raise now, and stop the threads as `break` would
+                    if let Err(e) = py.check_signals() {
+                        self.stop(py);
+                        return Err(e);
+                    }
+                }
+            }
+        };
         let Some(p) = self.inner.as_mut() else { return Ok(None) };
-        let item = py.detach(|| p.next_blocking());
         match item {
             Some(Ok(batch)) => {
                 {
