@@ -205,15 +205,22 @@ def test_the_gil_is_released_while_a_batch_is_awaited(cifar_shards):
 
 def test_ctrl_c_while_a_batch_is_awaited_raises_at_once_and_stops_every_thread(cifar_shards):
     import _thread
+    import signal
     import threading
 
     assert wait_for_no_threads() == []
     # a slow first batch (100 samples x 2 views upscaled to 224 px by one worker), interrupted early
     p = siamlab.Pipeline(cifar_shards, batch_size=100, workers=1, prefetch=1, image_size=224)
     it = iter(p)
-    threading.Timer(0.02, _thread.interrupt_main).start()
-    with pytest.raises(KeyboardInterrupt):
-        next(it)
+    # Python's own Ctrl-C handler, as in a terminal (a background job, e.g. under CI, inherits
+    # SIGINT ignored, and then interrupt_main does nothing)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.02, _thread.interrupt_main).start()
+        with pytest.raises(KeyboardInterrupt):
+            next(it)
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert p.state_dict()["next_sample"] == 0, "the interrupt waited for the batch"
     assert next(it, None) is None  # the iterator stopped, as after `break`
     assert wait_for_no_threads() == []
