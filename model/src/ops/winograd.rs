@@ -130,9 +130,14 @@ struct Coef<E> {
 
 impl<E: Element> Coef<E> {
     fn new() -> Self {
-        let c = |v: f64| E::from_f64(v).expect("small constants are representable");
-        Coef { q: c(0.25), s: c(1.0 / 6.0), t: c(1.0 / 12.0), f: c(1.0 / 24.0) }
+        Coef { q: k(0.25), s: k(1.0 / 6.0), t: k(1.0 / 12.0), f: k(1.0 / 24.0) }
     }
+}
+
+/// A transform coefficient as `E`.
+#[inline(always)]
+fn k<E: Element>(v: f64) -> E {
+    E::from_f64(v).expect("small constants are representable")
 }
 
 /// `G·v` for a 3-vector.
@@ -153,20 +158,17 @@ fn gt6<E: Element>(k: Coef<E>, v: [E; S]) -> [E; 3] {
 /// `Bᵀ·v` for a 6-vector.
 #[inline(always)]
 fn bt6<E: Element>(v: [E; S]) -> [E; S] {
-    let four = E::from_f64(4.0).expect("4");
-    let five = E::from_f64(5.0).expect("5");
+    let (two, four, five) = (k::<E>(2.0), k::<E>(4.0), k::<E>(5.0));
     let (d0, d1, d2, d3, d4, d5) = (v[0], v[1], v[2], v[3], v[4], v[5]);
     let (a, b) = (d4 - four * d2, d3 - four * d1);
-    let (c, e) = (d4 - d2, (d3 - d1) * (E::one() + E::one()));
+    let (c, e) = (d4 - d2, (d3 - d1) * two);
     [four * d0 - five * d2 + d4, a + b, a - b, c + e, c - e, four * d1 - five * d3 + d5]
 }
 
 /// `B·v` (the adjoint of [`bt6`]).
 #[inline(always)]
 fn b6<E: Element>(v: [E; S]) -> [E; S] {
-    let two = E::one() + E::one();
-    let four = two + two;
-    let five = four + E::one();
+    let (two, four, five) = (k::<E>(2.0), k::<E>(4.0), k::<E>(5.0));
     let (v0, v1, v2, v3, v4, v5) = (v[0], v[1], v[2], v[3], v[4], v[5]);
     let (p12, m12, p34, m34) = (v1 + v2, v2 - v1, v3 + v4, v3 - v4);
     [
@@ -182,19 +184,17 @@ fn b6<E: Element>(v: [E; S]) -> [E; S] {
 /// `Aᵀ·v` for a 6-vector.
 #[inline(always)]
 fn at6<E: Element>(v: [E; S]) -> [E; R] {
-    let two = E::one() + E::one();
+    let (two, four, eight) = (k::<E>(2.0), k::<E>(4.0), k::<E>(8.0));
     let (p12, m12, p34, m34) = (v[1] + v[2], v[1] - v[2], v[3] + v[4], v[3] - v[4]);
-    let four = two + two;
-    [v[0] + p12 + p34, m12 + two * m34, p12 + four * p34, m12 + four * two * m34 + v[5]]
+    [v[0] + p12 + p34, m12 + two * m34, p12 + four * p34, m12 + eight * m34 + v[5]]
 }
 
 /// `A·v` (the adjoint of [`at6`]).
 #[inline(always)]
 fn a6<E: Element>(g: [E; R]) -> [E; S] {
-    let two = E::one() + E::one();
-    let four = two + two;
+    let (two, four, eight) = (k::<E>(2.0), k::<E>(4.0), k::<E>(8.0));
     let (e, o) = (g[0] + g[2], g[1] + g[3]);
-    let (e2, o2) = (g[0] + four * g[2], two * g[1] + four * two * g[3]);
+    let (e2, o2) = (g[0] + four * g[2], two * g[1] + eight * g[3]);
     [g[0], e + o, e - o, e2 + o2, e2 - o2, g[3]]
 }
 
@@ -218,10 +218,24 @@ fn lanes<E: Element, const I: usize, const O: usize, const ADD: bool>(
     }
 }
 
-/// The slices at `idx` (distinct) of a tile's `P` vectors.
+/// The slices at `idx` (distinct) of `t`.
 #[inline(always)]
-fn pick<'a, E, const N: usize>(t: &'a mut [&mut [E]; P], idx: [usize; N]) -> [&'a mut [E]; N] {
+fn pick<'a, E, const M: usize, const N: usize>(t: &'a mut [&mut [E]; M], idx: [usize; N]) -> [&'a mut [E]; N] {
     t.get_disjoint_mut(idx).expect("distinct positions").map(|v| &mut **v)
+}
+
+/// The first `N` runs of `len` elements of `buf`.
+#[inline(always)]
+fn split_mut<E, const N: usize>(buf: &mut [E], len: usize) -> [&mut [E]; N] {
+    let mut it = buf[..N * len].chunks_exact_mut(len);
+    std::array::from_fn(|_| it.next().expect("N runs"))
+}
+
+/// See [`split_mut`].
+#[inline(always)]
+fn split<E, const N: usize>(buf: &[E], len: usize) -> [&[E]; N] {
+    let mut it = buf[..N * len].chunks_exact(len);
+    std::array::from_fn(|_| it.next().expect("N runs"))
 }
 
 /// `U = G·w·Gᵀ` for every `(o, c)`, laid out `[rows][P][cols]`: `[C][P][O]` when
@@ -253,22 +267,16 @@ fn u_row<E: Element>(cols: usize, tr: &[E], ur: &mut [E]) {
     // G along each kernel column into `a` (`[S][3][cols]`), then along each row.
     let mut a = Scratch::with_len(3 * S * cols);
     {
-        let mut at: [&mut [E]; 3 * S] = {
-            let mut it = a.chunks_exact_mut(cols);
-            std::array::from_fn(|_| it.next().expect("3·S rows"))
-        };
+        let mut at: [&mut [E]; 3 * S] = split_mut(&mut a, cols);
         for l in 0..3 {
             let col: [&[E]; 3] = std::array::from_fn(|k| &tr[(3 * k + l) * cols..][..cols]);
-            let dst = at.get_disjoint_mut(std::array::from_fn::<_, S, _>(|i| 3 * i + l)).expect("distinct");
-            lanes::<E, 3, S, false>(col, dst.map(|v| &mut **v), g);
+            let dst = pick(&mut at, std::array::from_fn::<_, S, _>(|i| 3 * i + l));
+            lanes::<E, 3, S, false>(col, dst, g);
         }
     }
     for (i, out) in ur.chunks_exact_mut(S * cols).enumerate() {
         let row: [&[E]; 3] = std::array::from_fn(|l| &a[(3 * i + l) * cols..][..cols]);
-        let dst: [&mut [E]; S] = {
-            let mut it = out.chunks_exact_mut(cols);
-            std::array::from_fn(|_| it.next().expect("S positions"))
-        };
+        let dst: [&mut [E]; S] = split_mut(out, cols);
         lanes::<E, 3, S, false>(row, dst, g);
     }
 }
@@ -293,22 +301,16 @@ fn dw_row<E: Element>(o: usize, dc: &[E], tc: &mut [E]) {
     // Gᵀ along each column of dU into `a` (`[3][S][o]`), then along each row.
     let mut a = Scratch::with_len(3 * S * o);
     {
-        let mut at: [&mut [E]; 3 * S] = {
-            let mut it = a.chunks_exact_mut(o);
-            std::array::from_fn(|_| it.next().expect("3·S rows"))
-        };
+        let mut at: [&mut [E]; 3 * S] = split_mut(&mut a, o);
         for j in 0..S {
             let col: [&[E]; S] = std::array::from_fn(|i| &dc[(i * S + j) * o..][..o]);
-            let dst = at.get_disjoint_mut(std::array::from_fn::<_, 3, _>(|r| r * S + j)).expect("distinct");
-            lanes::<E, S, 3, false>(col, dst.map(|v| &mut **v), g);
+            let dst = pick(&mut at, std::array::from_fn::<_, 3, _>(|r| r * S + j));
+            lanes::<E, S, 3, false>(col, dst, g);
         }
     }
     for (r, out) in tc.chunks_exact_mut(3 * o).enumerate() {
         let row: [&[E]; S] = std::array::from_fn(|j| &a[(r * S + j) * o..][..o]);
-        let dst: [&mut [E]; 3] = {
-            let mut it = out.chunks_exact_mut(o);
-            std::array::from_fn(|_| it.next().expect("3 taps"))
-        };
+        let dst: [&mut [E]; 3] = split_mut(out, o);
         lanes::<E, S, 3, false>(row, dst, g);
     }
 }
@@ -514,15 +516,13 @@ mod simd {
 /// The `P` vectors of tile `t` (`len` long each) in a block laid out `[tiles][P][len]`.
 #[inline(always)]
 fn tile_mut<E>(buf: &mut [E], t: usize, len: usize) -> [&mut [E]; P] {
-    let mut it = buf[t * P * len..][..P * len].chunks_exact_mut(len);
-    std::array::from_fn(|_| it.next().expect("P positions"))
+    split_mut(&mut buf[t * P * len..], len)
 }
 
 /// See [`tile_mut`].
 #[inline(always)]
 fn tile<E>(buf: &[E], t: usize, len: usize) -> [&[E]; P] {
-    let mut it = buf[t * P * len..][..P * len].chunks_exact(len);
-    std::array::from_fn(|_| it.next().expect("P positions"))
+    split(&buf[t * P * len..], len)
 }
 
 /// `V_t = Bᵀ·d_t·B` for every tile of the images `xs` (`[imgs][C, h, w]`), into the block `v`
@@ -543,10 +543,7 @@ fn input_transform<E: Element>(tl: Tiles, c: usize, xl: &[E], v: &mut [E], t0: u
     let mut a = Scratch::with_len(P * c);
     for ty in 0..tl.th {
         for tx in 0..tl.tw {
-            let mut at: [&mut [E]; P] = {
-                let mut it = a.chunks_exact_mut(c);
-                std::array::from_fn(|_| it.next().expect("P rows"))
-            };
+            let mut at: [&mut [E]; P] = split_mut(&mut a, c);
             for k in 0..S {
                 let d: [&[E]; S] = std::array::from_fn(|l| &xl[((R * ty + k) * tl.pw + R * tx + l) * c..][..c]);
                 lanes::<E, S, S, false>(d, pick(&mut at, std::array::from_fn(|j| k * S + j)), bt6);
@@ -569,25 +566,18 @@ fn output_transform<E: Element>(tl: Tiles, o: usize, m: &[E], t0: usize, yl: &mu
     // Aᵀ along each column of M into `b` (`[R][S][O]`), then along each row into the outputs.
     let mut b = Scratch::with_len(R * S * o);
     for ty in 0..tl.th {
-        let mut rows = yl[R * ty * wr * o..][..R * wr * o].chunks_exact_mut(wr * o);
-        let mut rows: [&mut [E]; R] = std::array::from_fn(|_| rows.next().expect("R rows"));
+        let mut rows: [&mut [E]; R] = split_mut(&mut yl[R * ty * wr * o..][..R * wr * o], wr * o);
         for tx in 0..tl.tw {
             let mt = tile(m, t0 + ty * tl.tw + tx, o);
             {
-                let mut bt: [&mut [E]; R * S] = {
-                    let mut it = b.chunks_exact_mut(o);
-                    std::array::from_fn(|_| it.next().expect("R·S rows"))
-                };
+                let mut bt: [&mut [E]; R * S] = split_mut(&mut b, o);
                 for j in 0..S {
-                    let dst = bt.get_disjoint_mut(std::array::from_fn::<_, R, _>(|i| i * S + j)).expect("distinct");
-                    lanes::<E, S, R, false>(std::array::from_fn(|i| mt[i * S + j]), dst.map(|v| &mut **v), at6);
+                    let dst = pick(&mut bt, std::array::from_fn::<_, R, _>(|i| i * S + j));
+                    lanes::<E, S, R, false>(std::array::from_fn(|i| mt[i * S + j]), dst, at6);
                 }
             }
             for (i, r) in rows.iter_mut().enumerate() {
-                let y: [&mut [E]; R] = {
-                    let mut it = r[R * tx * o..][..R * o].chunks_exact_mut(o);
-                    std::array::from_fn(|_| it.next().expect("R columns"))
-                };
+                let y: [&mut [E]; R] = split_mut(&mut r[R * tx * o..][..R * o], o);
                 lanes::<E, S, R, false>(std::array::from_fn(|j| &b[(i * S + j) * o..][..o]), y, at6);
             }
         }
@@ -607,10 +597,7 @@ fn grad_transform<E: Element>(tl: Tiles, o: usize, gl: &[E], out: &mut [E], t0: 
         for tx in 0..tl.tw {
             for k in 0..R {
                 let d: [&[E]; R] = std::array::from_fn(|l| &gl[((R * ty + k) * wr + R * tx + l) * o..][..o]);
-                let qk: [&mut [E]; S] = {
-                    let mut it = q[k * S * o..][..S * o].chunks_exact_mut(o);
-                    std::array::from_fn(|_| it.next().expect("S rows"))
-                };
+                let qk: [&mut [E]; S] = split_mut(&mut q[k * S * o..][..S * o], o);
                 lanes::<E, R, S, false>(d, qk, a6);
             }
             let mut dst = tile_mut(out, t0 + ty * tl.tw + tx, o);
@@ -633,25 +620,18 @@ fn input_grad_transform<E: Element>(tl: Tiles, c: usize, dv: &[E], t0: usize, dx
     let mut sb = Scratch::with_len(P * c);
     for ty in 0..tl.th {
         // The six rows the tiles of this row touch.
-        let mut rows = dxl[R * ty * row..][..S * row].chunks_exact_mut(row);
-        let mut rows: [&mut [E]; S] = std::array::from_fn(|_| rows.next().expect("S rows"));
+        let mut rows: [&mut [E]; S] = split_mut(&mut dxl[R * ty * row..][..S * row], row);
         for tx in 0..tl.tw {
             let d = tile(dv, t0 + ty * tl.tw + tx, c);
             {
-                let mut st: [&mut [E]; P] = {
-                    let mut it = sb.chunks_exact_mut(c);
-                    std::array::from_fn(|_| it.next().expect("P rows"))
-                };
+                let mut st: [&mut [E]; P] = split_mut(&mut sb, c);
                 for j in 0..S {
                     let col: [&[E]; S] = std::array::from_fn(|i| d[i * S + j]);
                     lanes::<E, S, S, false>(col, pick(&mut st, std::array::from_fn(|k| k * S + j)), b6);
                 }
             }
             for (k, r) in rows.iter_mut().enumerate() {
-                let p: [&mut [E]; S] = {
-                    let mut it = r[R * tx * c..][..S * c].chunks_exact_mut(c);
-                    std::array::from_fn(|_| it.next().expect("S columns"))
-                };
+                let p: [&mut [E]; S] = split_mut(&mut r[R * tx * c..][..S * c], c);
                 lanes::<E, S, S, true>(std::array::from_fn(|j| &sb[(k * S + j) * c..][..c]), p, b6);
             }
         }
