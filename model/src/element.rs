@@ -541,7 +541,7 @@ pub(crate) fn transpose_into<E: Element>(src: Mat<'_, E>, rows: usize, cols: usi
 
 #[cfg(test)]
 mod tests {
-    use super::{erf_f32, exp_f32, matmul_strided, Mat};
+    use super::{erf_f32, exp_f32, matmul_strided, Cpu, Mat};
 
     /// Every operand layout (row-major or transposed `a`, `b`, `dst`), with and without
     /// accumulation, against a naive product: the layout normalisation in `matmul_strided`
@@ -620,6 +620,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `view` borrows exactly a contiguous tensor's elements (several axes, one element, none)
+    /// and refuses a permuted one. Under Miri (README, "Checking the unsafe code") this also
+    /// checks that every read through the widened slice stays inside the tensor's storage.
+    #[test]
+    fn view_borrows_exactly_the_data_of_a_contiguous_tensor() {
+        use dfdx::prelude::{Const, PermuteTo, TensorFrom};
+        let dev = Cpu::default();
+        let data: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let t = dev.tensor_from_vec(data.clone(), (Const::<2>, Const::<3>, Const::<4>));
+        assert_eq!(super::view(&t), &data[..]);
+        assert_eq!(super::view(&t).iter().sum::<f32>(), data.iter().sum::<f32>());
+        let one = dev.tensor_from_vec(vec![7.0f32], (1usize,));
+        assert_eq!(super::view(&one), &[7.0]);
+        let none = dev.tensor_from_vec(Vec::<f32>::new(), (3usize, 0usize));
+        assert!(super::view(&none).is_empty());
+        let permuted = t.clone().permute::<(Const<2>, Const<4>, Const<3>), _>();
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| super::view(&permuted).len()));
+        assert!(refused.is_err(), "a permuted tensor is not contiguous");
+        let copy = dev.tensor([[1.0f64, 2.0], [3.0, 4.0]]);
+        assert_eq!(super::view(&copy), &[1.0, 2.0, 3.0, 4.0]);
     }
 
     #[test]
