@@ -627,7 +627,7 @@ mod tests {
     /// checks that every read through the widened slice stays inside the tensor's storage.
     #[test]
     fn view_borrows_exactly_the_data_of_a_contiguous_tensor() {
-        use dfdx::prelude::{Const, PermuteTo, TensorFrom};
+        use dfdx::prelude::{Const, PermuteTo, TensorFrom, TensorFromVec};
         let dev = Cpu::default();
         let data: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
         let t = dev.tensor_from_vec(data.clone(), (Const::<2>, Const::<3>, Const::<4>));
