@@ -29,8 +29,6 @@ skip=(--skip fast_exp_and_erf --skip a_burst_does_the_fmas --skip scopes_add_up
 
 cargo +nightly miri setup >/dev/null
 if ! cargo +nightly miri test -p siamlab-model --lib --no-run >/dev/null 2>&1; then
-  for f in "$CARGO_TARGET_DIR"/miri/debug/build/dfdx-*/output; do
-    [ -f "$f" ] && sed -i '/feature="nightly"/d' "$f"
-  done
+  find "$CARGO_TARGET_DIR" -path '*/build/dfdx-*/output' -exec sed -i '/feature="nightly"/d' {} +
 fi
 MIRIFLAGS="$flags ${MIRIFLAGS:-}" cargo +nightly miri test -p siamlab-model --lib -- "${skip[@]}" "$@"
