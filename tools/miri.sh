@@ -3,7 +3,7 @@
 # tensor views of `model::element`, the uninitialised-buffer fills, the GEMM calls):
 #
 #   tools/miri.sh                      # Tree Borrows (what the code is checked against)
-#   MIRI_MODEL=stacked tools/miri.sh   # Stacked Borrows: rejects `element::view` (README, "Unsafe code")
+#   MIRI_MODEL=stacked tools/miri.sh   # Stacked Borrows: rejects `element::view` (README, "Unsafe code under Miri")
 #   tools/miri.sh view_borrows         # a test filter, as for `cargo test`
 #
 # Needs a nightly toolchain with Miri: `rustup toolchain install nightly --component miri rust-src`.

@@ -133,25 +133,25 @@ def run(a):
     size = a.image_size or _size(train_imgs[0])
     model = SimSiam(a.backbone, size, a.proj_dim)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr, weight_decay=a.wd)
-    g = torch.Generator().manual_seed(a.seed)
-    loader = torch.utils.data.DataLoader(
-        Images(train_imgs, train_labels, transforms(size, mean, std, True, a.pipeline == "torchvision-tensors"), 2),
-        batch_size=a.batch,
-        shuffle=True, drop_last=True, num_workers=a.workers, generator=g, persistent_workers=a.workers > 0)
     if a.pipeline == "siamlab":  # the same model and loop on siamlab's batches: tells augmentation from training
         import siamlab
         pipe = siamlab.Pipeline(a.data, batch_size=a.batch, seed=a.seed, drop_last=True, workers=a.workers)
         steps_per_epoch = len(pipe)
+
+        def batches(epoch):
+            pipe.set_epoch(epoch)
+            for b in pipe:
+                yield torch.from_numpy(b.views[0]), torch.from_numpy(b.views[1])
     else:
+        views = transforms(size, mean, std, True, a.pipeline == "torchvision-tensors")
+        loader = torch.utils.data.DataLoader(
+            Images(train_imgs, train_labels, views, 2), batch_size=a.batch, shuffle=True, drop_last=True,
+            num_workers=a.workers, generator=torch.Generator().manual_seed(a.seed), persistent_workers=a.workers > 0)
         steps_per_epoch = len(loader)
 
-    def batches(epoch):
-        if a.pipeline != "siamlab":
-            yield from loader
-            return
-        pipe.set_epoch(epoch)
-        for b in pipe:
-            yield torch.from_numpy(b.views[0]), torch.from_numpy(b.views[1]), None
+        def batches(epoch):
+            for x1, x2, _ in loader:
+                yield x1, x2
 
     knn = None
     if a.knn_every > 0:
@@ -167,13 +167,11 @@ def run(a):
     step = 0
     for epoch in range(a.epochs):
         t0, losses, stds = time.time(), [], []
-        for x1, x2, _ in batches(epoch):
+        for x1, x2 in batches(epoch):
             lr = a.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
             for group in opt.param_groups:
                 group["lr"] = lr
-            z1, z2 = model.projector(model.backbone(x1)), model.projector(model.backbone(x2))
-            p1, p2 = model.predictor(z1), model.predictor(z2)
-            loss = -(F.cosine_similarity(p1, z2.detach()).mean() + F.cosine_similarity(p2, z1.detach()).mean()) * 0.5
+            loss, z1 = model.loss_and_z(x1, x2)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -190,6 +188,7 @@ def run(a):
         print(json.dumps(rec), flush=True)
         metrics.write(json.dumps(rec) + "\n")
         metrics.flush()
+    metrics.close()
 
 
 def _size(encoded):

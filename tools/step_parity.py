@@ -130,11 +130,15 @@ class SimSiam(nn.Module):
             nn.Linear(dim, h, bias=False), nn.BatchNorm1d(h), nn.ReLU(inplace=True), nn.Linear(h, dim))
 
     def loss(self, x1, x2):
+        return self.loss_and_z(x1, x2)[0]
+
+    def loss_and_z(self, x1, x2):
+        """The loss and the first view's projection `z1` (for the collapse monitor)."""
         z1 = self.projector(self.backbone(x1))
         z2 = self.projector(self.backbone(x2))
         p1, p2 = self.predictor(z1), self.predictor(z2)
         cos = nn.CosineSimilarity(dim=1)
-        return -(cos(p1, z2.detach()).mean() + cos(p2, z1.detach()).mean()) * 0.5
+        return -(cos(p1, z2.detach()).mean() + cos(p2, z1.detach()).mean()) * 0.5, z1
 
 
 class Classifier(nn.Module):

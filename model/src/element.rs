@@ -623,7 +623,7 @@ mod tests {
     }
 
     /// `view` borrows exactly a contiguous tensor's elements (several axes, one element, none)
-    /// and refuses a permuted one. Under Miri (README, "Checking the unsafe code") this also
+    /// and refuses a permuted one. Under Miri (`tools/miri.sh`; README, "Unsafe code under Miri") this also
     /// checks that every read through the widened slice stays inside the tensor's storage.
     #[test]
     fn view_borrows_exactly_the_data_of_a_contiguous_tensor() {
@@ -632,7 +632,6 @@ mod tests {
         let data: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
         let t = dev.tensor_from_vec(data.clone(), (Const::<2>, Const::<3>, Const::<4>));
         assert_eq!(super::view(&t), &data[..]);
-        assert_eq!(super::view(&t).iter().sum::<f32>(), data.iter().sum::<f32>());
         let one = dev.tensor_from_vec(vec![7.0f32], (1usize,));
         assert_eq!(super::view(&one), &[7.0]);
         let none = dev.tensor_from_vec(Vec::<f32>::new(), (3usize, 0usize));
