@@ -151,9 +151,9 @@ enum Command {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli, world: &siamlab_world::World) -> anyhow::Result<()> {
-    if world.size() > 1 && !matches!(cli.command, Command::Train(train::TrainCommand::Pretrain(_))) {
+    if world.size() > 1 && !matches!(cli.command, Command::Train(_) | Command::Eval { .. }) {
         anyhow::bail!(
-            "launched as {} ranks: only `siamlab train pretrain` trains on several processes so far; run this command once",
+            "launched as {} ranks: only `siamlab train` and `siamlab eval` run on several processes; run this command once",
             world.size()
         );
     }
@@ -177,7 +177,7 @@ pub fn run(cli: Cli, world: &siamlab_world::World) -> anyhow::Result<()> {
         }
         Command::Demo { work, seeds, quiet, device } => ablate::demo(work, seeds, quiet, device),
         Command::Eval { run, split, data, workers, device, json, cache } => {
-            train::eval(run, split, data, workers, device, json, &cache.options())
+            train::eval(world, run, split, data, workers, device, json, &cache.options())
         }
         Command::Verify { dir, decode, cache } => shards::verify(&dir, decode, &cache.options()),
         Command::Inspect { dir, split, grid, sheet, cache } => {

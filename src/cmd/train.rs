@@ -7,7 +7,9 @@ use clap::{Args, Subcommand};
 use siamlab_model::init::InitScheme;
 use siamlab_trainer::optim::OptimizerKind;
 use siamlab_trainer::run::files::{BACKBONE, SUMMARY};
-use siamlab_trainer::{dump_finetune, evaluate, finetune, pretrain_in, DeviceSpec, FinetuneConfig, PretrainConfig};
+use siamlab_trainer::{
+    dump_finetune, evaluate_in, finetune_in, pretrain_in, DeviceSpec, FinetuneConfig, PretrainConfig,
+};
 use siamlab_world::World;
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +233,10 @@ pub struct FinetuneArgs {
     /// (tools/step_parity.py replays them in PyTorch).
     #[arg(long, num_args = 2, value_names = ["N", "DIR"])]
     dump_batches: Option<Vec<String>>,
+    /// Under mpirun / srun: BatchNorm on each rank's own batch instead of the statistics of all
+    /// ranks (synchronized BatchNorm is the default with several ranks).
+    #[arg(long)]
+    no_sync_bn: bool,
 }
 
 macro_rules! set {
@@ -321,6 +327,9 @@ pub fn finetune_config(a: FinetuneArgs) -> anyhow::Result<(FinetuneConfig, PathB
     if let Some(d) = a.dump_batches {
         c.dump = Some(dump_config(&d)?);
     }
+    if a.no_sync_bn {
+        c.sync_bn = false;
+    }
     c.require_data()?;
     Ok((c, a.out, a.resume, a.quiet))
 }
@@ -352,15 +361,19 @@ pub fn run(cmd: TrainCommand, world: &World) -> anyhow::Result<()> {
                 let dir = dump_finetune(&c, &out, quiet, &mut log)?;
                 outln!("dump: {}", dir.display());
             } else {
-                finetune(&c, &out, resume, quiet, &mut log)?;
-                outln!("summary: {}", out.join(SUMMARY).display());
+                finetune_in(world, &c, &out, resume, quiet, &mut log)?;
+                if world.is_root() {
+                    outln!("summary: {}", out.join(SUMMARY).display());
+                }
             }
         }
     }
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn eval(
+    world: &World,
     run: PathBuf,
     split: String,
     data: Option<PathBuf>,
@@ -369,7 +382,10 @@ pub fn eval(
     json: bool,
     store: &siamlab_datasets::StoreOptions,
 ) -> anyhow::Result<()> {
-    let m = evaluate(&run, &split, data.as_deref(), workers, device, store)?;
+    let m = evaluate_in(world, &run, &split, data.as_deref(), workers, device, store)?;
+    if !world.is_root() {
+        return Ok(());
+    }
     if json {
         outln!("{}", serde_json::to_string_pretty(&m)?);
     } else {

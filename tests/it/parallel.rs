@@ -39,7 +39,7 @@ mod mpi {
     use std::time::{Duration, Instant};
 
     use siamlab_trainer::params::load_safetensors;
-    use siamlab_trainer::run::files::{BACKBONE, CHECKPOINT, METRICS, WEIGHTS};
+    use siamlab_trainer::run::files::{BACKBONE, BEST, CHECKPOINT, METRICS, WEIGHTS};
 
     use super::*;
 
@@ -164,6 +164,114 @@ mod mpi {
         pretrain(&data, &unsynced, 2, STEPS, 8, &["--no-sync-bn"]);
         let l3 = losses(&unsynced);
         assert!(l1.iter().zip(&l3).skip(1).any(|(a, b)| (a - b).abs() > 1e-4), "{l1:?} vs {l3:?}");
+    }
+
+    /// `siamlab train finetune` arguments: `data` (shapes) into `out`, the reduced-width
+    /// EfficientNet at 16 px from scratch, `batch` images per rank, validated and tested on
+    /// the test split.
+    fn finetune_args(data: &Path, out: &Path, epochs: usize, batch: usize, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "train",
+            "finetune",
+            "--data",
+            s(data),
+            "--out",
+            s(out),
+            "--backbone",
+            "efficientnet_tiny",
+            "--image-size",
+            "16",
+            "--val-split",
+            "test",
+            "--test-split",
+            "test",
+            "--epochs",
+            &epochs.to_string(),
+            "--batch",
+            &batch.to_string(),
+            "--workers",
+            "1",
+            "-q",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    }
+
+    /// `program args` on `ranks` rank(s); its stdout.
+    fn succeeds(ranks: usize, args: &[String]) -> String {
+        let o = launch(ranks, env!("CARGO_BIN_EXE_siamlab"), args)
+            .output()
+            .expect("run mpirun (apt-get install openmpi-bin)");
+        assert!(o.status.success(), "{args:?} on {ranks} rank(s): {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// A field of every line of a run's `metrics.jsonl`.
+    fn per_epoch(run: &Path, field: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(run.join(METRICS))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[field].clone())
+            .collect()
+    }
+
+    /// Finetuning on 2 ranks × batch 8 with synchronized BatchNorm = 1 process × batch 16,
+    /// step for step (one step per epoch: 16 training images); validation, the final test and
+    /// `siamlab eval` split their 21 images over the ranks (11 each, one seen twice) and give
+    /// the one-process figures; the linear probe gives the same run bit for bit.
+    #[test]
+    fn two_ranks_finetune_and_evaluate_as_one_process() {
+        const EPOCHS: usize = 20;
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("shapes");
+        ok(&["ingest", "shapes", "--out", s(&data), "--count", "16", "--test-count", "21", "--size", "16", "-q"]);
+        let (one, two) = (t.path().join("one"), t.path().join("two"));
+        // Pretraining's learning rate at this batch: the losses of the two runs part only by
+        // float32 rounding (≤ 1e-6 over 20 steps); at finetuning's default 1e-3, Adam's
+        // normalised steps carry that rounding into ±lr moves and they part by ~2e-5.
+        let lr = ["--lr", "1.25e-4"];
+        succeeds(1, &finetune_args(&data, &one, EPOCHS, 16, &lr));
+        succeeds(2, &finetune_args(&data, &two, EPOCHS, 8, &lr));
+        let loss =
+            |run: &Path| -> Vec<f64> { per_epoch(run, "train_loss").iter().map(|v| v.as_f64().unwrap()).collect() };
+        let (l1, l2) = (loss(&one), loss(&two));
+        assert_eq!((l1.len(), l2.len()), (EPOCHS, EPOCHS));
+        for (step, (a, b)) in l1.iter().zip(&l2).enumerate() {
+            assert!((a - b).abs() < 1e-5, "step {step}: {a} on one process, {b} on two ranks");
+        }
+        // Validation on all 21 test images each epoch, on either side.
+        for (v1, v2) in per_epoch(&one, "val").iter().zip(per_epoch(&two, "val")) {
+            assert_eq!((v1["images"].as_u64(), v2["images"].as_u64()), (Some(21), Some(21)));
+            assert_eq!(v1["top1"], v2["top1"]);
+            assert!((v1["loss"].as_f64().unwrap() - v2["loss"].as_f64().unwrap()).abs() < 1e-4, "{v1} vs {v2}");
+        }
+        let weights = |k: &str| !k.ends_with("bias") && !k.contains("running_");
+        let d = max_diff_of(&one.join(BEST), &two.join(BEST), weights);
+        assert!(d < 1e-4, "best weights differ by {d}");
+        // Without synchronized BatchNorm each rank normalises its own half: another run, which
+        // validates with rank 0's running statistics.
+        let unsynced = t.path().join("unsynced");
+        succeeds(2, &finetune_args(&data, &unsynced, 4, 8, &["--lr", "1.25e-4", "--no-sync-bn"]));
+        let l3 = loss(&unsynced);
+        assert!(l1.iter().zip(&l3).skip(1).any(|(a, b)| (a - b).abs() > 1e-4), "{l1:?} vs {l3:?}");
+        // `siamlab eval` of one run on 1 and on 2 ranks: the same figures, bit for bit (the
+        // same model; every image's logits counted once).
+        let eval = |ranks| succeeds(ranks, &["eval", s(&one), "--split", "test", "--json"].map(String::from));
+        let (e1, e2) = (eval(1), eval(2));
+        assert_eq!(e1, e2);
+        let e: serde_json::Value = serde_json::from_str(&e1).unwrap();
+        assert_eq!(e["images"].as_u64(), Some(21), "{e1}");
+        // Linear evaluation: features split over the ranks, the head trained on all of them
+        // on each rank: the one-process run exactly.
+        let (lin1, lin2) = (t.path().join("lin1"), t.path().join("lin2"));
+        succeeds(1, &finetune_args(&data, &lin1, 2, 8, &["--linear"]));
+        succeeds(2, &finetune_args(&data, &lin2, 2, 8, &["--linear"]));
+        assert_eq!(per_epoch(&lin1, "train_loss"), per_epoch(&lin2, "train_loss"));
+        assert_eq!(per_epoch(&lin1, "val"), per_epoch(&lin2, "val"));
+        assert_eq!(max_diff(&lin1.join(BEST), &lin2.join(BEST)), 0.0);
     }
 
     /// A 2-rank run stopped mid-epoch (`--max-steps`) and resumed with `--resume` gives bit for

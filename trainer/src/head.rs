@@ -178,6 +178,19 @@ impl<D: Device<f32>> Head<D> {
         g.bias = None;
     }
 
+    /// Replaces the accumulated gradients with `weight` (`[K, F]`) and `bias` (`[K]`) from the
+    /// host (a data-parallel run's averages).
+    pub fn set_grads_host(&self, weight: &[f32], bias: &[f32]) -> Result<()> {
+        let (k, f) = (self.classes(), self.weight.shape().1);
+        let dev = self.weight.device().clone();
+        let w = dev.try_tensor_from_vec(weight.to_vec(), (k, f)).map_err(dev_err)?;
+        let b = dev.try_tensor_from_vec(bias.to_vec(), (k,)).map_err(dev_err)?;
+        let mut g = self.grads.lock().unwrap_or_else(|e| e.into_inner());
+        g.weight = Some(w);
+        g.bias = Some(b);
+        Ok(())
+    }
+
     /// The accumulated gradients on the host (zeros when none): weight `[K, F]`, bias `[K]`.
     pub fn grads_host(&self) -> (Vec<f32>, Vec<f32>) {
         let g = self.grads.lock().unwrap_or_else(|e| e.into_inner());

@@ -42,5 +42,5 @@ mod step;
 
 pub use device::DeviceSpec;
 pub use error::{Error, Result};
-pub use finetune::{dump_finetune, evaluate, finetune, EvalMetrics, FinetuneConfig, Summary};
+pub use finetune::{dump_finetune, evaluate, evaluate_in, finetune, finetune_in, EvalMetrics, FinetuneConfig, Summary};
 pub use pretrain::{pretrain, pretrain_in, Outcome, PretrainConfig};

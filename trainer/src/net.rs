@@ -121,6 +121,9 @@ pub trait ClsNet {
     /// under the names of [`walk`](Self::walk) (zeros before any micro-batch; the head's only
     /// while the backbone is frozen).
     fn grads(&mut self) -> Result<StateDict>;
+    /// Every rank's gradients (backbone unless frozen, and head) replaced by their mean over
+    /// `world`, as [`SslNet::average_grads`]; returns the bytes all-reduced.
+    fn average_grads(&mut self, world: &World) -> Result<usize>;
     /// Forward and backward of a micro-batch with `loss` against `targets` (`[n, K]`, one-hot
     /// classes or 0/1 attributes); returns the loss.
     fn train_micro(&mut self, x: Images<'_>, loss: Loss, targets: Vec<f32>, scale: f32) -> Result<f32>;
@@ -301,24 +304,10 @@ where
             Some(g) => g,
             None => self.model.try_alloc_grads().map_err(dev_err)?,
         };
-        let mut flat = Vec::new();
-        let mut result = walk_grads(&self.model, &mut grads, "", &mut |_, g| {
-            flat.extend_from_slice(g);
-            Ok(())
-        });
-        if result.is_ok() {
-            result = all_reduce_mean(world, &mut flat, BUCKET_BYTES).map(|_| ()).map_err(Error::from);
-        }
-        if result.is_ok() {
-            let mut at = 0;
-            result = walk_grads(&self.model, &mut grads, "", &mut |_, g: &mut [f32]| {
-                g.copy_from_slice(&flat[at..at + g.len()]);
-                at += g.len();
-                Ok(())
-            });
-        }
+        let model = &self.model;
+        let result = average_flat(world, &mut |f| walk_grads(model, &mut grads, "", &mut |_, g| f(g)));
         self.grads = Some(grads);
-        result.map(|()| flat.len() * size_of::<f32>())
+        result
     }
 
     fn features(&mut self, x: Images<'_>) -> Result<Vec<f32>> {
@@ -351,6 +340,28 @@ where
         self.grads = Some(grads);
         result.map(|()| out)
     }
+}
+
+/// What [`average_flat`]'s visitor hands each gradient to.
+type GradFn<'a> = dyn FnMut(&mut [f32]) -> Result<()> + 'a;
+
+/// The gradients that `visit` hands out (the same slices in the same order on each call)
+/// averaged over the ranks of `world`: laid end to end in one flat buffer, all-reduced in
+/// buckets of [`BUCKET_BYTES`], written back; returns the bytes all-reduced.
+fn average_flat(world: &World, visit: &mut dyn FnMut(&mut GradFn<'_>) -> Result<()>) -> Result<usize> {
+    let mut flat = Vec::new();
+    visit(&mut |g| {
+        flat.extend_from_slice(g);
+        Ok(())
+    })?;
+    all_reduce_mean(world, &mut flat, BUCKET_BYTES)?;
+    let mut at = 0;
+    visit(&mut |g| {
+        g.copy_from_slice(&flat[at..at + g.len()]);
+        at += g.len();
+        Ok(())
+    })?;
+    Ok(flat.len() * size_of::<f32>())
 }
 
 fn count_params<Dv: Device<f32>, M: dfdx::nn::tensor_collection::TensorCollection<f32, Dv>>(m: &M) -> usize {
@@ -571,6 +582,28 @@ impl<B: Backbone<F, Dv> + 'static, const F: usize, Dv: Kernels<f32> + 'static> C
         out.insert("fc.weight".into(), (vec![k, f], w));
         out.insert("fc.bias".into(), (vec![k], b));
         Ok(out)
+    }
+
+    fn average_grads(&mut self, world: &World) -> Result<usize> {
+        if world.size() == 1 {
+            return Ok(0);
+        }
+        let mut grads = if self.frozen { None } else { Some(self.take_grads()?) };
+        let (mut w, mut b) = self.head.grads_host();
+        let backbone = &self.backbone;
+        let result = average_flat(world, &mut |f| {
+            if let Some(g) = grads.as_mut() {
+                walk_grads(backbone, g, "backbone", &mut |_, x| f(x))?;
+            }
+            f(&mut w)?;
+            f(&mut b)
+        });
+        if !self.frozen {
+            self.grads = grads;
+        }
+        let bytes = result?;
+        self.head.set_grads_host(&w, &b)?;
+        Ok(bytes)
     }
 
     fn train_micro(&mut self, x: Images<'_>, loss: Loss, targets: Vec<f32>, scale: f32) -> Result<f32> {

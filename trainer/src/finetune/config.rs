@@ -74,6 +74,11 @@ pub struct FinetuneConfig {
     /// after each step to a folder, then stop ([`crate::dump`]; `--dump-batches N DIR`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dump: Option<crate::dump::DumpConfig>,
+    /// With several processes: BatchNorm's batch statistics over all of them (synchronized
+    /// BatchNorm), so N ranks of batch B train as one process of batch N·B; `false`
+    /// (`--no-sync-bn`): each rank's own batch, and rank 0's running statistics (PyTorch DDP's
+    /// `broadcast_buffers`) for validation and the saved model.
+    pub sync_bn: bool,
 }
 
 impl Default for FinetuneConfig {
@@ -103,6 +108,7 @@ impl Default for FinetuneConfig {
             workers: None,
             device: DeviceSpec::Cpu,
             dump: None,
+            sync_bn: true,
         }
     }
 }
@@ -146,4 +152,11 @@ pub struct Resolved {
     pub val: (String, Option<Subset>),
     /// Training rows.
     pub train: (String, Option<Subset>),
+    /// Processes of the run (each streams its own block of every epoch; batch per process).
+    #[serde(default = "one")]
+    pub world: usize,
+}
+
+fn one() -> usize {
+    1
 }

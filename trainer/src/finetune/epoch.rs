@@ -17,7 +17,8 @@ pub(crate) fn optimized(linear: bool) -> impl Fn(&str) -> bool {
     move |name: &str| !linear || name.starts_with("fc.")
 }
 
-/// Closes epoch `record.epoch` of run `dir`.
+/// Closes epoch `record.epoch` of run `dir`; only when `write` (rank 0 of a data-parallel
+/// run) into the run folder, while every rank keeps the same state.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn end_epoch(
     record: EpochRecord,
@@ -26,6 +27,7 @@ pub(crate) fn end_epoch(
     net: &mut dyn ClsNet,
     dir: &Path,
     linear: bool,
+    write: bool,
     bar: &Progress,
     log: &mut dyn FnMut(&str),
 ) -> Result<()> {
@@ -42,13 +44,20 @@ pub(crate) fn end_epoch(
     bar.suspend(|| log(&line));
     if better {
         state.best = Some((record.epoch, score));
-        let dict = state_of(&mut |f| net.walk(f))?;
-        save_safetensors(&dir.join(BEST), &dict)?;
+        if write {
+            let dict = state_of(&mut |f| net.walk(f))?;
+            save_safetensors(&dir.join(BEST), &dict)?;
+        }
     }
-    append_jsonl(&dir.join(METRICS), &record)?;
-    crate::plots::write_run_plot(dir)?;
+    if write {
+        append_jsonl(&dir.join(METRICS), &record)?;
+        crate::plots::write_run_plot(dir)?;
+    }
     state.history.push(record);
     state.epoch += 1;
     state.optimizer_t = opt.t;
+    if !write {
+        return Ok(());
+    }
     run::save_checkpoint(dir, state, opt, &mut |f| net.walk(f), &optimized(linear))
 }

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use siamlab_world::World;
+
 use crate::data::{Dataset, Feed};
 use crate::error::{Error, Result};
 use crate::finetune::config::FinetuneConfig;
@@ -22,6 +24,7 @@ use crate::step::{finite, optimizer_step};
 /// feed until `c.epochs`, validating each epoch on the validation feed.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn train(
+    world: &World,
     c: &FinetuneConfig,
     ds: &Dataset,
     net: &mut dyn ClsNet,
@@ -38,8 +41,9 @@ pub(crate) fn train(
 ) -> Result<()> {
     let dim = net.info().features;
     log(&format!("linear evaluation: extracting frozen {dim}-d features"));
-    let tr = collect_outputs(ds, train_feed, |x| net.features(x))?;
-    let va = collect_outputs(ds, val_feed, |x| net.features(x))?;
+    // On several ranks each computes the features of its block and every rank gets them all.
+    let tr = collect_outputs(world, ds, train_feed, |x| net.features(x))?;
+    let va = collect_outputs(world, ds, val_feed, |x| net.features(x))?;
     let n = tr.labels.len();
     if n == 0 {
         return Err(Error::config("the training split is empty"));
@@ -88,7 +92,7 @@ pub(crate) fn train(
             images_per_sec: n as f64 / t0.elapsed().as_secs_f64(),
             seconds: t0.elapsed().as_secs_f64(),
         };
-        end_epoch(record, state, opt, net, run, true, &bar, log)?;
+        end_epoch(record, state, opt, net, run, true, world.is_root(), &bar, log)?;
     }
     bar.finish();
     Ok(())

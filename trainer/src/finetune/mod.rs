@@ -15,6 +15,11 @@
 //!
 //! **Validation**: the dataset's `valid` / `val` split when it has one (CelebA), otherwise a
 //! seeded hold-out of `val_fraction` of the train split (the rest trains).
+//!
+//! **Several ranks** ([`finetune_in`], [`evaluate_in`]): data-parallel as pretraining — each
+//! rank trains on its block of every epoch, gradients are averaged each step, BatchNorm is
+//! synchronized unless `sync_bn` is off; every evaluation splits the images over the ranks and
+//! gathers their outputs in the split's order, so the metrics are one process's.
 
 pub mod config;
 mod epoch;
@@ -23,8 +28,11 @@ mod linear;
 pub mod record;
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
+use siamlab_model::sync_batch_norm;
 use siamlab_pipeline::Subset;
+use siamlab_world::World;
 
 use crate::data::{Dataset, Feed, Labels};
 use crate::device::DeviceSpec;
@@ -35,16 +43,17 @@ use crate::finetune::record::State;
 use crate::head::Loss;
 use crate::net::{build_cls_with, ClsNet};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind};
+use crate::parallel::{broadcast_tensors, mean_over_ranks, WorldStats};
 use crate::params::{self, load_safetensors};
 use crate::prefetch::DevicePrefetch;
 use crate::progress::Progress;
 use crate::run::files::{write_json, BEST, SUMMARY};
-use crate::run::{self, model_of, start_or_resume};
+use crate::run::{self, model_of, start_or_resume_in};
 use crate::schedule::Schedule;
 use crate::step::{finite, optimizer_step};
 
 pub use config::{FinetuneConfig, Resolved};
-pub use eval::evaluate;
+pub use eval::{evaluate, evaluate_in};
 pub use record::{EpochRecord, EvalMetrics, Summary};
 
 fn resolve(cfg: &FinetuneConfig, ds: &Dataset) -> Result<(FinetuneConfig, Loss, Vec<String>, Option<PathBuf>)> {
@@ -157,7 +166,25 @@ pub fn finetune(
     quiet: bool,
     log: &mut dyn FnMut(&str),
 ) -> Result<Summary> {
-    run_finetune(cfg, run, resume, quiet, log)?
+    finetune_in(&World::single(), cfg, run, resume, quiet, log)
+}
+
+/// [`finetune`] as one rank of `world` (data-parallel, as [`crate::pretrain_in`]): every rank
+/// trains on its own block of each epoch with `cfg.batch` images per step (the global batch is
+/// `world × batch`), starts from rank 0's tensors and averages its gradients with the others'
+/// each step; BatchNorm's statistics span all ranks unless `cfg.sync_bn` is off. Validation and
+/// the final evaluation split their images over the ranks and give every rank the same
+/// metrics. Rank 0 alone writes the run folder and logs. Linear evaluation computes the
+/// features on all ranks and trains the (small) head on each, identically.
+pub fn finetune_in(
+    world: &World,
+    cfg: &FinetuneConfig,
+    run: &Path,
+    resume: bool,
+    quiet: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<Summary> {
+    run_finetune(world, cfg, run, resume, quiet, log)?
         .ok_or_else(|| Error::config("--dump-batches stops the run once the dump is written (dump_finetune)"))
 }
 
@@ -167,7 +194,7 @@ pub fn dump_finetune(cfg: &FinetuneConfig, run: &Path, quiet: bool, log: &mut dy
     let Some(d) = &cfg.dump else {
         return Err(Error::config("dump_finetune needs --dump-batches N DIR"));
     };
-    run_finetune(cfg, run, false, quiet, log)?;
+    run_finetune(&World::single(), cfg, run, false, quiet, log)?;
     Ok(d.dir.clone())
 }
 
@@ -182,16 +209,31 @@ struct DumpedRun<'a> {
     optim: OptimConfig,
 }
 
-/// [`finetune`]; `None` when a dump stopped it.
+/// [`finetune_in`]; `None` when a dump stopped it.
 fn run_finetune(
+    world: &World,
     cfg: &FinetuneConfig,
     run: &Path,
     resume: bool,
     quiet: bool,
     log: &mut dyn FnMut(&str),
 ) -> Result<Option<Summary>> {
+    let (rank, ranks, root) = (world.rank(), world.size(), world.is_root());
+    let quiet = quiet || !root;
+    let mut log = |line: &str| {
+        if root {
+            log(line)
+        }
+    };
+    let log = &mut log;
     let ds = Dataset::open_with(&cfg.data, &cfg.store)?;
     let (c, loss, names, weights) = resolve(cfg, &ds)?;
+    if ranks > 1 && c.dump.is_some() {
+        return Err(Error::config("--dump-batches records one process's run; not under mpirun / srun"));
+    }
+    // Synchronized BatchNorm on this thread while the run lasts (the linear probe's backbone
+    // runs in evaluation mode only).
+    let _sync = (ranks > 1 && c.sync_bn && !c.linear).then(|| sync_batch_norm(Rc::new(WorldStats(world.split_off()))));
     let outputs = names.len();
     let image_size = c.image_size.unwrap_or(32);
     let backbone = c.backbone.clone().unwrap_or_default();
@@ -215,6 +257,7 @@ fn run_finetune(
         label_names: names,
         val: val.clone(),
         train: train.clone(),
+        world: ranks,
     };
     let optim = match c.optimizer {
         OptimizerKind::Adam => OptimConfig::adam(c.wd),
@@ -227,13 +270,14 @@ fn run_finetune(
     }
     let mut opt = Optimizer::new(optim);
     let mut state = State { epoch: 0, step: 0, optimizer_t: 0, best: None, history: vec![] };
-    let (_lock, loaded) = start_or_resume::<_, State>(run, resume, &resolved)?;
+    let (_lock, loaded) = start_or_resume_in::<_, State>(world, run, resume, &resolved)?;
     if let Some(l) = loaded {
         opt.t = l.state.optimizer_t;
         run::restore(&l, &mut opt, &mut |f| net.walk(f), &optimized(c.linear))?;
         state = l.state;
         log(&format!("resuming {} at epoch {}", run.display(), state.epoch));
     }
+    broadcast_tensors(world, &mut |f| net.walk(f))?;
     let train_feed = Feed {
         split: train.0.clone(),
         subset: train.1,
@@ -251,6 +295,7 @@ fn run_finetune(
 
     if c.linear {
         linear::train(
+            world,
             &c,
             &ds,
             &mut *net,
@@ -266,9 +311,12 @@ fn run_finetune(
             log,
         )?;
     } else {
-        let batches = train_feed.open(&ds, 0, None)?.batches();
+        let batches = train_feed.open_shard(&ds, 0, None, rank, ranks)?.batches();
         if batches == 0 {
-            return Err(Error::config(format!("the training split has fewer images than one batch of {}", c.batch)));
+            return Err(Error::config(format!(
+                "the training split has fewer images than one batch of {} per rank on {ranks} rank(s)",
+                c.batch
+            )));
         }
         let schedule =
             Schedule { base_lr: c.lr, warmup: 0, total: batches as u64 * c.epochs, cosine: c.cosine, epoch_steps: 0 };
@@ -280,7 +328,7 @@ fn run_finetune(
         while state.epoch < c.epochs {
             let t0 = std::time::Instant::now();
             let (mut sum, mut count, mut images) = (0f64, 0usize, 0usize);
-            let pipeline = train_feed.open(&ds, state.epoch, None)?;
+            let pipeline = train_feed.open_shard(&ds, state.epoch, None, rank, ranks)?;
             let uploader = match &dump {
                 Some(d) => d.wrap(net.uploader()),
                 None => net.uploader(),
@@ -293,7 +341,13 @@ fn run_finetune(
                 if let Some(d) = &dump {
                     d.targets(&t, n, outputs)?;
                 }
-                let value = net.train_uploaded(b.views, loss, t, 1.0, &mut || stage.fill())?;
+                let mut value = net.train_uploaded(b.views, loss, t, 1.0, &mut || stage.fill())?;
+                if ranks > 1 {
+                    // The global batch's loss, the same on every rank.
+                    let mut v = [value];
+                    mean_over_ranks(world, &mut v)?;
+                    value = v[0];
+                }
                 finite(value, state.epoch, state.step)?;
                 if let Some(d) = &mut dump {
                     d.micro(value, 1.0);
@@ -302,6 +356,7 @@ fn run_finetune(
                     Some(d) if d.active() => Some(net.grads()?),
                     _ => None,
                 };
+                net.average_grads(world)?;
                 let lr = optimizer_step(&schedule, &mut state.step, |lr| net.step(&mut opt, lr))?;
                 if let (Some(d), Some(g)) = (&mut dump, grads) {
                     d.step(state.step, lr, g, &mut |f| net.walk(f))?;
@@ -314,12 +369,17 @@ fn run_finetune(
                 }
                 sum += value as f64;
                 count += 1;
-                images += n;
+                images += n * ranks; // the global batch
                 bar.step(state.step, value, lr, images as f64 / t0.elapsed().as_secs_f64());
             }
             drop(stage);
             let secs = t0.elapsed().as_secs_f64();
-            let o = collect_outputs(&ds, &val_feed, |x| net.logits(x))?;
+            if !c.sync_bn {
+                // Each rank's running statistics are its own: validate with rank 0's (DDP's
+                // `broadcast_buffers`).
+                broadcast_tensors(world, &mut |f| net.walk(f))?;
+            }
+            let o = collect_outputs(world, &ds, &val_feed, |x| net.logits(x))?;
             let val_m = metrics_of(val_name.clone(), loss, outputs, &o.scores, &o)?;
             let record = EpochRecord {
                 epoch: state.epoch,
@@ -328,18 +388,19 @@ fn run_finetune(
                 images_per_sec: images as f64 / secs,
                 seconds: t0.elapsed().as_secs_f64(),
             };
-            end_epoch(record, &mut state, &mut opt, &mut *net, run, c.linear, &bar, log)?;
+            end_epoch(record, &mut state, &mut opt, &mut *net, run, c.linear, root, &bar, log)?;
         }
         bar.finish();
         if let Some(d) = dump.as_ref().filter(|d| d.active()) {
             d.finish(&DumpedRun { config: &resolved, schedule, optim })?; // fewer batches than asked for
         }
     }
-    finish(&c, &ds, &mut *net, &val_feed, &val_name, loss, outputs, &state, run, log).map(Some)
+    finish(world, &c, &ds, &mut *net, &val_feed, &val_name, loss, outputs, &state, run, log).map(Some)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn finish(
+    world: &World,
     c: &FinetuneConfig,
     ds: &Dataset,
     net: &mut dyn ClsNet,
@@ -351,15 +412,19 @@ fn finish(
     run: &Path,
     log: &mut dyn FnMut(&str),
 ) -> Result<Summary> {
-    let best_file = run.join(BEST);
-    let best = load_safetensors(&best_file)?;
-    net.walk(&mut |s, v| params::restore_one(s, v, &best, &best_file))?;
-    let o = collect_outputs(ds, val_feed, |x| net.logits(x))?;
+    // Rank 0 reads the best model and lends it to the others.
+    if world.is_root() {
+        let best_file = run.join(BEST);
+        let best = load_safetensors(&best_file)?;
+        net.walk(&mut |s, v| params::restore_one(s, v, &best, &best_file))?;
+    }
+    broadcast_tensors(world, &mut |f| net.walk(f))?;
+    let o = collect_outputs(world, ds, val_feed, |x| net.logits(x))?;
     let val = metrics_of(val_name.to_string(), loss, outputs, &o.scores, &o)?;
     let test = match &c.test_split {
         Some(t) => {
             let feed = eval_feed(c, &(t.clone(), None));
-            let o = collect_outputs(ds, &feed, |x| net.logits(x))?;
+            let o = collect_outputs(world, ds, &feed, |x| net.logits(x))?;
             Some(metrics_of(t.clone(), loss, outputs, &o.scores, &o)?)
         }
         None => None,
@@ -371,6 +436,8 @@ fn finish(
     }
     let summary =
         Summary { init: c.init.clone(), linear: c.linear, best_epoch, val, test, history: state.history.clone() };
-    write_json(&run.join(SUMMARY), &summary)?;
+    if world.is_root() {
+        write_json(&run.join(SUMMARY), &summary)?;
+    }
     Ok(summary)
 }

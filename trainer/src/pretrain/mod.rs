@@ -27,7 +27,7 @@ use crate::params::save_safetensors;
 use crate::prefetch::DevicePrefetch;
 use crate::progress::Progress;
 use crate::run::files::{append_jsonl, write_json, BACKBONE, METRICS, SUMMARY};
-use crate::run::{self, start_or_resume};
+use crate::run::{self, start_or_resume_in};
 use crate::schedule::{group_len, steps_per_epoch, Schedule};
 use crate::step::{finite, optimizer_step};
 
@@ -182,16 +182,9 @@ pub fn pretrain_in(
     if cfg.dump.is_some() && resume {
         return Err(Error::config("--dump-batches records a run from its initial weights; not with --resume"));
     }
-    // Rank 0 takes the run folder (and checks a resume's settings); then the others read its
-    // checkpoint (a file system all ranks share) and everyone starts from rank 0's tensors.
-    let (_lock, loaded) = if root {
-        let (lock, loaded) = start_or_resume::<_, State>(run, resume, &resolved)?;
-        world.barrier();
-        (Some(lock), loaded)
-    } else {
-        world.barrier();
-        (None, if resume { crate::checkpoint::load::<State>(run)? } else { None })
-    };
+    // Rank 0 takes the run folder, the others read its checkpoint; then everyone starts from
+    // rank 0's tensors.
+    let (_lock, loaded) = start_or_resume_in::<_, State>(world, run, resume, &resolved)?;
     if let Some(l) = loaded {
         opt.t = l.state.optimizer_t;
         run::restore(&l, &mut opt, &mut |f| net.walk(f), &|_| true)?;

@@ -1,5 +1,6 @@
 //! The run folder: its layout and JSON files ([`files`]), how a loop takes it (a fresh start
-//! or a resume from its checkpoint, [`start_or_resume`]), how a loop's model and optimizer go
+//! or a resume from its checkpoint, [`start_or_resume`], and on several ranks
+//! [`start_or_resume_in`]), how a loop's model and optimizer go
 //! into and come back from its checkpoint ([`save_checkpoint`], [`restore`]), and what a
 //! finished run says of its model ([`model_of`]: read by `--init ssl:RUN`, `siamlab export`
 //! and `siamlab eval` alike).
@@ -58,6 +59,30 @@ where
             let _ = std::fs::remove_file(dir.join(METRICS));
             Ok((lock, None))
         }
+    }
+}
+
+/// [`start_or_resume`] as one rank of `world`: rank 0 takes the run folder (and checks a
+/// resume's settings) while the others wait; then the others read its checkpoint (a file
+/// system all ranks share). Only rank 0 holds the lock. A failure on rank 0 ends every rank
+/// (the binary aborts the world), so nobody waits at the barrier forever.
+pub fn start_or_resume_in<R, S>(
+    world: &siamlab_world::World,
+    dir: &Path,
+    resume: bool,
+    resolved: &R,
+) -> Result<(Option<RunLock>, Option<Loaded<S>>)>
+where
+    R: Serialize + DeserializeOwned + PartialEq,
+    S: DeserializeOwned,
+{
+    if world.is_root() {
+        let (lock, loaded) = start_or_resume::<R, S>(dir, resume, resolved)?;
+        world.barrier();
+        Ok((Some(lock), loaded))
+    } else {
+        world.barrier();
+        Ok((None, if resume { checkpoint::load::<S>(dir)? } else { None }))
     }
 }
 
