@@ -17,6 +17,8 @@
 #        NICE=10                  niceness of the cargo build
 #   advanced (used to test the toolchain on another crate, e.g. the shared dfdx probe):
 #        CRATE=<repo root>  BIN=siamlab  FEATURES=cuda  DIST=$CRATE/dist
+#        (FEATURES=cuda,mpi,nccl: several GPU ranks under mpirun; also fetches NCCL's wheel, and
+#        the GPU machine then needs the same Open MPI and libnccl.so.2)
 # Needs: Rust stable, gcc, python3 -m pip, unzip, readelf/objdump/strip (binutils), network to
 # PyPI + crates.io on the first run (wheels are reused afterwards: the script is idempotent).
 set -euo pipefail
@@ -61,6 +63,8 @@ PKGS=(
   nvidia-cublas==13.0.2.14       # libcublas.so.13, libcublasLt.so.13 (420 MB wheel!)
   nvidia-curand==10.4.0.35       # libcurand.so.10
 )
+# The `nccl` feature (GPU ranks average their gradients in GPU memory) links libnccl.
+case ",$FEATURES," in *,nccl,*) PKGS+=(nvidia-nccl-cu13==2.28.9) ;; esac   # libnccl.so.2 (196 MB wheel)
 
 # 1. download the wheels (no install into any Python); reuse what is already there
 say "1/7 wheels in $WHL"
@@ -96,7 +100,9 @@ else
       so=$(find . -maxdepth 1 -name "lib$l.so.*" ! -name '*alt*' | sort | head -1)
       [ -n "$so" ] || die "lib$l.so.* missing from the wheels"
       ln -sfn "${so#./}" "lib$l.so"
-    done )
+    done
+    # NCCL's wheel unpacks beside the toolkit (nvidia/nccl/lib); cudarc links -lnccl from here.
+    if [ -f ../../nccl/lib/libnccl.so.2 ]; then ln -sfn ../../nccl/lib/libnccl.so.2 libnccl.so; fi )
   printf '%s\n' "$stamp" > "$UNZ/.stamp"
 fi
 ln -sfn "$C" "$ROOT"
@@ -191,7 +197,9 @@ if [ ! -e "$L/libcublas.so.13" ]; then
   f=$(find / \( -path /proc -o -path /sys -o -path /dev \) -prune -o -name libcublas.so.13 -print 2>/dev/null | head -1 || true)
   if [ -n "$f" ]; then L=$(dirname "$f"); else L=/usr/local/cuda/lib64; fi
 fi
-export LD_LIBRARY_PATH=$L:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# NCCL (a build with the `nccl` feature): the venv's nvidia-nccl wheel, when there is one.
+N=$("${PYTHON:-python3}" -c 'import nvidia.nccl,os;print(os.path.join(list(nvidia.nccl.__path__)[0],"lib"))' 2>/dev/null || true)
+export LD_LIBRARY_PATH=$L${N:+:$N}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 echo "run-on-gpu: CUDA libs from $L" >&2
 # dist/ may ship PROGRAM.gz instead of PROGRAM: (re)unpack it when missing or different
 if [ -f "$1.gz" ] && ! gzip -dc "$1.gz" | cmp -s - "$1" 2>/dev/null; then

@@ -51,6 +51,11 @@ impl Collectives for MpiComm {
         Ok(())
     }
 
+    fn broadcast_bytes(&self, buf: &mut [u8]) -> Result<()> {
+        self.comm.process_at_rank(0).broadcast_into(buf);
+        Ok(())
+    }
+
     fn barrier(&self) {
         self.comm.barrier();
     }

@@ -109,6 +109,8 @@ pub use names::{
     named_tensors, visit_grads, visit_tensors, walk_grads, walk_tensors, GradFn, GradMutFn, NamedTensor, ReadFn, Slot,
     TensorFn,
 };
+#[cfg(feature = "cuda")]
+pub use names::{walk_cuda_grads, CudaGradMutFn};
 pub use ops::composed;
 pub use ops::{
     attention, avg_pool2d, batch_norm, batched_matmul, conv2d, conv2d_bias, drop_path, gelu, global_avg_pool2d,

@@ -5,7 +5,7 @@
 //! One visitor of dfdx's tensor collections serves them all: [`visit_tensors`] reads a model
 //! (names, shapes, values on demand), [`walk_tensors`] may also write each tensor back,
 //! [`visit_grads`] reads the gradients of the trainable ones, [`walk_grads`] lends them in place
-//! (CPU).
+//! (CPU), and `walk_cuda_grads` in GPU memory (the `cuda` build).
 
 use std::any::Any;
 use std::marker::PhantomData;
@@ -203,6 +203,58 @@ pub fn walk_grads<D: Device<f32>, M: TensorCollection<f32, D>, E: From<OpError>>
     f: &mut GradMutFn<'_, E>,
 ) -> Result<(), E> {
     let mut visit = GradWalk { f, grads };
+    M::iter_tensors(&mut RecursiveWalker { m: (prefix.to_string(), model), f: &mut visit })?;
+    Ok(())
+}
+
+/// A gradient in GPU memory, lent by [`walk_cuda_grads`].
+#[cfg(feature = "cuda")]
+pub type CudaGradMutFn<'f, E> = dyn FnMut(Slot<'_>, &mut cudarc::driver::CudaSlice<f32>) -> Result<(), E> + 'f;
+
+#[cfg(feature = "cuda")]
+struct CudaGradWalk<'h, 'f, D: Device<f32>, E> {
+    f: &'h mut CudaGradMutFn<'f, E>,
+    grads: &'h mut Gradients<f32, D>,
+}
+
+#[cfg(feature = "cuda")]
+impl<D: Device<f32>, E: From<OpError>> TensorVisitor<f32, D> for CudaGradWalk<'_, '_, D, E> {
+    type Viewer = (ViewTensorName, ViewTensorRef);
+    type Err = E;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, D>,
+        (name, t): (String, &Tensor<S, f32, D>),
+    ) -> Result<Option<Tensor<S, f32, D>>, E> {
+        use dfdx::prelude::Cuda;
+        if opts.do_gradient_update {
+            let grads = (&mut *self.grads as &mut dyn Any).downcast_mut::<Gradients<f32, Cuda>>();
+            let (Some(grads), Some(t)) = (grads, (t as &dyn Any).downcast_ref::<Tensor<S, f32, Cuda>>()) else {
+                return Err(OpError::config("walk_cuda_grads", "gradients of a model on another device").into());
+            };
+            let shape = shape_of(t.shape());
+            // dfdx's CUDA storage dereferences to cudarc's slice.
+            let g: &mut cudarc::driver::CudaSlice<f32> = grads.get_or_alloc_mut(t).map_err(OpError::device)?;
+            (self.f)(Slot { name: &name, shape: &shape, trainable: true }, g)?;
+        }
+        Ok(None)
+    }
+}
+
+/// [`walk_grads`] in GPU memory: the gradient of every trainable tensor of `model` (on dfdx's
+/// `Cuda`), allocated as zeros where none has arrived yet, lent in place as cudarc's slice — for
+/// NCCL, which all-reduces device memory (`siamlab_world::nccl`).
+#[cfg(feature = "cuda")]
+pub fn walk_cuda_grads<D: Device<f32>, M: TensorCollection<f32, D>, E: From<OpError>>(
+    model: &M,
+    grads: &mut Gradients<f32, D>,
+    prefix: &str,
+    f: &mut CudaGradMutFn<'_, E>,
+) -> Result<(), E> {
+    let mut visit = CudaGradWalk { f, grads };
     M::iter_tensors(&mut RecursiveWalker { m: (prefix.to_string(), model), f: &mut visit })?;
     Ok(())
 }

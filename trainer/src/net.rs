@@ -305,7 +305,10 @@ where
             None => self.model.try_alloc_grads().map_err(dev_err)?,
         };
         let model = &self.model;
-        let result = average_flat(world, &mut |f| walk_grads(model, &mut grads, "", &mut |_, g| f(g)));
+        let result = match gpu_average(world, model, &mut grads, "") {
+            Some(r) => r,
+            None => average_flat(world, &mut |f| walk_grads(model, &mut grads, "", &mut |_, g| f(g))),
+        };
         self.grads = Some(grads);
         result
     }
@@ -340,6 +343,24 @@ where
         self.grads = Some(grads);
         result.map(|()| out)
     }
+}
+
+/// `Some`: the gradients of `model` averaged in GPU memory by NCCL, when this rank joined it
+/// (a GPU rank of the `nccl` build); `None`: through the host ([`average_flat`]).
+#[allow(unused_variables)]
+fn gpu_average<Dv: Device<f32>, M: dfdx::nn::tensor_collection::TensorCollection<f32, Dv>>(
+    world: &World,
+    model: &M,
+    grads: &mut Gradients<f32, Dv>,
+    prefix: &str,
+) -> Option<Result<usize>> {
+    #[cfg(feature = "nccl")]
+    if let Some(gpu) = world.gpu() {
+        return Some(
+            gpu.average::<Error>(&mut |f| siamlab_model::walk_cuda_grads(model, grads, prefix, &mut |_, g| f(g))),
+        );
+    }
+    None
 }
 
 /// What [`average_flat`]'s visitor hands each gradient to.
@@ -589,15 +610,26 @@ impl<B: Backbone<F, Dv> + 'static, const F: usize, Dv: Kernels<f32> + 'static> C
             return Ok(0);
         }
         let mut grads = if self.frozen { None } else { Some(self.take_grads()?) };
-        let (mut w, mut b) = self.head.grads_host();
         let backbone = &self.backbone;
-        let result = average_flat(world, &mut |f| {
-            if let Some(g) = grads.as_mut() {
-                walk_grads(backbone, g, "backbone", &mut |_, x| f(x))?;
-            }
-            f(&mut w)?;
-            f(&mut b)
-        });
+        // On NCCL the backbone's gradients stay in GPU memory; the head's (small) go through
+        // the host either way.
+        let on_gpu = grads.as_mut().and_then(|g| gpu_average(world, backbone, g, "backbone"));
+        let (mut w, mut b) = self.head.grads_host();
+        let result = match on_gpu {
+            Some(Err(e)) => Err(e),
+            Some(Ok(gpu_bytes)) => average_flat(world, &mut |f| {
+                f(&mut w)?;
+                f(&mut b)
+            })
+            .map(|head| gpu_bytes + head),
+            None => average_flat(world, &mut |f| {
+                if let Some(g) = grads.as_mut() {
+                    walk_grads(backbone, g, "backbone", &mut |_, x| f(x))?;
+                }
+                f(&mut w)?;
+                f(&mut b)
+            }),
+        };
         if !self.frozen {
             self.grads = grads;
         }

@@ -7,6 +7,7 @@
 use siamlab_model::StatsReducer;
 use siamlab_world::World;
 
+use crate::device::DeviceSpec;
 use crate::error::Result;
 use crate::run::Walker;
 
@@ -20,6 +21,31 @@ pub fn broadcast_tensors(world: &World, walk: &mut Walker<'_>) -> Result<()> {
         world.broadcast(values)?;
         Ok(true)
     })
+}
+
+/// The world this rank trains in and its device: on several ranks `cuda` means
+/// `cuda:<local rank>` (PyTorch's convention under torchrun / mpirun), where the ranks join
+/// NCCL so that their gradients are averaged in GPU memory (the `nccl` build; without it,
+/// several GPU ranks are refused in one line).
+pub fn rank_device(world: &World, device: DeviceSpec) -> Result<(World, DeviceSpec)> {
+    match device {
+        DeviceSpec::Cuda(_) if world.size() > 1 => {
+            let ordinal = world.local_rank();
+            #[cfg(feature = "nccl")]
+            {
+                Ok((world.join_gpus(ordinal)?, DeviceSpec::Cuda(ordinal)))
+            }
+            #[cfg(not(feature = "nccl"))]
+            {
+                Err(crate::Error::config(format!(
+                    "{} ranks on GPUs (cuda:{ordinal} here) need a build with the `nccl` feature, which \
+                     averages the gradients in GPU memory",
+                    world.size()
+                )))
+            }
+        }
+        d => Ok((world.clone(), d)),
+    }
 }
 
 /// `values` averaged element-wise over the ranks.

@@ -9,7 +9,9 @@
 //! has. [`World::init_single`] is the single process — and refuses, in one line, a launch by
 //! `mpirun` or `srun` with more than one task, which would otherwise train N unrelated copies of
 //! the run. The crate knows nothing of models or data: [`buckets`] cuts a flat gradient buffer
-//! into the all-reduces of one optimizer step.
+//! into the all-reduces of one optimizer step. With the `nccl` feature, GPU ranks average their
+//! gradients in GPU memory ([`nccl`], [`World::join_gpus`]); the world's backend carries NCCL's
+//! unique id.
 //!
 //! ```
 //! let world = siamlab_world::World::single();
@@ -21,6 +23,8 @@
 
 pub mod buckets;
 mod launch;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 
 use std::rc::Rc;
 
@@ -69,6 +73,8 @@ pub trait Collectives {
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()>;
     /// Rank 0's `buf` into every rank's `buf`.
     fn broadcast(&self, buf: &mut [f32]) -> Result<()>;
+    /// [`broadcast`](Self::broadcast) of bytes (an id, a message).
+    fn broadcast_bytes(&self, buf: &mut [u8]) -> Result<()>;
     /// Waits until every rank has arrived.
     fn barrier(&self);
     /// Ends every rank of the run with exit status `code`.
@@ -87,6 +93,9 @@ pub struct World {
     local_rank: usize,
     /// `None`: the single process.
     comm: Option<Rc<dyn Collectives>>,
+    /// NCCL on this rank's GPU, once joined ([`World::join_gpus`]).
+    #[cfg(feature = "nccl")]
+    gpu: Option<Rc<nccl::Nccl>>,
 }
 
 impl std::fmt::Debug for World {
@@ -103,7 +112,14 @@ impl std::fmt::Debug for World {
 impl World {
     /// The single process: rank 0 of 1, collectives that leave buffers as they are.
     pub fn single() -> World {
-        World { rank: 0, size: 1, local_rank: 0, comm: None }
+        World {
+            rank: 0,
+            size: 1,
+            local_rank: 0,
+            comm: None,
+            #[cfg(feature = "nccl")]
+            gpu: None,
+        }
     }
 
     /// The single process of a build without a backend — or, when a launcher
@@ -121,7 +137,14 @@ impl World {
         if rank >= size {
             return Err(Error::Collective { op: "init", msg: format!("rank {rank} of a world of {size}") });
         }
-        Ok(World { rank, size, local_rank, comm: Some(comm) })
+        Ok(World {
+            rank,
+            size,
+            local_rank,
+            comm: Some(comm),
+            #[cfg(feature = "nccl")]
+            gpu: None,
+        })
     }
 
     /// This process's rank, `0..size`.
@@ -157,6 +180,27 @@ impl World {
     /// Rank 0's `buf` into every rank's `buf` (equal lengths).
     pub fn broadcast(&self, buf: &mut [f32]) -> Result<()> {
         self.comm.as_ref().map_or(Ok(()), |c| c.broadcast(buf))
+    }
+
+    /// Rank 0's bytes into every rank's `buf` (equal lengths).
+    pub fn broadcast_bytes(&self, buf: &mut [u8]) -> Result<()> {
+        self.comm.as_ref().map_or(Ok(()), |c| c.broadcast_bytes(buf))
+    }
+
+    /// This world with NCCL joined on GPU `ordinal` (each rank its local rank's): every rank
+    /// calls it at the same point. The single process needs no NCCL and stays as it is.
+    #[cfg(feature = "nccl")]
+    pub fn join_gpus(&self, ordinal: usize) -> Result<World> {
+        if self.size == 1 {
+            return Ok(self.clone());
+        }
+        Ok(World { gpu: Some(Rc::new(nccl::Nccl::join(self, ordinal)?)), ..self.clone() })
+    }
+
+    /// NCCL on this rank's GPU, when joined.
+    #[cfg(feature = "nccl")]
+    pub fn gpu(&self) -> Option<&nccl::Nccl> {
+        self.gpu.as_deref()
     }
 
     /// Waits until every rank has arrived.

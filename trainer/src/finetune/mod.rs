@@ -43,7 +43,7 @@ use crate::finetune::record::State;
 use crate::head::Loss;
 use crate::net::{build_cls_with, ClsNet};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind};
-use crate::parallel::{broadcast_tensors, mean_over_ranks, WorldStats};
+use crate::parallel::{broadcast_tensors, mean_over_ranks, rank_device, WorldStats};
 use crate::params::{self, load_safetensors};
 use crate::prefetch::DevicePrefetch;
 use crate::progress::Progress;
@@ -237,7 +237,9 @@ fn run_finetune(
     let outputs = names.len();
     let image_size = c.image_size.unwrap_or(32);
     let backbone = c.backbone.clone().unwrap_or_default();
-    let mut net = build_cls_with(c.device, c.seed, &backbone, image_size, outputs, c.init_scheme)?;
+    let (world, device) = rank_device(world, c.device)?;
+    let world = &world;
+    let mut net = build_cls_with(device, c.seed, &backbone, image_size, outputs, c.init_scheme)?;
     if let Some(file) = &weights {
         let report = net.load_backbone(&load_safetensors(file)?, file)?;
         for line in report.lines() {

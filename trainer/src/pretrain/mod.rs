@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::knn::knn_accuracy;
 use crate::net::{build_ssl_with, Images, SslNet};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind};
-use crate::parallel::{broadcast_tensors, mean_over_ranks, WorldStats};
+use crate::parallel::{broadcast_tensors, mean_over_ranks, rank_device, WorldStats};
 use crate::params::save_safetensors;
 use crate::prefetch::DevicePrefetch;
 use crate::progress::Progress;
@@ -133,7 +133,9 @@ pub fn pretrain_in(
     let _sync = (ranks > 1 && cfg.sync_bn).then(|| sync_batch_norm(Rc::new(WorldStats(world.split_off()))));
     let image_size = cfg.image_size.unwrap_or(32);
     let monitor = Monitors::new(&cfg, &ds, image_size)?;
-    let mut net = build_ssl_with(cfg.device, cfg.seed, &cfg.backbone, image_size, cfg.proj_dim, cfg.init_scheme)?;
+    let (world, device) = rank_device(world, cfg.device)?;
+    let world = &world;
+    let mut net = build_ssl_with(device, cfg.seed, &cfg.backbone, image_size, cfg.proj_dim, cfg.init_scheme)?;
     let feed = Feed {
         split: cfg.split.clone(),
         subset: fraction_subset(cfg.seed, cfg.fraction),
