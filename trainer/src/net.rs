@@ -93,7 +93,8 @@ pub trait SslNet {
     fn step(&mut self, opt: &mut Optimizer, lr: f64) -> Result<()>;
     /// Replaces the accumulated gradients with their average over the ranks of `world` (before
     /// [`step`](Self::step), once per optimizer step), laid end to end and all-reduced in
-    /// buckets of [`siamlab_world::BUCKET_BYTES`]; returns the bytes all-reduced.
+    /// buckets of [`siamlab_world::BUCKET_BYTES`] — or, on GPU ranks that joined NCCL, in place
+    /// in GPU memory; returns the bytes all-reduced.
     fn average_grads(&mut self, world: &World) -> Result<usize>;
     /// Backbone features `[n, F]` in evaluation mode.
     fn features(&mut self, x: Images<'_>) -> Result<Vec<f32>>;
