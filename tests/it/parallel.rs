@@ -96,20 +96,12 @@ mod mpi {
     }
 
     fn pretrain(data: &Path, out: &Path, ranks: usize, epochs: usize, batch: usize, extra: &[&str]) {
-        let args = pretrain_args(data, out, epochs, batch, extra);
-        let o = launch(ranks, env!("CARGO_BIN_EXE_siamlab"), &args)
-            .output()
-            .expect("run mpirun (apt-get install openmpi-bin)");
-        assert!(o.status.success(), "{args:?} on {ranks} rank(s): {}", String::from_utf8_lossy(&o.stderr));
+        succeeds(ranks, &pretrain_args(data, out, epochs, batch, extra));
     }
 
     /// The loss of every epoch.
     fn losses(run: &Path) -> Vec<f64> {
-        std::fs::read_to_string(run.join(METRICS))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
-            .collect()
+        per_epoch(run, "loss").iter().map(|v| v.as_f64().unwrap()).collect()
     }
 
     /// The largest difference between the same tensors of two files whose names `keep` accepts.
