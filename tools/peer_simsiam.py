@@ -6,8 +6,9 @@ pyarrow (`manifest.json`, `<split>/part-*.parquet`, the Hugging Face image colum
 torchvision's transforms in a DataLoader: the SimSiam recipe that siamlab's `simsiam` recipe
 copies (RandomResizedCrop 0.2-1, ColorJitter 0.4/0.4/0.4/0.1 with p 0.8, RandomGrayscale 0.2,
 GaussianBlur above 32 px, horizontal flip, Normalize with the manifest's mean / std). Adam with
-L2 weight decay and a cosine set every step, no warmup, the last incomplete batch dropped; as
-`siamlab train pretrain` does by default. Per epoch it writes a line of `metrics.jsonl` with
+L2 weight decay and a cosine set every optimizer step (after `--warmup-epochs` of linear
+warmup), `--accum` micro-batches per step, the last incomplete batch dropped; as `siamlab train
+pretrain` does. Per epoch it writes a line of `metrics.jsonl` with
 siamlab's fields (epoch, step, loss, lr, z_std, knn_top1): the kNN monitor is siamlab's
 (frozen backbone features of the train split as the bank, test split queries, cosine
 similarity, k 200, votes weighted by exp(sim / 0.1)).
@@ -17,7 +18,8 @@ and range over seeds of each side's loss and kNN top-1, says where the two means
 more than the seeds' spread, and draws both (`--plot`, needs matplotlib).
 
     python tools/peer_simsiam.py run DATA --out DIR [--backbone resnet18_tiny] [--epochs 10]
-        [--batch 64] [--lr 5e-4] [--wd 1e-5] [--proj-dim 128] [--seed 0] [--workers 2]
+        [--batch 64] [--accum 1] [--lr 5e-4] [--wd 1e-5] [--warmup-epochs 0] [--proj-dim 128]
+        [--seed 0] [--workers 2]
         [--pipeline torchvision|torchvision-tensors|siamlab]
     python tools/peer_simsiam.py compare SIAMLAB_RUN... -- PEER_RUN... [--plot curves.png]
 
@@ -159,7 +161,10 @@ def run(a):
         ev = transforms(size, mean, std, False)
         mk = lambda im, lb: torch.utils.data.DataLoader(Images(im, lb, ev, 1), batch_size=256)
         knn = (mk(train_imgs, train_labels), mk(test_imgs, test_labels))
-    total = a.epochs * steps_per_epoch
+    accum = max(a.accum, 1)
+    opt_steps = -(-steps_per_epoch // accum)  # trainer/src/schedule.rs's steps_per_epoch
+    total = a.epochs * opt_steps
+    warmup = math.floor(a.warmup_epochs * opt_steps + 0.5)  # Rust's f64::round
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(vars(a), indent=1))
@@ -167,15 +172,23 @@ def run(a):
     step = 0
     for epoch in range(a.epochs):
         t0, losses, stds = time.time(), [], []
-        for x1, x2 in batches(epoch):
-            lr = a.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
-            for group in opt.param_groups:
-                group["lr"] = lr
+        opt.zero_grad()
+        for micro, (x1, x2) in enumerate(batches(epoch)):
+            # trainer/src/schedule.rs: linear warmup, then a cosine per optimizer step; the
+            # micro-batches of a step (fewer in an epoch's last group) share it equally.
+            if step < warmup:
+                lr = a.lr * (step + 1) / warmup
+            else:
+                lr = a.lr * 0.5 * (1.0 + math.cos(math.pi * min((step - warmup) / max(total - warmup, 1), 1.0)))
+            group_len = min(accum, steps_per_epoch - micro // accum * accum)
             loss, z1 = model.loss_and_z(x1, x2)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
+            (loss / group_len).backward()
+            if (micro + 1) % accum == 0 or micro + 1 == steps_per_epoch:
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                opt.step()
+                opt.zero_grad()
+                step += 1
             losses.append(loss.item())
             stds.append(float(F.normalize(z1.detach(), dim=1).std(dim=0).mean()))
         rec = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)), "lr": lr,
@@ -281,6 +294,8 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--wd", type=float, default=1e-5)
+    ap.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step (siamlab's --accum)")
+    ap.add_argument("--warmup-epochs", type=float, default=0.0)
     ap.add_argument("--proj-dim", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--knn-every", type=int, default=1)

@@ -95,6 +95,7 @@ mod names;
 mod ops;
 pub mod peak;
 pub mod profile;
+pub mod ready;
 mod simd;
 pub mod simsiam;
 mod summary;

@@ -161,6 +161,39 @@ pub fn visit_grads<D: Device<f32>, M: TensorCollection<f32, D>, E: From<OpError>
     Ok(())
 }
 
+struct LendVisit<'h> {
+    out: &'h mut Vec<(usize, crate::ready::Lend)>,
+}
+
+impl<D: Device<f32>> TensorVisitor<f32, D> for LendVisit<'_> {
+    type Viewer = ViewTensorRef;
+    type Err = OpError;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, D>,
+        t: &Tensor<S, f32, D>,
+    ) -> Result<Option<Tensor<S, f32, D>>, OpError> {
+        if opts.do_gradient_update {
+            if let Some(t) = (t as &dyn Any).downcast_ref::<Tensor<S, f32, Cpu>>() {
+                self.out.push((t.shape().num_elements(), crate::ready::lend_of(t)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Lenders of the gradients of `model`'s trainable tensors (CPU tensors; none elsewhere), with
+/// their lengths, in visiting order.
+pub(crate) fn grad_lends<D: Device<f32>, M: TensorCollection<f32, D>>(model: &M) -> Vec<(usize, crate::ready::Lend)> {
+    let mut out = Vec::new();
+    // The visitor itself never fails.
+    let _ = M::iter_tensors(&mut RecursiveWalker { m: model, f: &mut LendVisit { out: &mut out } });
+    out
+}
+
 /// What [`walk_grads`] does with each trainable tensor: gets its slot and its gradient, in place.
 pub type GradMutFn<'f, E> = dyn FnMut(Slot<'_>, &mut [f32]) -> Result<(), E> + 'f;
 

@@ -21,7 +21,7 @@ use rand_distr::uniform::SampleUniform;
 
 use crate::backbones::Backbone;
 use crate::layers::{AnyTape, BatchNorm1d, Block, Mode};
-use crate::{Image, Kernels, OpError};
+use crate::{ready, Image, Kernels, OpError};
 
 /// Features of a batch: `[N, M]`.
 pub type Features<const M: usize, T = NoneTape, Dev = Cpu> = Tensor<(usize, Const<M>), f32, Dev, T>;
@@ -227,9 +227,17 @@ impl<B: Backbone<F, Dev>, const F: usize, const D: usize, const H: usize, Dev: K
         x2: Tensor<Image<3>, f32, Dev, T>,
         mode: Mode,
     ) -> Result<PairOutput<D, T, Dev>, OpError> {
-        let (z1, tape1) = self.project(x1, mode)?.split_tape();
-        let (z2, tape2) = self.project(x2, mode)?.split_tape();
-        let p1 = self.predictor.run(z1.clone().put_tape(tape1), mode)?;
+        // Both backbone passes before the heads: the backward pass then finishes the heads'
+        // gradients first, and a data-parallel step can average them while the backbone's
+        // backward still runs (`ready`; only the first view marks). Each module still sees
+        // view 1, then view 2, as through `project`, so the numbers are the same.
+        let f1 = ready::armed(|| self.backbone.forward_features(x1, mode))?;
+        let f2 = self.backbone.forward_features(x2, mode)?;
+        let f1 = ready::armed(|| ready::mark(f1, &self.projector));
+        let (z1, tape1) = self.projector.run(f1, mode)?.split_tape();
+        let (z2, tape2) = self.projector.run(f2, mode)?.split_tape();
+        let z1_taped = ready::armed(|| ready::mark(z1.clone().put_tape(tape1), &self.predictor));
+        let p1 = self.predictor.run(z1_taped, mode)?;
         let p2 = self.predictor.run(z2.clone().put_tape(tape2), mode)?;
         Ok(PairOutput { z1, z2, p1, p2 })
     }

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod names;
 pub mod net;
 pub mod optim;
+pub mod overlap;
 pub mod overview;
 pub mod parallel;
 pub mod params;

@@ -2,11 +2,14 @@
 //! backbone chosen by name at run time ([`siamlab_model::backbones::with_backbone`]) becomes a
 //! [`SslNet`] (SimSiam) or a [`ClsNet`] (backbone + linear head).
 
+use std::rc::Rc;
+
 use dfdx::nn::ZeroGrads;
 use dfdx::prelude::*;
 use siamlab_model::backbones::{with_backbone, Backbone, BackboneVisitor};
 use siamlab_model::init::{initialise, InitScheme};
 use siamlab_model::layers::Mode;
+use siamlab_model::ready::{watch_grads, GradsReady};
 use siamlab_model::simsiam::{simsiam_loss, Predictor, Projector, SimSiam};
 use siamlab_model::weights::{import_state_dict, ImportOptions, ImportReport};
 use siamlab_model::{walk_grads, Image, Kernels, OpError};
@@ -16,6 +19,7 @@ use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::head::{loss_of, Head, Loss, Matrix};
 use crate::optim::Optimizer;
+use crate::overlap::{self, Overlap};
 use crate::params::{self, StateDict, TensorFn};
 use crate::prefetch::{Uploaded, Uploader};
 
@@ -96,6 +100,11 @@ pub trait SslNet {
     /// buckets of [`siamlab_world::BUCKET_BYTES`] — or, on GPU ranks that joined NCCL, in place
     /// in GPU memory; returns the bytes all-reduced.
     fn average_grads(&mut self, world: &World) -> Result<usize>;
+    /// Says that the next micro-batch ends an optimizer step of a run over `world`: its
+    /// backward pass starts averaging the gradients as they become final, bucket by bucket
+    /// ([`crate::overlap`]; CPU ranks), and [`average_grads`](Self::average_grads) finishes
+    /// that average. Elsewhere (one rank, GPUs) nothing changes.
+    fn overlap_next(&mut self, world: &World);
     /// Backbone features `[n, F]` in evaluation mode.
     fn features(&mut self, x: Images<'_>) -> Result<Vec<f32>>;
     /// Mean cosine similarity `½·cos(p1, z2) + ½·cos(p2, z1)` in evaluation mode (the negated
@@ -195,6 +204,10 @@ struct Ssl<B, const F: usize, const D: usize, const H: usize, Dv: Kernels<f32>> 
     grads: Option<Gradients<f32, Dv>>,
     dev: Dv,
     info: NetInfo,
+    /// The average that the next backward pass starts ([`SslNet::overlap_next`]).
+    overlap: Option<Rc<Overlap>>,
+    /// Trainable values of the model.
+    trainable: usize,
 }
 
 /// The views of a batch on device `Dv`, as [`DevUploader`] uploads them.
@@ -248,11 +261,14 @@ where
             Some(g) => g,
             None => self.model.try_alloc_grads().map_err(dev_err)?,
         };
+        // The gradients go to the step's average as they become final (`overlap_next`).
+        let watch = self.overlap.clone().map(|o| watch_grads(o as Rc<dyn GradsReady>));
         let out = self.model.forward_pair(x1.traced(grads), x2.leaky_traced(), Mode::Train)?;
         let z1 = out.z1.clone();
         let loss = simsiam_loss(out.p1, out.p2, out.z1, out.z2)?;
         let value = loss.retaped::<NoneTape>();
         self.grads = Some(loss.try_mul(scale).and_then(|l| l.try_backward()).map_err(dev_err)?);
+        drop(watch);
         // The step is queued (on a GPU still running): prepare the next batch, then read.
         meanwhile();
         let z_std = normalized_std(&z1.as_vec(), D);
@@ -297,7 +313,15 @@ where
         Ok(())
     }
 
+    fn overlap_next(&mut self, world: &World) {
+        let cpu = std::any::TypeId::of::<Dv>() == std::any::TypeId::of::<Cpu>();
+        if world.size() > 1 && cpu && overlap::enabled() {
+            self.overlap = Some(Rc::new(Overlap::new(world)));
+        }
+    }
+
     fn average_grads(&mut self, world: &World) -> Result<usize> {
+        let overlap = self.overlap.take();
         if world.size() == 1 {
             return Ok(0);
         }
@@ -305,6 +329,14 @@ where
             Some(g) => g,
             None => self.model.try_alloc_grads().map_err(dev_err)?,
         };
+        if let Some(o) = overlap.filter(|o| o.received() > 0) {
+            let result = match (&mut grads as &mut dyn std::any::Any).downcast_mut::<Gradients<f32, Cpu>>() {
+                Some(g) => o.finish(g, self.trainable).map(|n| n * size_of::<f32>()),
+                None => Err(Error::config("an overlapped gradient average off the CPU")),
+            };
+            self.grads = Some(grads);
+            return result;
+        }
         let model = &self.model;
         let result = match gpu_average(world, model, &mut grads, "") {
             Some(r) => r,
@@ -436,7 +468,8 @@ impl<Dv: Kernels<f32> + 'static> BackboneVisitor<Dv> for SslBuilder<'_, Dv> {
                 projector: Projector::<F, D, f32, Dv>::try_build(dev).map_err(dev_err)?,
                 predictor: Predictor::<D, H, f32, Dv>::try_build(dev).map_err(dev_err)?,
             };
-            Ok(Box::new(Ssl { model, grads: None, dev: dev.clone(), info }))
+            let trainable = count_params::<Dv, SimSiam<B, F, D, H, f32, Dv>>(&model);
+            Ok(Box::new(Ssl { model, grads: None, dev: dev.clone(), info, overlap: None, trainable }))
         }
         let info = info_of::<B, F, Dv>(&backbone, self.name, self.image_size);
         match self.proj_dim {

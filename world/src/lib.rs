@@ -28,7 +28,7 @@ pub mod nccl;
 
 use std::rc::Rc;
 
-pub use buckets::{all_reduce_mean, BUCKET_BYTES};
+pub use buckets::{all_reduce_mean, Buckets, BUCKET_BYTES};
 pub use launch::launcher_tasks;
 
 /// What went wrong with the world.
@@ -73,6 +73,14 @@ pub trait Collectives {
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()>;
     /// Rank 0's `buf` into every rank's `buf`.
     fn broadcast(&self, buf: &mut [f32]) -> Result<()>;
+    /// Starts summing every rank's `buf` (as [`all_reduce_sum`](Self::all_reduce_sum)) and
+    /// returns at once where the backend can (MPI's non-blocking all-reduce); the sum comes
+    /// from [`Pending::wait`]. Every rank starts the same reductions in the same order. The
+    /// default reduces before returning.
+    fn start_all_reduce_sum(&self, mut buf: Vec<f32>) -> Result<Box<dyn Pending>> {
+        self.all_reduce_sum(&mut buf)?;
+        Ok(Box::new(Done(buf)))
+    }
     /// [`broadcast`](Self::broadcast) of bytes (an id, a message).
     fn broadcast_bytes(&self, buf: &mut [u8]) -> Result<()>;
     /// Waits until every rank has arrived.
@@ -82,6 +90,27 @@ pub trait Collectives {
     /// The same ranks on a communicator of their own (collectives on it never interleave with
     /// this one's).
     fn duplicate(&self) -> Rc<dyn Collectives>;
+}
+
+/// An all-reduce under way ([`Collectives::start_all_reduce_sum`]).
+pub trait Pending {
+    /// Lets the backend move the reduction on (MPI progresses non-blocking collectives inside
+    /// its calls); whether it has finished.
+    fn poll(&mut self) -> Result<bool>;
+    /// Waits for the reduction: the element-wise sum over the ranks.
+    fn wait(self: Box<Self>) -> Result<Vec<f32>>;
+}
+
+/// A reduction that finished before it was handed out.
+struct Done(Vec<f32>);
+
+impl Pending for Done {
+    fn poll(&mut self) -> Result<bool> {
+        Ok(true)
+    }
+    fn wait(self: Box<Self>) -> Result<Vec<f32>> {
+        Ok(self.0)
+    }
 }
 
 /// The processes of one run: this one's rank among `size`, and its rank on this machine (the
@@ -175,6 +204,15 @@ impl World {
     /// [`all_reduce_sum`](Self::all_reduce_sum) in f64 (statistics that must not lose digits).
     pub fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
         self.comm.as_ref().map_or(Ok(()), |c| c.all_reduce_sum_f64(buf))
+    }
+
+    /// Starts summing every rank's `buf` ([`Collectives::start_all_reduce_sum`]); the single
+    /// process's sum is `buf`.
+    pub fn start_all_reduce_sum(&self, buf: Vec<f32>) -> Result<Box<dyn Pending>> {
+        match &self.comm {
+            Some(c) => c.start_all_reduce_sum(buf),
+            None => Ok(Box::new(Done(buf))),
+        }
     }
 
     /// Rank 0's `buf` into every rank's `buf` (equal lengths).

@@ -30,6 +30,7 @@ use super::Backbone;
 use crate::backbones::trace::StageTrace;
 use crate::init::{conv_fan_out, Draw};
 use crate::layers::{AnyTape, BatchNorm2d, Block, Conv2d, Conv2dBias, DwConv2d, Mode};
+use crate::ready::mark;
 use crate::{Image, Kernels, OpError};
 
 /// Squeeze-and-excitation: global average → 1×1 conv `C → RD` (bias) → SiLU → 1×1 conv
@@ -579,23 +580,26 @@ impl<
         mode: Mode,
         trace: &mut StageTrace,
     ) -> Result<Tensor<(usize, Const<CH>), f32, D, T>, OpError> {
+        // `mark`: each group's gradients final from here on in the backward pass (`ready`).
+        let x = mark(mark(x, &self.conv_stem), &self.bn1);
         let y = D::silu(self.bn1.run(self.conv_stem.run_on_images(x)?, mode)?)?;
         trace.record("conv_stem+bn1", &y, || self.conv_stem.num_trainable_params() + self.bn1.num_trainable_params());
         let b = &mut self.blocks;
-        let y = b.0.run_stage(y, mode)?;
+        let y = b.0.run_stage(mark(y, &b.0), mode)?;
         trace.record("blocks.0", &y, || b.0.num_trainable_params());
-        let y = b.1.run_stage(y, mode)?;
+        let y = b.1.run_stage(mark(y, &b.1), mode)?;
         trace.record("blocks.1", &y, || b.1.num_trainable_params());
-        let y = b.2.run_stage(y, mode)?;
+        let y = b.2.run_stage(mark(y, &b.2), mode)?;
         trace.record("blocks.2", &y, || b.2.num_trainable_params());
-        let y = b.3.run_stage(y, mode)?;
+        let y = b.3.run_stage(mark(y, &b.3), mode)?;
         trace.record("blocks.3", &y, || b.3.num_trainable_params());
-        let y = b.4.run_stage(y, mode)?;
+        let y = b.4.run_stage(mark(y, &b.4), mode)?;
         trace.record("blocks.4", &y, || b.4.num_trainable_params());
-        let y = b.5.run_stage(y, mode)?;
+        let y = b.5.run_stage(mark(y, &b.5), mode)?;
         trace.record("blocks.5", &y, || b.5.num_trainable_params());
-        let y = b.6.run_stage(y, mode)?;
+        let y = b.6.run_stage(mark(y, &b.6), mode)?;
         trace.record("blocks.6", &y, || b.6.num_trainable_params());
+        let y = mark(mark(y, &self.conv_head), &self.bn2);
         let y = D::silu(self.bn2.run(self.conv_head.run(y, mode)?, mode)?)?;
         trace.record("conv_head+bn2", &y, || self.conv_head.num_trainable_params() + self.bn2.num_trainable_params());
         let y = D::global_avg_pool2d(y)?;

@@ -28,6 +28,7 @@ use super::Backbone;
 use crate::backbones::trace::StageTrace;
 use crate::init::Draw;
 use crate::layers::{AnyTape, Block, Conv2dBias, LayerNorm, Mode};
+use crate::ready::mark;
 use crate::{Image, Kernels, OpError};
 
 /// timm's `Pooling`: the token grid through a depthwise-grouped 3×3 stride-2 conv `I → O`
@@ -369,7 +370,10 @@ where
         mode: Mode,
         trace: &mut StageTrace,
     ) -> Result<Tensor<(usize, Const<D2>), f32, Dev, T>, OpError> {
+        // `mark`: each group's gradients final from here on in the backward pass (`ready`).
+        let x = mark(x, &self.patch_embed);
         let x = self.patch_embed.conv.run_on_images(x)?;
+        let x = mark(mark(x, &self.pos_embed), &self.cls_token);
         let (n, _, gh, gw) = *x.shape();
         if (gh, gw) != (G, G) {
             return Err(OpError::config(
@@ -398,14 +402,15 @@ where
         };
         let cls = cls().map_err(OpError::device)?;
         let t = &mut self.transformers;
-        let (x, cls) = t.0.run_stage(x, cls, mode)?;
+        let (x, cls) = t.0.run_stage(mark(x, &t.0), cls, mode)?;
         trace.record("transformers.0", &x, || t.0.num_trainable_params() + D0);
-        let (x, cls) = t.1.run_stage(x, cls, mode)?;
+        let (x, cls) = t.1.run_stage(mark(x, &t.1), cls, mode)?;
         trace.record("transformers.1", &x, || t.1.num_trainable_params());
-        let (x, cls) = t.2.run_stage(x, cls, mode)?;
+        let (x, cls) = t.2.run_stage(mark(x, &t.2), cls, mode)?;
         trace.record("transformers.2", &x, || t.2.num_trainable_params());
         drop(x);
-        let cls = self.norm.run(cls, mode)?.try_reshape_like(&(n, Const::<D2>)).map_err(OpError::device)?;
+        let cls =
+            self.norm.run(mark(cls, &self.norm), mode)?.try_reshape_like(&(n, Const::<D2>)).map_err(OpError::device)?;
         trace.record("norm (class token)", &cls, || self.norm.num_trainable_params());
         Ok(cls)
     }

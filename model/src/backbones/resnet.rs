@@ -25,6 +25,7 @@ use super::Backbone;
 use crate::backbones::trace::StageTrace;
 use crate::init::{conv_fan_out, Draw};
 use crate::layers::{AnyTape, BatchNorm2d, Block, Conv2d, Mode};
+use crate::ready::mark;
 use crate::{Image, OpError, Pool2dConfig};
 
 /// The residual block of ResNet-18/34 with an identity shortcut: conv3×3 – BN – ReLU –
@@ -232,19 +233,21 @@ where
         mode: Mode,
         trace: &mut StageTrace,
     ) -> Result<Tensor<(usize, Const<C4>), f32, D, T>, OpError> {
+        // `mark`: each group's gradients final from here on in the backward pass (`ready`).
+        let x = mark(mark(x, &self.conv1), &self.bn1);
         let y = self.conv1.conv(x)?;
         let mut y = self.bn1.run_relu(y, mode)?;
         if St::MAX_POOL {
             y = D::max_pool2d(y, Pool2dConfig::new(3).stride(2).padding(1))?;
         }
         trace.record("conv1+bn1+relu", &y, || self.conv1.num_trainable_params() + self.bn1.num_trainable_params());
-        let y = self.layer1.run(y, mode)?;
+        let y = self.layer1.run(mark(y, &self.layer1), mode)?;
         trace.record("layer1", &y, || self.layer1.num_trainable_params());
-        let y = self.layer2.run(y, mode)?;
+        let y = self.layer2.run(mark(y, &self.layer2), mode)?;
         trace.record("layer2", &y, || self.layer2.num_trainable_params());
-        let y = self.layer3.run(y, mode)?;
+        let y = self.layer3.run(mark(y, &self.layer3), mode)?;
         trace.record("layer3", &y, || self.layer3.num_trainable_params());
-        let y = self.layer4.run(y, mode)?;
+        let y = self.layer4.run(mark(y, &self.layer4), mode)?;
         trace.record("layer4", &y, || self.layer4.num_trainable_params());
         let y = D::global_avg_pool2d(y)?;
         trace.record("avgpool", &y, || 0);

@@ -28,6 +28,7 @@ use super::Backbone;
 use crate::backbones::trace::StageTrace;
 use crate::init::Draw;
 use crate::layers::{AnyTape, Block, Conv2dBias, LayerNorm, Mode};
+use crate::ready::mark;
 use crate::{Image, Kernels, OpError};
 
 /// Tokens of a batch: `[N, T, D]`.
@@ -337,7 +338,10 @@ impl<
         mode: Mode,
         trace: &mut StageTrace,
     ) -> Result<Tensor<(usize, Const<D>), f32, Dev, Tp>, OpError> {
+        // `mark`: each group's gradients final from here on in the backward pass (`ready`).
+        let x = mark(x, &self.patch_embed);
         let y = self.patch_embed.proj.run_on_images(x)?;
+        let y = mark(mark(y, &self.cls_token), &self.pos_embed);
         trace.record("patch_embed", &y, || self.patch_embed.num_trainable_params());
         let (n, _, gh, gw) = *y.shape();
         if gh * gw + 1 != T {
@@ -364,9 +368,12 @@ impl<
         };
         let tokens = embed().map_err(OpError::device)?;
         trace.record("cls_token+pos_embed", &tokens, || T * D + D);
-        let tokens = self.blocks.run(tokens, mode)?;
+        let mut tokens = tokens;
+        for block in self.blocks.modules.iter_mut() {
+            tokens = block.run(mark(tokens, &*block), mode)?;
+        }
         trace.record("blocks", &tokens, || self.blocks.num_trainable_params());
-        let tokens = self.norm.run(tokens, mode)?;
+        let tokens = self.norm.run(mark(tokens, &self.norm), mode)?;
         trace.record("norm", &tokens, || self.norm.num_trainable_params());
         let cls = tokens
             .try_slice((.., 0..1, ..))

@@ -131,6 +131,8 @@ pub fn pretrain_in(
     }
     // Synchronized BatchNorm on this thread while the run lasts.
     let _sync = (ranks > 1 && cfg.sync_bn).then(|| sync_batch_norm(Rc::new(WorldStats(world.split_off()))));
+    // The gradient buckets that start during the backward pass have a communicator of their own.
+    let grad_world = world.split_off();
     let image_size = cfg.image_size.unwrap_or(32);
     let monitor = Monitors::new(&cfg, &ds, image_size)?;
     let (world, device) = rank_device(world, cfg.device)?;
@@ -228,6 +230,10 @@ pub fn pretrain_in(
             let n = b.len;
             let position = b.state;
             let scale = 1.0 / group_len(micro, batches, cfg.accum) as f32;
+            if ranks > 1 && ((micro + 1).is_multiple_of(cfg.accum) || micro + 1 == batches) {
+                // This micro-batch ends the optimizer step: its backward pass starts the average.
+                net.overlap_next(&grad_world);
+            }
             let mut s = net.train_uploaded(b.views, scale, &mut || stage.fill())?;
             if ranks > 1 {
                 // The global batch's loss and collapse monitor, the same on every rank.
