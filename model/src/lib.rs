@@ -96,6 +96,7 @@ mod ops;
 pub mod peak;
 pub mod profile;
 pub mod ready;
+mod scoped;
 mod simd;
 pub mod simsiam;
 mod summary;
@@ -118,5 +119,6 @@ pub use ops::{
     layer_norm, linear, linear_no_bias, max_pool2d, merge_heads, mlp, residual_add, scale_channels, scaled_softmax,
     set_winograd, silu, split_heads, BatchNormConfig, Conv2dConfig, Image, Pool2dConfig,
 };
+pub use scoped::Scoped;
 pub use summary::{summary, Summary};
 pub use sync::{sync_batch_norm, StatsReducer, SyncGuard};

@@ -10,16 +10,16 @@
 //! of a SimSiam pair marks (its ops are recorded first, so its backward runs last). CPU only:
 //! on other devices nothing is marked and the gradients are averaged after the backward pass.
 //!
-//! The reducer is per thread, like [`crate::sync_batch_norm`]'s: the forward and backward of a
-//! step run on the thread that started them.
+//! The sink is per thread ([`crate::Scoped`]), like [`crate::sync_batch_norm`]'s reducer.
 
 use std::any::{Any, TypeId};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::{Cpu, Gradients, PutTape, Shape, SplitTape, Tape, Tensor};
 
+use crate::scoped::{self, Scoped};
 use crate::{Kernels, OpError};
 
 /// Where [`GradGroup`]s go when their gradients are final.
@@ -83,33 +83,22 @@ pub(crate) fn lend_of<S: Shape>(t: &Tensor<S, f32, Cpu>) -> Lend {
 
 thread_local! {
     static SINK: RefCell<Option<Rc<dyn GradsReady>>> = const { RefCell::new(None) };
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks on this thread hand their groups to `sink` until the guard drops.
-pub fn watch_grads(sink: Rc<dyn GradsReady>) -> WatchGuard {
-    let before = SINK.with(|s| s.borrow_mut().replace(sink));
-    WatchGuard { before }
+    static ARMED: RefCell<Option<()>> = const { RefCell::new(None) };
 }
 
 /// Ends [`watch_grads`] when dropped (restoring any sink set before it).
-pub struct WatchGuard {
-    before: Option<Rc<dyn GradsReady>>,
+pub type WatchGuard = Scoped<Rc<dyn GradsReady>>;
+
+/// Marks on this thread hand their groups to `sink` until the guard drops.
+pub fn watch_grads(sink: Rc<dyn GradsReady>) -> WatchGuard {
+    Scoped::set(&SINK, sink)
 }
 
-impl Drop for WatchGuard {
-    fn drop(&mut self) {
-        let before = self.before.take();
-        SINK.with(|s| *s.borrow_mut() = before);
-    }
-}
-
-/// Runs `f` with marking on: the forward pass of a pair's first view.
-pub(crate) fn armed<R>(f: impl FnOnce() -> R) -> R {
-    let before = ARMED.with(|a| a.replace(true));
-    let out = f();
-    ARMED.with(|a| a.set(before));
-    out
+/// Runs `f` with marking on: the forward pass whose backward runs last (a SimSiam pair's first
+/// view, a finetuning batch through the backbone).
+pub fn armed<R>(f: impl FnOnce() -> R) -> R {
+    let _armed = Scoped::set(&ARMED, ());
+    f()
 }
 
 /// `x` with a marker for `module`'s parameters on its tape, when a sink watches this thread, the
@@ -119,10 +108,10 @@ pub(crate) fn mark<S: Shape, D: Kernels<f32>, T: Tape<f32, D>, M: TensorCollecti
     x: Tensor<S, f32, D, T>,
     module: &M,
 ) -> Tensor<S, f32, D, T> {
-    if !T::OWNS_TAPE || !ARMED.with(|a| a.get()) || TypeId::of::<D>() != TypeId::of::<Cpu>() {
+    if !T::OWNS_TAPE || scoped::current(&ARMED).is_none() || TypeId::of::<D>() != TypeId::of::<Cpu>() {
         return x;
     }
-    let Some(sink) = SINK.with(|s| s.borrow().clone()) else { return x };
+    let Some(sink) = scoped::current(&SINK) else { return x };
     let group = GradGroup::of(module);
     let (x, mut tape) = x.split_tape();
     tape.add_backward_op(move |grads| {

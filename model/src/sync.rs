@@ -5,11 +5,12 @@
 //! N processes with batch B/N normalise as one process with batch B. The model crate calls the
 //! reducer; how it reaches the other processes (MPI) is the caller's.
 //!
-//! The reducer is per thread: the forward and backward of a training step run on the thread
-//! that started them, and other threads (tests, a second run) are not touched.
+//! The reducer is per thread ([`crate::Scoped`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
+
+use crate::scoped::{self, Scoped};
 
 /// Sums per-channel statistics over every process of a run.
 pub trait StatsReducer {
@@ -22,27 +23,17 @@ thread_local! {
     static REDUCER: RefCell<Option<Rc<dyn StatsReducer>>> = const { RefCell::new(None) };
 }
 
+/// Ends [`sync_batch_norm`] when dropped (restoring any reducer set before it).
+pub type SyncGuard = Scoped<Rc<dyn StatsReducer>>;
+
 /// Synchronized BatchNorm on this thread with `reducer`, until the guard drops.
 pub fn sync_batch_norm(reducer: Rc<dyn StatsReducer>) -> SyncGuard {
-    let before = REDUCER.with(|r| r.borrow_mut().replace(reducer));
-    SyncGuard { before }
-}
-
-/// Ends [`sync_batch_norm`] when dropped (restoring any reducer set before it).
-pub struct SyncGuard {
-    before: Option<Rc<dyn StatsReducer>>,
-}
-
-impl Drop for SyncGuard {
-    fn drop(&mut self) {
-        let before = self.before.take();
-        REDUCER.with(|r| *r.borrow_mut() = before);
-    }
+    Scoped::set(&REDUCER, reducer)
 }
 
 /// The reducer set on this thread, if any.
 pub(crate) fn reducer() -> Option<Rc<dyn StatsReducer>> {
-    REDUCER.with(|r| r.borrow().clone())
+    scoped::current(&REDUCER)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use dfdx::prelude::*;
 use siamlab_model::backbones::{with_backbone, Backbone, BackboneVisitor};
 use siamlab_model::init::{initialise, InitScheme};
 use siamlab_model::layers::Mode;
-use siamlab_model::ready::{watch_grads, GradsReady};
+use siamlab_model::ready::{armed, watch_grads, GradsReady};
 use siamlab_model::simsiam::{simsiam_loss, Predictor, Projector, SimSiam};
 use siamlab_model::weights::{import_state_dict, ImportOptions, ImportReport};
 use siamlab_model::{walk_grads, Image, Kernels, OpError};
@@ -134,6 +134,10 @@ pub trait ClsNet {
     /// Every rank's gradients (backbone unless frozen, and head) replaced by their mean over
     /// `world`, as [`SslNet::average_grads`]; returns the bytes all-reduced.
     fn average_grads(&mut self, world: &World) -> Result<usize>;
+    /// Says that the next micro-batch ends an optimizer step of a run over `world`: its
+    /// backward pass starts averaging the backbone's gradients as they become final, as
+    /// [`SslNet::overlap_next`] (not while the backbone is frozen).
+    fn overlap_next(&mut self, world: &World);
     /// Forward and backward of a micro-batch with `loss` against `targets` (`[n, K]`, one-hot
     /// classes or 0/1 attributes); returns the loss.
     fn train_micro(&mut self, x: Images<'_>, loss: Loss, targets: Vec<f32>, scale: f32) -> Result<f32>;
@@ -314,10 +318,7 @@ where
     }
 
     fn overlap_next(&mut self, world: &World) {
-        let cpu = std::any::TypeId::of::<Dv>() == std::any::TypeId::of::<Cpu>();
-        if world.size() > 1 && cpu && overlap::enabled() {
-            self.overlap = Some(Rc::new(Overlap::new(world)));
-        }
+        self.overlap = start_overlap::<Dv>(world);
     }
 
     fn average_grads(&mut self, world: &World) -> Result<usize> {
@@ -329,11 +330,8 @@ where
             Some(g) => g,
             None => self.model.try_alloc_grads().map_err(dev_err)?,
         };
-        if let Some(o) = overlap.filter(|o| o.received() > 0) {
-            let result = match (&mut grads as &mut dyn std::any::Any).downcast_mut::<Gradients<f32, Cpu>>() {
-                Some(g) => o.finish(g, self.trainable).map(|n| n * size_of::<f32>()),
-                None => Err(Error::config("an overlapped gradient average off the CPU")),
-            };
+        if let Some(o) = overlap {
+            let result = finish_overlap(&o, &mut grads, self.trainable);
             self.grads = Some(grads);
             return result;
         }
@@ -416,6 +414,26 @@ fn average_flat(world: &World, visit: &mut dyn FnMut(&mut GradFn<'_>) -> Result<
         Ok(())
     })?;
     Ok(flat.len() * size_of::<f32>())
+}
+
+/// The average of the next backward pass over `world` ([`SslNet::overlap_next`]): CPU ranks of
+/// a run of several, unless `SIAMLAB_OVERLAP=0`.
+fn start_overlap<Dv: 'static>(world: &World) -> Option<Rc<Overlap>> {
+    let cpu = std::any::TypeId::of::<Dv>() == std::any::TypeId::of::<Cpu>();
+    (world.size() > 1 && cpu && overlap::enabled()).then(|| Rc::new(Overlap::new(world)))
+}
+
+/// Finishes the average that `o` started during the backward pass into `grads` (`expected`
+/// trainable values); returns the bytes all-reduced.
+fn finish_overlap<Dv: Kernels<f32> + 'static>(
+    o: &Overlap,
+    grads: &mut Gradients<f32, Dv>,
+    expected: usize,
+) -> Result<usize> {
+    match (grads as &mut dyn std::any::Any).downcast_mut::<Gradients<f32, Cpu>>() {
+        Some(g) => o.finish(g, expected).map(|n| n * size_of::<f32>()),
+        None => Err(Error::config("an overlapped gradient average off the CPU")),
+    }
 }
 
 fn count_params<Dv: Device<f32>, M: dfdx::nn::tensor_collection::TensorCollection<f32, Dv>>(m: &M) -> usize {
@@ -535,6 +553,10 @@ struct Cls<B, const F: usize, Dv: Kernels<f32>> {
     frozen: bool,
     dev: Dv,
     info: NetInfo,
+    /// The backbone's average that the next backward pass starts ([`ClsNet::overlap_next`]).
+    overlap: Option<Rc<Overlap>>,
+    /// The backbone's trainable values.
+    trainable: usize,
 }
 
 /// A linear-evaluation feature set on device `Dv`: features `[n, F]`, targets `[n, K]`.
@@ -594,7 +616,10 @@ impl<B: Backbone<F, Dv> + 'static, const F: usize, Dv: Kernels<f32> + 'static> C
             f.try_reshape_like(&(n, F)).map_err(dev_err)?.leaky_traced()
         } else {
             let grads = self.take_grads()?;
-            let f = self.backbone.forward_features(x.traced(grads), Mode::Train)?;
+            // The backbone's gradients go to the step's average as they become final.
+            let watch = self.overlap.clone().map(|o| watch_grads(o as Rc<dyn GradsReady>));
+            let f = armed(|| self.backbone.forward_features(x.traced(grads), Mode::Train))?;
+            drop(watch);
             f.try_reshape_like(&(n, F)).map_err(dev_err)?
         };
         self.head_backward(f, loss, t, scale, meanwhile)
@@ -639,23 +664,32 @@ impl<B: Backbone<F, Dv> + 'static, const F: usize, Dv: Kernels<f32> + 'static> C
         Ok(out)
     }
 
+    fn overlap_next(&mut self, world: &World) {
+        self.overlap = if self.frozen { None } else { start_overlap::<Dv>(world) };
+    }
+
     fn average_grads(&mut self, world: &World) -> Result<usize> {
+        let overlap = self.overlap.take();
         if world.size() == 1 {
             return Ok(0);
         }
         let mut grads = if self.frozen { None } else { Some(self.take_grads()?) };
         let backbone = &self.backbone;
-        // On NCCL the backbone's gradients stay in GPU memory; the head's (small) go through
-        // the host either way.
-        let on_gpu = grads.as_mut().and_then(|g| gpu_average(world, backbone, g, "backbone"));
+        // The backbone's average started during the backward pass (CPU), or on NCCL in GPU
+        // memory; the head's (small) goes through the host either way.
+        let overlapped = match (overlap, grads.as_mut()) {
+            (Some(o), Some(g)) => Some(finish_overlap(&o, g, self.trainable)),
+            _ => None,
+        };
+        let done = overlapped.or_else(|| grads.as_mut().and_then(|g| gpu_average(world, backbone, g, "backbone")));
         let (mut w, mut b) = self.head.grads_host();
-        let result = match on_gpu {
+        let result = match done {
             Some(Err(e)) => Err(e),
-            Some(Ok(gpu_bytes)) => average_flat(world, &mut |f| {
+            Some(Ok(backbone_bytes)) => average_flat(world, &mut |f| {
                 f(&mut w)?;
                 f(&mut b)
             })
-            .map(|head| gpu_bytes + head),
+            .map(|head| backbone_bytes + head),
             None => average_flat(world, &mut |f| {
                 if let Some(g) = grads.as_mut() {
                     walk_grads(backbone, g, "backbone", &mut |_, x| f(x))?;
@@ -773,6 +807,7 @@ impl<Dv: Kernels<f32> + 'static> BackboneVisitor<Dv> for ClsBuilder<'_, Dv> {
     ) -> Self::Output {
         initialise(&mut backbone, self.init, init_seed(self.seed))?;
         let info = info_of::<B, F, Dv>(&backbone, self.name, self.image_size);
+        let trainable = count_params::<Dv, B>(&backbone);
         Ok(Box::new(Cls::<B, F, Dv> {
             backbone,
             head: Head::new(F, self.classes, self.seed, self.dev)?,
@@ -780,6 +815,8 @@ impl<Dv: Kernels<f32> + 'static> BackboneVisitor<Dv> for ClsBuilder<'_, Dv> {
             frozen: false,
             dev: self.dev.clone(),
             info,
+            overlap: None,
+            trainable,
         }))
     }
 }

@@ -46,11 +46,6 @@ impl Overlap {
         }
     }
 
-    /// Gradient values handed in so far.
-    pub fn received(&self) -> usize {
-        self.state.borrow().buckets.as_ref().map_or(0, |b| b.len())
-    }
-
     /// Waits for every bucket and writes the averages back into `grads`, group by group in the
     /// order they came; returns the values averaged. `expected`: the model's trainable values
     /// (every one must have come exactly once).

@@ -234,6 +234,9 @@ fn run_finetune(
     // Synchronized BatchNorm on this thread while the run lasts (the linear probe's backbone
     // runs in evaluation mode only).
     let _sync = (ranks > 1 && c.sync_bn && !c.linear).then(|| sync_batch_norm(Rc::new(WorldStats(world.split_off()))));
+    // The gradient average of each step runs on a communicator of its own (started during the
+    // backward pass: `ClsNet::overlap_next`).
+    let grad_world = world.split_off();
     let outputs = names.len();
     let image_size = c.image_size.unwrap_or(32);
     let backbone = c.backbone.clone().unwrap_or_default();
@@ -343,6 +346,7 @@ fn run_finetune(
                 if let Some(d) = &dump {
                     d.targets(&t, n, outputs)?;
                 }
+                net.overlap_next(&grad_world);
                 let mut value = net.train_uploaded(b.views, loss, t, 1.0, &mut || stage.fill())?;
                 if ranks > 1 {
                     // The global batch's loss, the same on every rank.
