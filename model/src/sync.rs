@@ -3,7 +3,9 @@
 //! process of a data-parallel run — forward: the per-channel sum and count, then the sum of
 //! squared deviations from the common mean; backward: the per-channel `Σ dy` and `Σ dy·x̂` — so
 //! N processes with batch B/N normalise as one process with batch B. The model crate calls the
-//! reducer; how it reaches the other processes (MPI) is the caller's.
+//! reducer; how it reaches the other processes (MPI) is the caller's. The CPU kernel reduces
+//! host buffers directly; the composition of dfdx ops that GPUs run takes the same sums through
+//! a differentiable op (`ops::ranks_sum`).
 //!
 //! The reducer is per thread ([`crate::Scoped`]).
 
@@ -17,6 +19,10 @@ pub trait StatsReducer {
     /// Replaces `values` with their element-wise sum over every process (the same call, in the
     /// same order, on each). A failure must end the run (a process cannot go on alone).
     fn sum(&self, values: &mut [f64]);
+
+    /// Ends the run on every process after a failure that this one cannot go on from (a
+    /// device copy of synchronized statistics inside the backward pass), saying `why`.
+    fn fail(&self, why: &str) -> !;
 }
 
 thread_local! {
@@ -63,6 +69,10 @@ mod tests {
             barrier.wait();
             values.copy_from_slice(&sum);
         }
+
+        fn fail(&self, why: &str) -> ! {
+            panic!("process {}: {why}", self.me)
+        }
     }
 
     const N: usize = 6;
@@ -78,6 +88,11 @@ mod tests {
     /// BatchNorm (with ReLU) of images `rows` of the batch, trained against `Σ y·r`: output, input
     /// gradient, weight and bias gradients, running statistics.
     fn run(rows: std::ops::Range<usize>) -> [Vec<f32>; 6] {
+        run_with(rows, false)
+    }
+
+    /// [`run`] with the CPU kernel, or with `composed`'s dfdx composition (what GPUs run).
+    fn run_with(rows: std::ops::Range<usize>, composed: bool) -> [Vec<f32>; 6] {
         let dev = Cpu::default();
         let per = C * HW * HW;
         let n = rows.len();
@@ -89,7 +104,12 @@ mod tests {
         let b = dev.tensor_from_vec(vec![0.1f32, -0.2, 0.3], (Const::<C>,));
         let (mut rm, mut rv) = (dev.zeros::<Rank1<C>>(), dev.ones::<Rank1<C>>());
         let cfg = BatchNormConfig::new(true).relu(true);
-        let y = batch_norm(x.leaky_trace(), w.leaky_trace(), b.leaky_trace(), &mut rm, &mut rv, cfg).unwrap();
+        let y = if composed {
+            crate::composed::batch_norm(x.leaky_trace(), w.leaky_trace(), b.leaky_trace(), &mut rm, &mut rv, cfg)
+        } else {
+            batch_norm(x.leaky_trace(), w.leaky_trace(), b.leaky_trace(), &mut rm, &mut rv, cfg)
+        };
+        let y = y.unwrap();
         let out = y.as_vec();
         let g = (y * r).sum().backward();
         [out, g.get(&x).as_vec(), g.get(&w).as_vec(), g.get(&b).as_vec(), rm.as_vec(), rv.as_vec()]
@@ -99,7 +119,19 @@ mod tests {
     /// outputs, input gradients and running statistics; the weight and bias gradients add up.
     #[test]
     fn two_halves_synchronized_are_the_whole_batch() {
+        halves_against_the_whole_batch(false);
+    }
+
+    /// The same for the composition of dfdx ops that GPUs run: its statistics and their
+    /// gradients go through `ranks_sum`.
+    #[test]
+    fn two_halves_synchronized_are_the_whole_batch_composed() {
+        halves_against_the_whole_batch(true);
+    }
+
+    fn halves_against_the_whole_batch(composed: bool) {
         let whole = run(0..N);
+        let run = |rows| run_with(rows, composed);
         let shared = Arc::new((Mutex::new([Vec::new(), Vec::new()]), Barrier::new(2)));
         let halves: Vec<[Vec<f32>; 6]> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..2)

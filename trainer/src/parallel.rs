@@ -69,4 +69,9 @@ impl StatsReducer for WorldStats {
             self.0.abort(1);
         }
     }
+
+    fn fail(&self, why: &str) -> ! {
+        eprintln!("error (rank {} of {}): {why}", self.0.rank(), self.0.size());
+        self.0.abort(1)
+    }
 }

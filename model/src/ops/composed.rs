@@ -262,43 +262,70 @@ where
     if cfg.training && count < 2 {
         return Err(OpError::config("batch_norm", format!("{count} value per channel in training")));
     }
-    if cfg.training && crate::sync::reducer().is_some() {
-        return Err(OpError::config(
-            "batch_norm",
-            "synchronized BatchNorm across processes runs on the CPU only so far (--no-sync-bn turns it off)",
-        ));
-    }
+    // Synchronized BatchNorm ([`crate::sync`]): the statistics' sums over every process.
+    let sync = if cfg.training { crate::sync::reducer() } else { None };
     let s3 = (n, Const::<C>, l);
-    let inner = |rm: &mut Tensor<Rank1<C>, E, D>, rv: &mut Tensor<Rank1<C>, E, D>| -> Result<_, D::Err> {
-        let x = x.try_reshape_like(&s3)?;
-        let eps: E = elem(cfg.eps);
-        let xhat = if cfg.training {
-            let mean = x.retaped::<T>().try_mean::<Rank1<C>, Axes2<0, 2>>()?;
-            // Detached copies for the running statistics (the taped ones carry the backward ops).
-            let mean_nt = mean.retaped::<NoneTape>();
-            let centered = x.try_sub(mean.try_broadcast_like::<_, Axes2<0, 2>>(&s3)?)?;
-            let var = centered.retaped::<T>().try_square()?.try_mean::<Rank1<C>, Axes2<0, 2>>()?;
-            let var_nt = var.retaped::<NoneTape>();
-            // Running statistics: the unbiased variance, as PyTorch.
-            let m: E = elem(cfg.momentum);
-            let keep: E = elem(1.0 - cfg.momentum);
-            let unbias: E = elem(count as f64 / (count - 1) as f64);
-            *rm = rm.clone().try_mul(keep)?.try_add(mean_nt.try_mul(m)?)?;
-            *rv = rv.clone().try_mul(keep)?.try_add(var_nt.try_mul(unbias)?.try_mul(m)?)?;
-            let std = var.try_add(eps)?.try_sqrt()?;
-            centered.try_div(std.try_broadcast_like::<_, Axes2<0, 2>>(&s3)?)?
-        } else {
-            let mean = rm.clone().try_broadcast_like::<_, Axes2<0, 2>>(&s3)?;
-            let std = rv.clone().try_add(eps)?.try_sqrt()?.try_broadcast_like::<_, Axes2<0, 2>>(&s3)?;
-            x.try_sub(mean)?.try_div(std)?
+    let d = OpError::device;
+    let x = x.try_reshape_like(&s3).map_err(d)?;
+    let eps: E = elem(cfg.eps);
+    let xhat = if cfg.training {
+        // The mean detached (for the running statistics; the taped one is inside `centered`).
+        let (mean_nt, centered, var, total) = match &sync {
+            None => {
+                let mean = x.retaped::<T>().try_mean::<Rank1<C>, Axes2<0, 2>>().map_err(d)?;
+                let mean_nt = mean.retaped::<NoneTape>();
+                let centered = x.try_sub(mean.try_broadcast_like::<_, Axes2<0, 2>>(&s3).map_err(d)?).map_err(d)?;
+                let var = centered.retaped::<T>().try_square().and_then(|q| q.try_mean::<Rank1<C>, Axes2<0, 2>>());
+                (mean_nt, centered, var.map_err(d)?, count as f64)
+            }
+            Some(r) => {
+                // The sum and count, then the squared deviations from the common mean, summed
+                // over every process (the CPU kernel's two reductions).
+                let mut total = [count as f64];
+                let sum = x.retaped::<T>().try_sum::<Rank1<C>, Axes2<0, 2>>().map_err(d)?;
+                let sum = super::ranks_sum::ranks_sum(sum, r, &mut total)?;
+                let total = total[0];
+                if total < 2.0 {
+                    return Err(OpError::config("batch_norm", format!("{total} values per channel in training")));
+                }
+                let mean = sum.try_mul(elem::<E>(1.0 / total)).map_err(d)?;
+                let mean_nt = mean.retaped::<NoneTape>();
+                let centered = x.try_sub(mean.try_broadcast_like::<_, Axes2<0, 2>>(&s3).map_err(d)?).map_err(d)?;
+                let sq = centered.retaped::<T>().try_square().and_then(|q| q.try_sum::<Rank1<C>, Axes2<0, 2>>());
+                let sq = super::ranks_sum::ranks_sum(sq.map_err(d)?, r, &mut [])?;
+                (mean_nt, centered, sq.try_mul(elem::<E>(1.0 / total)).map_err(d)?, total)
+            }
         };
+        // Running statistics (detached copies; the taped ones carry the backward ops): the
+        // unbiased variance, as PyTorch.
+        let var_nt = var.retaped::<NoneTape>();
+        let m: E = elem(cfg.momentum);
+        let keep: E = elem(1.0 - cfg.momentum);
+        let unbias: E = elem(total / (total - 1.0));
+        let running = || -> Result<_, D::Err> {
+            let rm = running_mean.clone().try_mul(keep)?.try_add(mean_nt.try_mul(m)?)?;
+            let rv = running_var.clone().try_mul(keep)?.try_add(var_nt.try_mul(unbias)?.try_mul(m)?)?;
+            Ok((rm, rv))
+        };
+        (*running_mean, *running_var) = running().map_err(d)?;
+        let std = var.try_add(eps).and_then(|v| v.try_sqrt()).map_err(d)?;
+        centered.try_div(std.try_broadcast_like::<_, Axes2<0, 2>>(&s3).map_err(d)?).map_err(d)?
+    } else {
+        let eval = || -> Result<_, D::Err> {
+            let mean = running_mean.clone().try_broadcast_like::<_, Axes2<0, 2>>(&s3)?;
+            let std = running_var.clone().try_add(eps)?.try_sqrt()?.try_broadcast_like::<_, Axes2<0, 2>>(&s3)?;
+            x.try_sub(mean)?.try_div(std)
+        };
+        eval().map_err(d)?
+    };
+    let out = || -> Result<_, D::Err> {
         let y = xhat
             .try_mul(weight.try_broadcast_like::<_, Axes2<0, 2>>(&s3)?)?
             .try_add(bias.try_broadcast_like::<_, Axes2<0, 2>>(&s3)?)?;
         let y = if cfg.relu { y.try_relu()? } else { y };
         y.try_reshape_like(&shape)
     };
-    inner(running_mean, running_var).map_err(OpError::device)
+    out().map_err(d)
 }
 
 /// [`layer_norm`](crate::layer_norm) on any device: over the last axis, of length `M`.

@@ -16,6 +16,7 @@ mod layer_norm;
 mod linear;
 mod mlp;
 mod pool;
+mod ranks_sum;
 mod scale;
 mod softmax;
 mod taps;
