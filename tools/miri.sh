@@ -2,8 +2,8 @@
 # The model crate's unit tests under Miri, which checks the unsafe code they reach (the borrowed
 # tensor views of `model::element`, the uninitialised-buffer fills, the GEMM calls):
 #
-#   tools/miri.sh                      # Tree Borrows (what the code is checked against)
-#   MIRI_MODEL=stacked tools/miri.sh   # Stacked Borrows: rejects `element::view` (README, "Unsafe code under Miri")
+#   tools/miri.sh                      # Stacked Borrows (Miri's default aliasing model)
+#   MIRI_MODEL=tree tools/miri.sh      # Tree Borrows
 #   tools/miri.sh view_borrows         # a test filter, as for `cargo test`
 #
 # Needs a nightly toolchain with Miri: `rustup toolchain install nightly --component miri rust-src`.
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/miri-check}
 # -Zmiri-ignore-leaks: rayon's global pool threads are still alive when a test's main thread ends.
-case ${MIRI_MODEL:-tree} in
+case ${MIRI_MODEL:-stacked} in
   tree) flags="-Zmiri-tree-borrows -Zmiri-ignore-leaks" ;;
   stacked) flags="-Zmiri-ignore-leaks" ;;
   *) echo "miri.sh: MIRI_MODEL is tree or stacked, not '$MIRI_MODEL'" >&2; exit 2 ;;

@@ -242,42 +242,13 @@ pub(crate) fn par_new2<A: Copy + Default + Send + Sync, B: Copy + Default + Send
 
 /// The data of a physically contiguous CPU tensor, borrowed without copying.
 ///
-/// dfdx 0.13 keeps a CPU tensor's storage private and offers only copies (`as_vec`,
-/// `copy_into`); its `Index` impl is the one public route to the storage itself, a reference
-/// into the tensor's `Vec`. The slice starts at element 0 and ends at the last element, both
-/// fetched (bounds-checked) through `Index`, so it lies inside the storage; callers make the
-/// tensor contiguous first ([`Element::contiguous`]), which the stride check below verifies.
-/// The borrow of `t` keeps the storage alive and unmodified (dfdx mutates only through
+/// Through `Tensor::as_contiguous_slice`, the one accessor siamlab adds to its vendored dfdx 0.13
+/// (`vendor/README.md`): a borrow of the tensor's storage itself. Callers make the tensor
+/// contiguous first ([`Element::contiguous`]); a tensor that is not is a bug in the caller and
+/// panics. The borrow of `t` keeps the storage alive and unmodified (dfdx mutates only through
 /// `&mut Tensor`, copying shared storage first).
 pub(crate) fn view<S: Shape, E: Element, T>(t: &Tensor<S, E, Cpu, T>) -> &[E] {
-    use dfdx::prelude::HasShape;
-    let shape = *t.shape();
-    let n = shape.num_elements();
-    if n == 0 {
-        return &[];
-    }
-    let (dims, strides) = (shape.concrete(), shape.strides());
-    let p0: *const E = &t[S::Concrete::default()];
-    let mut last = dims;
-    for i in 0..S::NUM_DIMS {
-        last[i] -= 1;
-        // Contiguous: a step along each axis moves by the row-major stride.
-        if dims[i] > 1 {
-            let mut step = S::Concrete::default();
-            step[i] = 1;
-            let p: *const E = &t[step];
-            assert_eq!(
-                p as usize - p0 as usize,
-                strides[i] * std::mem::size_of::<E>(),
-                "view of a non-contiguous tensor"
-            );
-        }
-    }
-    let p1: *const E = &t[last];
-    assert_eq!(p1 as usize - p0 as usize, (n - 1) * std::mem::size_of::<E>(), "view of a non-contiguous tensor");
-    // SAFETY: p0 and p1 point into the same live Vec<E> (the tensor's storage), n - 1 elements
-    // apart, so [p0, p0 + n) is initialised storage; it is immutable while `t` is borrowed.
-    unsafe { std::slice::from_raw_parts(p0, n) }
+    t.as_contiguous_slice().expect("view of a non-contiguous tensor")
 }
 
 /// A row-major or transposed view of a matrix for [`matmul`]: element `(i, j)` lives at
@@ -623,8 +594,8 @@ mod tests {
     }
 
     /// `view` borrows exactly a contiguous tensor's elements (several axes, one element, none)
-    /// and refuses a permuted one. Under Miri (`tools/miri.sh`; README, "Unsafe code under Miri") this also
-    /// checks that every read through the widened slice stays inside the tensor's storage.
+    /// and refuses a permuted one. Under Miri (`tools/miri.sh`; README, "Unsafe code under Miri")
+    /// this also checks the borrow itself under Stacked and Tree Borrows.
     #[test]
     fn view_borrows_exactly_the_data_of_a_contiguous_tensor() {
         use dfdx::prelude::{Const, PermuteTo, TensorFrom, TensorFromVec};
