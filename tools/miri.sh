@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The model crate's unit tests under Miri, which checks the unsafe code they reach (the borrowed
-# tensor views of `model::element`, the uninitialised-buffer fills, the GEMM calls):
+# The model crate's unit tests under Miri, which checks the unsafe code they reach (the
+# uninitialised-buffer fills, the GEMM calls, the Winograd transposes) and the borrowed tensor views:
 #
 #   tools/miri.sh                      # Stacked Borrows (Miri's default aliasing model)
 #   MIRI_MODEL=tree tools/miri.sh      # Tree Borrows
