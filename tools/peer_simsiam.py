@@ -17,11 +17,19 @@ similarity, k 200, votes weighted by exp(sim / 0.1)).
 and range over seeds of each side's loss and kNN top-1, says where the two means are apart by
 more than the seeds' spread, and draws both (`--plot`, needs matplotlib).
 
+`stability` reads runs of either side (run folders or their metrics.jsonl files) and prints a
+row per run for the stability study (issue 16 part 4): the final loss, the std of the normalised
+projections at the end and at its lowest, as a fraction of the healthy 1/sqrt(D), the epochs
+where it was below `--below` of healthy (default 0.4), and the kNN top-1 at the end and at its
+best. A run counts as destabilised when any epoch falls below that fraction; the last line gives
+the count.
+
     python tools/peer_simsiam.py run DATA --out DIR [--backbone resnet18_tiny] [--epochs 10]
         [--batch 64] [--accum 1] [--lr 5e-4] [--wd 1e-5] [--warmup-epochs 0] [--proj-dim 128]
         [--seed 0] [--workers 2]
         [--pipeline torchvision|torchvision-tensors|siamlab]
     python tools/peer_simsiam.py compare SIAMLAB_RUN... -- PEER_RUN... [--plot curves.png]
+    python tools/peer_simsiam.py stability RUN_OR_JSONL... [--below 0.4]
 
 needs: torch, torchvision, timm, pyarrow, numpy, pillow (matplotlib for --plot)
 """
@@ -269,7 +277,49 @@ def compare(a):
     return 0
 
 
+def spans(epochs):
+    """'23-26, 36-44' of sorted 1-based epoch numbers."""
+    out, start, prev = [], None, None
+    for e in epochs + [None]:
+        if start is not None and (e is None or e != prev + 1):
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = None
+        if e is not None and start is None:
+            start = e
+        prev = e
+    return ", ".join(out)
+
+
+def stability(a):
+    print(f"| run | epochs | final loss | z std / healthy at the end | lowest (epoch) "
+          f"| epochs below {a.below:g} of healthy | kNN top-1 % at the end (best) | destabilised |")
+    print("|---|--:|--:|--:|--:|---|--:|---|")
+    count = 0
+    for run in a.runs:
+        path = pathlib.Path(run)
+        path = path / "metrics.jsonl" if path.is_dir() else path
+        recs = [json.loads(l) for l in open(path) if l.strip()]
+        if not recs:
+            raise SystemExit(f"peer_simsiam stability: {path}: no epochs")
+        rel = [r["z_std"] / r["z_std_healthy"] for r in recs]
+        low = min(range(len(recs)), key=lambda i: rel[i])
+        below = [recs[i]["epoch"] + 1 for i in range(len(recs)) if rel[i] < a.below]
+        knn = [r["knn_top1"] for r in recs if r.get("knn_top1") is not None]
+        knn_cell = f"{100 * knn[-1]:.1f} ({100 * max(knn):.1f})" if knn else "—"
+        count += bool(below)
+        print(f"| {run} | {len(recs)} | {recs[-1]['loss']:+.3f} | {rel[-1]:.2f} | {rel[low]:.2f} "
+              f"({recs[low]['epoch'] + 1}) | {spans(below) or 'none'} | {knn_cell} | {'yes' if below else 'no'} |")
+    print(f"\n{count} of {len(a.runs)} runs fall below {a.below:g} of the healthy std at some epoch.")
+    return 0
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "stability":
+        ap = argparse.ArgumentParser(prog="peer_simsiam.py stability")
+        ap.add_argument("runs", nargs="+", help="run folders or metrics.jsonl files, of either side")
+        ap.add_argument("--below", type=float, default=0.4,
+                        help="a run is destabilised when z std falls below this fraction of 1/sqrt(D)")
+        return stability(ap.parse_args(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "compare":
         argv = sys.argv[2:]
         if "--" not in argv:
