@@ -22,14 +22,15 @@ row per run for the stability study (issue 16 part 4): the final loss, the std o
 projections at the end and at its lowest, as a fraction of the healthy 1/sqrt(D), the epochs
 where it was below `--below` of healthy (default 0.4), and the kNN top-1 at the end and at its
 best. A run counts as destabilised when any epoch falls below that fraction; the last line gives
-the count.
+the count. `--plot` draws every run's std per epoch with the threshold, a panel per
+side (the first word of each `--label`).
 
     python tools/peer_simsiam.py run DATA --out DIR [--backbone resnet18_tiny] [--epochs 10]
         [--batch 64] [--accum 1] [--lr 5e-4] [--wd 1e-5] [--warmup-epochs 0] [--proj-dim 128]
         [--seed 0] [--workers 2]
         [--pipeline torchvision|torchvision-tensors|siamlab]
     python tools/peer_simsiam.py compare SIAMLAB_RUN... -- PEER_RUN... [--plot curves.png]
-    python tools/peer_simsiam.py stability RUN_OR_JSONL... [--below 0.4]
+    python tools/peer_simsiam.py stability RUN_OR_JSONL... [--below 0.4] [--plot FILE [--label NAME]...]
 
 needs: torch, torchvision, timm, pyarrow, numpy, pillow (matplotlib for --plot)
 """
@@ -291,6 +292,8 @@ def spans(epochs):
 
 
 def stability(a):
+    if a.label and len(a.label) != len(a.runs):
+        raise SystemExit(f"peer_simsiam stability: {len(a.label)} --label for {len(a.runs)} runs (give one per run, or none)")
     print(f"| run | epochs | final loss | z std / healthy at the end | lowest (epoch) "
           f"| epochs below {a.below:g} of healthy | kNN top-1 % at the end (best) | destabilised |")
     print("|---|--:|--:|--:|--:|---|--:|---|")
@@ -310,6 +313,36 @@ def stability(a):
         print(f"| {run} | {len(recs)} | {recs[-1]['loss']:+.3f} | {rel[-1]:.2f} | {rel[low]:.2f} "
               f"({recs[low]['epoch'] + 1}) | {spans(below) or 'none'} | {knn_cell} | {'yes' if below else 'no'} |")
     print(f"\n{count} of {len(a.runs)} runs fall below {a.below:g} of the healthy std at some epoch.")
+    if a.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        lines = []
+        for run, label in zip(a.runs, a.label or [None] * len(a.runs)):
+            path = pathlib.Path(run)
+            path = path / "metrics.jsonl" if path.is_dir() else path
+            recs = [json.loads(l) for l in open(path) if l.strip()]
+            label = label or (path.parent.name if path.name == "metrics.jsonl" else path.stem)
+            lines.append((label, [r["epoch"] + 1 for r in recs], [r["z_std"] / r["z_std_healthy"] for r in recs]))
+        # one panel per side: the label's first word ("siamlab seed 2", "PyTorch seed 0")
+        groups = list(dict.fromkeys(l[0].split()[0] for l in lines))
+        fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), sharey=True, squeeze=False)
+        for ax, g in zip(axes[0], groups):
+            for label, x, y in lines:
+                if label.split()[0] == g:
+                    ax.plot(x, y, label=label)
+            ax.axhline(a.below, color="black", linestyle="--", linewidth=1, label=f"{a.below:g} of healthy")
+            ax.set_xlabel("epoch")
+            ax.set_ylim(0, 1.1)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            ax.set_title(g if len(groups) > 1 else a.title)
+        axes[0][0].set_ylabel("std of normalised z / healthy (1/√D)")
+        if len(groups) > 1:
+            fig.suptitle(a.title)
+        fig.tight_layout()
+        fig.savefig(a.plot, dpi=110)
+        print(f"plot: {a.plot}")
     return 0
 
 
@@ -319,6 +352,9 @@ def main():
         ap.add_argument("runs", nargs="+", help="run folders or metrics.jsonl files, of either side")
         ap.add_argument("--below", type=float, default=0.4,
                         help="a run is destabilised when z std falls below this fraction of 1/sqrt(D)")
+        ap.add_argument("--plot", help="draw each run's z std / healthy per epoch (needs matplotlib)")
+        ap.add_argument("--label", action="append", help="a run's name in the plot, once per run, in order")
+        ap.add_argument("--title", default="std of the normalised projections, one line a run")
         return stability(ap.parse_args(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "compare":
         argv = sys.argv[2:]
