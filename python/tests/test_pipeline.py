@@ -183,8 +183,9 @@ def test_the_gil_is_released_while_a_batch_is_awaited(cifar_shards):
                 gaps.append((last, now))
             last = now
 
-    # a slow first batch: 100 samples x 2 views upscaled to 128 px by one worker
-    p = siamlab.Pipeline(cifar_shards, batch_size=100, workers=1, prefetch=1, image_size=128)
+    # a slow first batch: 100 samples x 2 views upscaled to 256 px by one worker (at 128 px it
+    # took 0.05 s on an idle 2-core EPYC, too close to the 0.05 s this test needs)
+    p = siamlab.Pipeline(cifar_shards, batch_size=100, workers=1, prefetch=1, image_size=256)
     it = iter(p)
     t = threading.Thread(target=spin)
     t.start()
@@ -196,6 +197,7 @@ def test_the_gil_is_released_while_a_batch_is_awaited(cifar_shards):
     finally:
         stop.set()
         t.join()
+        it.close()  # even when an assertion below fails: no pipeline thread outlives this test
     waited = t1 - t0
     assert waited > 0.05, "the batch came too fast to tell"
     # Holding the GIL while waiting would stop the spinning thread for (almost) the whole wait.
