@@ -218,9 +218,16 @@ def _size(encoded):
     return Image.open(io.BytesIO(encoded)).size[0]
 
 
+def load_metrics(run):
+    """(path, records) of a run folder's metrics.jsonl, or of a metrics file given directly."""
+    path = pathlib.Path(run)
+    path = path / "metrics.jsonl" if path.is_dir() else path
+    return path, [json.loads(l) for l in open(path) if l.strip()]
+
+
 def curves(runs):
     """{field: array [runs, epochs]} of the runs' metrics.jsonl (the shortest run's length)."""
-    recs = [[json.loads(l) for l in open(pathlib.Path(r) / "metrics.jsonl")] for r in runs]
+    recs = [load_metrics(r)[1] for r in runs]
     n = min(len(r) for r in recs)
     out = {}
     for field in ("loss", "knn_top1", "z_std"):
@@ -297,11 +304,8 @@ def stability(a):
     print(f"| run | epochs | final loss | z std / healthy at the end | lowest (epoch) "
           f"| epochs below {a.below:g} of healthy | kNN top-1 % at the end (best) | destabilised |")
     print("|---|--:|--:|--:|--:|---|--:|---|")
-    count = 0
-    for run in a.runs:
-        path = pathlib.Path(run)
-        path = path / "metrics.jsonl" if path.is_dir() else path
-        recs = [json.loads(l) for l in open(path) if l.strip()]
+    count, loaded = 0, [load_metrics(run) for run in a.runs]
+    for run, (path, recs) in zip(a.runs, loaded):
         if not recs:
             raise SystemExit(f"peer_simsiam stability: {path}: no epochs")
         rel = [r["z_std"] / r["z_std_healthy"] for r in recs]
@@ -318,10 +322,7 @@ def stability(a):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         lines = []
-        for run, label in zip(a.runs, a.label or [None] * len(a.runs)):
-            path = pathlib.Path(run)
-            path = path / "metrics.jsonl" if path.is_dir() else path
-            recs = [json.loads(l) for l in open(path) if l.strip()]
+        for (path, recs), label in zip(loaded, a.label or [None] * len(a.runs)):
             label = label or (path.parent.name if path.name == "metrics.jsonl" else path.stem)
             lines.append((label, [r["epoch"] + 1 for r in recs], [r["z_std"] / r["z_std_healthy"] for r in recs]))
         # one panel per side: the label's first word ("siamlab seed 2", "PyTorch seed 0")
